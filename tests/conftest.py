@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny real models and a real photograph (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Optimisation attacks differentiate twice; timm's fused attention cannot on the CPU.
+os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+
+import fedmjp  # noqa: E402,F401  (registers the models)
+import timm  # noqa: E402
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def tiny(name: str = "vit_tiny_patch4_32", **kwargs) -> torch.nn.Module:
+    """A 2-block version of a registered model: real architecture, test-sized."""
+    kwargs.setdefault("depth", 2)
+    return timm.create_model(name, **kwargs)
+
+
+@pytest.fixture
+def photo32() -> torch.Tensor:
+    """A real photograph (scikit-image's astronaut) as a (1, 3, 32, 32) batch in [0, 1]."""
+    from skimage import data
+    from torch.nn.functional import interpolate
+
+    img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    return interpolate(img, size=(32, 32), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
