@@ -1,0 +1,25 @@
+"""Gradient inversion attacks: one interface, closed-form, optimisation and adaptive attacks."""
+
+from .base import (
+    Attack,
+    NotApplicable,
+    Observation,
+    Reconstruction,
+    ThreatModel,
+    attack_names,
+    build_attack,
+    rebuild_model,
+    register_attack,
+)
+
+__all__ = [
+    "Attack",
+    "NotApplicable",
+    "Observation",
+    "Reconstruction",
+    "ThreatModel",
+    "attack_names",
+    "build_attack",
+    "rebuild_model",
+    "register_attack",
+]

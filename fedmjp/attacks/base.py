@@ -1,0 +1,128 @@
+"""One interface for every gradient-inversion attack.
+
+An attack gets only what an honest-but-curious server has (``Observation``: the global
+weights it sent, the architecture, one client's gradient or update keyed by parameter name,
+the number of examples and, when known, the local hyper-parameters) and returns a
+``Reconstruction``. Attacks never import Flower and never see client data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+import timm
+import torch
+from torch import nn
+
+
+@dataclass
+class Observation:
+    """What the server sent and what one client replied."""
+
+    model_name: str
+    weights: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor]
+    kind: Literal["gradient", "update"] = "gradient"
+    num_examples: int = 1
+    # Architecture arguments beyond the registered defaults (depth, num_classes, ...).
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Local training, when the server knows it (FedAvg replay needs it).
+    local_lr: float | None = None
+    local_steps: int | None = None
+    local_batch_size: int | None = None
+    local_optimizer: str | None = None
+    # Labels only when a threat model grants them (never by default).
+    labels: torch.Tensor | None = None
+
+
+@dataclass
+class ThreatModel:
+    """What the attacker knew: recorded with every result."""
+
+    architecture: str
+    weights: bool = True
+    labels: Literal["recovered", "given", "none"] = "recovered"
+    local_hyperparameters: bool = False
+    num_examples: bool = True
+    assumes_mjp: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Reconstruction:
+    """An attack's output. Images are (B, 3, H, W) in [0, 1]."""
+
+    images: torch.Tensor
+    threat_model: ThreatModel
+    seconds: float = 0.0
+    labels: torch.Tensor | None = None
+    # (B, N) patch index of the true position of each reconstructed position, when recovered.
+    positions: torch.Tensor | None = None
+    # (N,) positions the attacker found shuffled (adaptive attacker).
+    shuffled: torch.Tensor | None = None
+    # The attack's data-free starting point (the baseline a leakage score is relative to).
+    start: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class NotApplicable(ValueError):
+    """The attack cannot run on this observation (e.g. closed form with batch size > 1)."""
+
+
+class Attack(Protocol):
+    name: str
+
+    def __call__(self, obs: Observation) -> Reconstruction: ...
+
+
+_ATTACKS: dict[str, Callable[..., Attack]] = {}
+
+
+def register_attack(name: str) -> Callable[[Callable[..., Attack]], Callable[..., Attack]]:
+    def wrap(factory: Callable[..., Attack]) -> Callable[..., Attack]:
+        _ATTACKS[name] = factory
+        return factory
+
+    return wrap
+
+
+def attack_names() -> list[str]:
+    return sorted(_ATTACKS)
+
+
+def build_attack(name: str, **options: Any) -> Attack:
+    """An attack by name with its budget options (e.g. ``steps``, ``restarts``)."""
+    if name not in _ATTACKS:
+        raise ValueError(f"attack: unknown attack {name!r} (choose from {', '.join(attack_names())})")
+    return _ATTACKS[name](**options)
+
+
+def rebuild_model(obs: Observation) -> nn.Module:
+    """The attacker's copy of the global model: same architecture and weights, eval mode.
+
+    Fused attention is switched off on this copy because optimisation attacks differentiate
+    through it twice. Eval mode means no jigsaw shuffle: the attacker does not know the draw.
+    """
+    model = timm.create_model(obs.model_name, **obs.model_kwargs)
+    model.load_state_dict(obs.weights, strict=True)
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    return model.eval()
+
+
+class Timer:
+    """Wall time of an attack (``with Timer() as t: ...; t.seconds``)."""
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
