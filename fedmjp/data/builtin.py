@@ -1,0 +1,81 @@
+"""Data sets that ship inside installed wheels: nothing to download, ever."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import skimage.data
+import torch
+from sklearn.datasets import load_digits as _sklearn_digits
+
+from fedmjp.data.arrays import ImageArrayDataset, first_per_class, resize_batch, stratified_split
+
+# Colour photographs that load from the scikit-image wheel itself (others need pooch).
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle",
+)
+CROPS_PER_PHOTO = 100
+TEST_FRACTION = 0.2
+# Crop side as a fraction of the photo's shorter side: big enough to show an object.
+CROP_SCALE = (0.3, 0.8)
+
+
+def load_digits(
+    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
+) -> ImageArrayDataset:
+    """scikit-learn's 1,797 handwritten digits (8x8 grey, 17 levels) as RGB."""
+    digits = _sklearn_digits()
+    targets = digits.target.astype(np.int64)
+    idx = stratified_split(targets, split, seed, TEST_FRACTION)
+    idx = idx[first_per_class(targets[idx], limit_per_class)]
+    grey = np.rint(digits.images[idx] * (255.0 / 16.0)).astype(np.uint8)
+    images = torch.from_numpy(grey)[:, None].expand(-1, 3, -1, -1).contiguous()
+    return ImageArrayDataset(images, targets[idx], [str(d) for d in range(10)], image_size)
+
+
+def load_photos(
+    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
+) -> ImageArrayDataset:
+    """Seeded random square crops of scikit-image's photos; the class is the photo.
+
+    Every call draws the same crops for both splits and keeps the last 20% of each
+    photo's crops for test. Crops of one photo overlap across splits: this set is for
+    attack demos on real photographs, not for measuring generalisation.
+    """
+    rng = np.random.default_rng(seed)
+    num_test = int(round(CROPS_PER_PHOTO * TEST_FRACTION))
+    chosen = slice(0, CROPS_PER_PHOTO - num_test) if split == "train" else slice(CROPS_PER_PHOTO - num_test, None)
+    images, targets = [], []
+    for label, photo_name in enumerate(PHOTOS):
+        photo = _photo(photo_name)
+        boxes = _crop_boxes(rng, photo.shape[1:], CROPS_PER_PHOTO)[chosen][:limit_per_class]
+        images += [resize_batch(photo[None, :, y : y + s, x : x + s], image_size)[0] for y, x, s in boxes]
+        targets += [label] * len(boxes)
+    return ImageArrayDataset(torch.stack(images), np.array(targets), list(PHOTOS), image_size)
+
+
+@cache
+def _photo(photo_name: str) -> torch.Tensor:
+    """One photo as uint8 (3, H, W); decoded once per process."""
+    if photo_name == "motorcycle":
+        image = skimage.data.stereo_motorcycle()[0]  # left view of the stereo pair
+    else:
+        image = getattr(skimage.data, photo_name)()
+    return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).contiguous()
+
+
+def _crop_boxes(rng: np.random.Generator, shape: tuple[int, int], count: int) -> np.ndarray:
+    """(count, 3) array of (top, left, side) for square crops inside an H x W photo."""
+    height, width = shape
+    sides = (rng.uniform(*CROP_SCALE, size=count) * min(height, width)).astype(int)
+    tops = (rng.uniform(size=count) * (height - sides + 1)).astype(int)
+    lefts = (rng.uniform(size=count) * (width - sides + 1)).astype(int)
+    return np.stack([tops, lefts, sides], axis=1)

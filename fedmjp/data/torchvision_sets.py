@@ -1,0 +1,77 @@
+"""Real data sets read with torchvision: CIFAR-10/100 (downloaded once) and ImageFolder."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
+
+from fedmjp.data.arrays import ImageArrayDataset, first_per_class, stack_images, stratified_split
+
+DEFAULT_CIFAR_ROOT = Path("~/.cache/fedmjp/cifar")
+
+
+def load_cifar10(
+    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
+) -> ImageArrayDataset:
+    return _load_cifar(CIFAR10, split, image_size, root, limit_per_class)
+
+
+def load_cifar100(
+    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
+) -> ImageArrayDataset:
+    return _load_cifar(CIFAR100, split, image_size, root, limit_per_class)
+
+
+def _load_cifar(
+    cls: type[CIFAR10], split: str, image_size: int, root: str | None, limit_per_class: int | None
+) -> ImageArrayDataset:
+    directory = Path(root).expanduser() if root is not None else DEFAULT_CIFAR_ROOT.expanduser()
+    try:
+        # download=True is a no-op when the files are already there.
+        data = cls(str(directory), train=split == "train", download=True)
+    except (RuntimeError, OSError) as error:
+        raise ValueError(
+            f"data.root: no {cls.__name__} in {directory} and it could not be downloaded ({error})"
+        ) from error
+    targets = np.asarray(data.targets, dtype=np.int64)
+    keep = first_per_class(targets, limit_per_class)
+    images = torch.from_numpy(data.data[keep]).permute(0, 3, 1, 2).contiguous()
+    return ImageArrayDataset(images, targets[keep], data.classes, image_size)
+
+
+def load_imagefolder(
+    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
+) -> ImageArrayDataset:
+    """``root/<split>/<class>/*`` when ``root/<split>`` exists, else a seeded 80/20 split of ``root``."""
+    if root is None:
+        raise ValueError("data.root: required for source 'imagefolder'")
+    directory = Path(root).expanduser()
+    if not directory.is_dir():
+        raise ValueError(f"data.root: {root} does not exist")
+    if (directory / split).is_dir():
+        images, targets, classes = _decode_folder(str((directory / split).resolve()), image_size, limit_per_class)
+        return ImageArrayDataset(images, targets, classes, image_size)
+    images, targets, classes = _decode_folder(str(directory.resolve()), image_size, None)
+    keep = stratified_split(targets, split, seed)
+    keep = keep[first_per_class(targets[keep], limit_per_class)]
+    return ImageArrayDataset(images[keep], targets[keep], classes, image_size)
+
+
+# Decoding is the slow part (about 1 s per 10k small JPEGs): do it once per process,
+# since simulated clients in one process each ask for the same folder.
+@lru_cache(maxsize=4)
+def _decode_folder(
+    directory: str, image_size: int, limit_per_class: int | None
+) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    try:
+        folder = ImageFolder(directory)
+    except FileNotFoundError as error:
+        raise ValueError(f"data.root: {error}") from error
+    targets = np.asarray(folder.targets, dtype=np.int64)
+    keep = first_per_class(targets, limit_per_class)
+    images = stack_images([np.asarray(folder.loader(folder.samples[i][0])) for i in keep], image_size)
+    return images, targets[keep], list(folder.classes)
