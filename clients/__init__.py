@@ -1,0 +1,1 @@
+"""The Flower ClientApp of fedmjp (thin glue around fedmjp.workload)."""

@@ -1,0 +1,57 @@
+"""fedmjp ClientApp: trains its partition (MJP applied here) and replies with a gradient or update.
+
+The reply carries the tensors as an ArrayRecord keyed by parameter name, and metrics the
+server may see (num-examples, partition-id, losses). What it used (batch indices, jigsaw
+masks) stays in ``context.state`` for the audit's leakage receipts, never in the reply.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedmjp.workload import build_model, client_round, evaluate_global
+
+from .context import arm_of, partition_of, remember_round
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    arm = arm_of(context)
+    partition_id = partition_of(context)
+    server_round = int(msg.content["config"]["server-round"])
+    weights = msg.content["arrays"].to_torch_state_dict()
+    work = client_round(arm, weights, partition_id, server_round)
+    remember_round(context, server_round, work)
+    result = work.result
+    metrics = MetricRecord(
+        {
+            "num-examples": result.num_examples,
+            "partition-id": partition_id,
+            "loss": result.loss,
+            "ce-loss": result.ce_loss,
+            "dal-loss": result.dal_loss,
+        }
+    )
+    content = RecordDict({"arrays": ArrayRecord(result.tensors), "metrics": metrics})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Federated evaluation of the global model on the shared held-out split."""
+    arm = arm_of(context)
+    model = build_model(arm)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    out = evaluate_global(arm, model)
+    metrics = MetricRecord({"num-examples": int(out["count"]), "accuracy": out["accuracy"], "loss": out["loss"]})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.query("partition")
+def partition(msg: Message, context: Context) -> Message:
+    """Tell the server which partition this node holds (node ids are random per run)."""
+    config = ConfigRecord({"partition-id": partition_of(context)})
+    return Message(content=RecordDict({"config": config}), reply_to=msg)

@@ -1,0 +1,30 @@
+"""Reading the run config and node config, and keeping per-round state for receipts."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+
+from fedmjp.scenario import Arm, arm_from_run_config
+from fedmjp.workload import ClientRound
+
+
+def arm_of(context: Context) -> Arm:
+    return arm_from_run_config(context.run_config)
+
+
+def partition_of(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+def remember_round(context: Context, server_round: int, work: ClientRound) -> None:
+    """Keep what a leakage receipt needs: indices and masks, small (never images)."""
+    arrays = {f"batch-{i}": np.asarray(b, dtype=np.int64) for i, b in enumerate(work.batches)}
+    for i, jigsaw in enumerate(work.result.jigsaws):
+        if jigsaw is not None:
+            arrays[f"mask-{i}"] = jigsaw.mask.numpy().astype(np.uint8)
+    context.state["round-arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    context.state["round-info"] = ConfigRecord(
+        {"round": server_round, "steps": len(work.batches), "shuffled": [j is not None for j in work.result.jigsaws]}
+    )
+

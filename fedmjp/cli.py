@@ -1,0 +1,47 @@
+"""The ``fedmjp`` command. Sub-commands are thin: they parse, call the library, print."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from .errors import InputError
+
+app = typer.Typer(
+    name="fedmjp",
+    help="Federated ViTs with Masked Jigsaw Puzzle position embeddings, and a gradient-leakage audit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn input errors into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, FileNotFoundError) as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def main() -> None:
+    # Commands register themselves on import; keep imports lazy for a fast --help.
+    from . import commands  # noqa: F401
+
+    app(prog_name="fedmjp")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""``fedmjp simulate`` and ``fedmjp validate``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..cli import app, user_errors
+from ..errors import InputError
+from ..scenario import load_scenario
+
+out = Console()
+
+ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a field: --set training.rounds=5 (repeatable; VALUE is YAML)."),
+]
+
+
+@app.command("validate")
+@user_errors
+def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
+    """Check a scenario file without running it."""
+    loaded = load_scenario(scenario, set_ or [])
+    out.print(f"{scenario}: valid ({len(loaded.arms)} arm(s): {', '.join(loaded.arms)})")
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command("simulate")
+@user_errors
+def simulate(
+    scenario: ScenarioArg,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME-TIME).")] = None,
+    set_: SetOpt = None,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Run every arm of SCENARIO on Flower's simulation engine and write a run directory."""
+    from ..simulate import simulate as run
+    from ..superlink import FlowerError
+
+    loaded = load_scenario(scenario, set_ or [])
+    run_dir = out_dir or default_out(loaded.name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"--out: {run_dir} exists and is not empty")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=as_json) as bar:
+        tasks = {name: bar.add_task(f"arm {name}", total=arm.training.rounds) for name, arm in loaded.arms.items()}
+        try:
+            summary = run(loaded, run_dir, lambda arm, done, _: bar.update(tasks[arm], completed=done), ray_address)
+        except FlowerError as exc:
+            Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), "arms": summary}))
+        return
+    table = Table(title=f"{loaded.name}: last round per arm")
+    for column in ("arm", "rounds", "test top-1", "test loss", "seconds/round"):
+        table.add_column(column, justify="right" if column != "arm" else "left")
+    for name, last in summary.items():
+        table.add_row(name, str(last.get("round", "-")), f"{last.get('accuracy', float('nan')):.3f}",
+                      f"{last.get('loss', float('nan')):.3f}", f"{last.get('seconds', float('nan')):.1f}")
+    out.print(table)
+    out.print(f"run directory: {run_dir}")

@@ -1,0 +1,77 @@
+"""The run directory: atomic files, the resolved scenario, versions, per-arm metrics.
+
+Layout::
+
+    RUN_DIR/scenario.yaml        resolved scenario (every arm in full)
+    RUN_DIR/versions.json        python and package versions
+    RUN_DIR/arms/ARM/metrics.jsonl   one line per round
+    RUN_DIR/arms/ARM/final_weights.pt
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("fedmjp", "flwr", "flwr-datasets", "torch", "torchvision", "timm", "ray", "numpy", "pydantic",
+            "torchmetrics", "scipy")
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_json(path: Path, obj: Any, mode: int = 0o644) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def atomic_torch_save(path: Path, obj: Any, mode: int = 0o644) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue(), mode)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def arm_dir(run_dir: Path, arm: str) -> Path:
+    return run_dir / "arms" / arm
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, record: dict[str, Any], mode: int = 0o644) -> None:
+    """Append one record by rewriting the file atomically (a crash never leaves half a line)."""
+    existing = path.read_bytes() if path.exists() else b""
+    atomic_write(path, existing + (json.dumps(record, sort_keys=True) + "\n").encode(), mode)

@@ -1,0 +1,291 @@
+"""Scenario files: a pydantic schema, YAML loading, ``--set`` overrides, and arms.
+
+A scenario fully describes a run (with its seed). ``arms`` are named variants that override
+any part of the base scenario; they run one after the other with the same seed and split.
+Every error names the field that is wrong, as one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import timm
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import InputError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Partitioning(Strict):
+    method: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+    shards_per_partition: Annotated[int, Field(ge=1)] = 2
+
+
+class Data(Strict):
+    source: Literal["digits", "photos", "cifar10", "cifar100", "imagefolder", "huggingface"] = "digits"
+    root: str | None = None
+    name: str | None = None
+    partitioning: Partitioning = Partitioning()
+    # Cap on the held-out test images the server evaluates on each round (None: all).
+    test_limit: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _paths(self) -> Data:
+        if self.source == "imagefolder" and not self.root:
+            raise ValueError("data.root is required for an imagefolder source")
+        if self.source == "huggingface" and not self.name:
+            raise ValueError("data.name (a Hugging Face data set) is required for a huggingface source")
+        return self
+
+
+class Clients(Strict):
+    num_clients: Annotated[int, Field(ge=1)] = 4
+    per_round: Annotated[int, Field(ge=1)] | None = None
+    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    cpus: Annotated[float, Field(gt=0)] = 1.0
+    gpus: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _sampling(self) -> Clients:
+        if self.per_round is not None and self.fraction is not None:
+            raise ValueError("clients: give per_round or fraction, not both")
+        if self.per_round is not None and self.per_round > self.num_clients:
+            raise ValueError(
+                f"clients.per_round ({self.per_round}) exceeds clients.num_clients ({self.num_clients})"
+            )
+        return self
+
+    @property
+    def sampled_per_round(self) -> int:
+        if self.per_round is not None:
+            return self.per_round
+        if self.fraction is not None:
+            return max(1, int(round(self.fraction * self.num_clients)))
+        return self.num_clients
+
+
+class Training(Strict):
+    rounds: Annotated[int, Field(ge=1)] = 3
+    mode: Literal["fedsgd", "fedavg"] = "fedsgd"
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    # FedAvg: local epochs over the partition, or a fixed number of local steps.
+    local_epochs: Annotated[int, Field(ge=1)] = 1
+    local_steps: Annotated[int, Field(ge=1)] | None = None
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    server_optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    server_lr: Annotated[float, Field(gt=0)] = 1.0
+
+
+class MJP(Strict):
+    ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    mode: Literal["mjp", "naive"] = "mjp"
+    apply_prob: Annotated[float, Field(ge=0, le=1)] = 1.0
+    min_block: Annotated[int, Field(ge=1)] = 4
+    per_sample: bool = False
+    dal_lambda: Annotated[float, Field(ge=0)] = 0.01
+    dal_normalize: bool = False
+
+
+class Model(Strict):
+    name: str = "vit_tiny_patch4_32"
+    # Architecture overrides passed to timm.create_model (e.g. depth).
+    kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    mjp: MJP | None = None
+
+    @model_validator(mode="after")
+    def _known(self) -> Model:
+        from . import models  # noqa: F401  (registers fedmjp's names with timm)
+
+        if not timm.is_model(self.name):
+            raise ValueError(f"model.name: unknown model {self.name!r}")
+        if self.mjp is not None and not self.name.startswith("mjp_"):
+            raise ValueError(f"model.mjp: {self.name!r} is not an MJP model (use its mjp_ twin)")
+        return self
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``timm.create_model`` (architecture plus MJP settings)."""
+        kwargs: dict[str, Any] = dict(self.kwargs)
+        if self.name.startswith("mjp_"):
+            mjp = self.mjp or MJP()
+            kwargs.update(
+                mjp_ratio=mjp.ratio,
+                mjp_mode=mjp.mode,
+                mjp_apply_prob=mjp.apply_prob,
+                mjp_min_block=mjp.min_block,
+                mjp_per_sample=mjp.per_sample,
+                dal_lambda=mjp.dal_lambda,
+                dal_normalize=mjp.dal_normalize,
+            )
+        return kwargs
+
+
+class Ray(Strict):
+    # Join a running Ray cluster (also taken from RAY_ADDRESS when unset).
+    address: str | None = None
+
+
+class Arm(Strict):
+    """One fully resolved federation: what a single simulation runs."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    data: Data = Data()
+    clients: Clients = Clients()
+    training: Training = Training()
+    model: Model = Model()
+    ray: Ray = Ray()
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
+
+
+def _first_error(exc: ValidationError, prefix: str) -> str:
+    error = exc.errors()[0]
+    where = _location(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    where = ".".join(part for part in (prefix, where) if part)
+    if where and not message.startswith(where.split(".")[-1]):
+        return f"{where}: {message}"
+    return message
+
+
+class Scenario(BaseModel):
+    """A scenario file: a base federation plus named arms (overrides of the base)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    base: dict[str, Any]
+    arms: dict[str, Arm]
+    source: str | None = None
+
+    def to_yaml(self) -> str:
+        resolved = {
+            "name": self.name,
+            "arms": {name: arm.model_dump(mode="json") for name, arm in self.arms.items()},
+        }
+        return yaml.safe_dump(resolved, sort_keys=False)
+
+
+ARM_KEYS = set(Arm.model_fields) - {"name"}
+
+
+def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
+    """Validate a scenario mapping; raise ``InputError`` naming the bad field."""
+    label = source or "scenario"
+    if not isinstance(raw, dict):
+        raise InputError(f"{label}: a scenario must be a mapping of keys to values")
+    unknown = set(raw) - ARM_KEYS - {"name", "arms"}
+    if unknown:
+        raise InputError(f"{label}: {sorted(unknown)[0]}: unknown key")
+    name = raw.get("name", Path(source).stem if source else "scenario")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{label}: name: must be a non-empty string")
+    arms_raw = raw.get("arms") or {"run": {}}
+    if not isinstance(arms_raw, dict):
+        raise InputError(f"{label}: arms: must be a mapping of arm names to overrides")
+    base = {k: v for k, v in raw.items() if k not in ("name", "arms")}
+    arms: dict[str, Arm] = {}
+    for arm_name, override in arms_raw.items():
+        if not isinstance(override, dict):
+            raise InputError(f"{label}: arms.{arm_name}: must be a mapping of overrides")
+        try:
+            arm = Arm.model_validate({**_deep_merge(base, override), "name": str(arm_name)})
+        except ValidationError as exc:
+            prefix = f"arms.{arm_name}" if override else ""
+            raise InputError(f"{label}: {_first_error(exc, prefix)}") from None
+        _check_paths(arm, label)
+        arms[str(arm_name)] = arm
+    return Scenario(name=name, base=base, arms=arms, source=source)
+
+
+def _check_paths(arm: Arm, label: str) -> None:
+    root = arm.data.root
+    if root and arm.data.source in ("imagefolder", "huggingface") and not os.path.exists(root):
+        raise InputError(f"{label}: data.root: {root} does not exist")
+
+
+def apply_overrides(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``--set a.b.c=VALUE`` (VALUE parsed as YAML) to a raw scenario mapping."""
+    raw = copy.deepcopy(raw)
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set: expected KEY=VALUE, got {assignment!r}")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--set: {key}: {part} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--set: {key}: cannot parse value {value!r}") from None
+    return raw
+
+
+def read_raw(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: scenario file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}") from None
+    return raw if raw is not None else {}
+
+
+def load_scenario(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Scenario:
+    """Read, override and validate a scenario file."""
+    raw = apply_overrides(read_raw(path), overrides or [])
+    return parse_scenario(raw, source=str(path))
+
+
+def arm_from_json(text: str) -> Arm:
+    return Arm.model_validate_json(text)
+
+
+@functools.lru_cache(maxsize=4)
+def _arm_of(arm_json: str, scenario: str, arm_name: str) -> Arm:
+    if arm_json:
+        return arm_from_json(arm_json)
+    arms = load_scenario(scenario).arms
+    if arm_name not in arms:
+        raise InputError(f"{scenario}: arm {arm_name!r} not found (have {', '.join(arms)})")
+    return arms[arm_name]
+
+
+def arm_from_run_config(run_config: Mapping[str, Any]) -> Arm:
+    """The arm a ServerApp/ClientApp runs: resolved JSON from ``fedmjp simulate`` (``arm-json``),
+    or a scenario file and arm name (``scenario``, ``arm``) for a plain ``flwr run``."""
+    return _arm_of(str(run_config.get("arm-json", "")), str(run_config.get("scenario", "")),
+                   str(run_config.get("arm", "")))

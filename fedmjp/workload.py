@@ -1,0 +1,139 @@
+"""What one federation member computes, independent of Flower.
+
+Clients call ``client_round``; the server calls ``build_model`` and ``evaluate_global``.
+Everything is derived from the arm (scenario) plus seed, so runs repeat exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from . import models  # noqa: F401  (registers fedmjp's models with timm)
+from .data import load_dataset, partition
+from .scenario import Arm
+from .train import LocalResult, compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
+
+
+def build_model(arm: Arm) -> nn.Module:
+    """The arm's model, initialised from the scenario seed (same weights for every arm)."""
+    torch.manual_seed(arm.seed)
+    return timm.create_model(arm.model.name, **arm.model.create_kwargs())
+
+
+def input_size(arm: Arm) -> int:
+    cfg = timm.models.get_pretrained_cfg(arm.model.name)
+    size = arm.model.kwargs.get("img_size", cfg.input_size[-1] if cfg else 224)
+    return int(size)
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(source: str, split: str, size: int, root: str | None, name: str | None, seed: int) -> Dataset:
+    return load_dataset(source, split, size, root=root, name=name, seed=seed)
+
+
+def dataset(arm: Arm, split: str) -> Dataset:
+    d = arm.data
+    return _dataset(d.source, split, input_size(arm), d.root, d.name, arm.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _partitions(source: str, size: int, root: str | None, name: str | None, seed: int, num: int,
+                method: str, alpha: float, shards: int) -> tuple[np.ndarray, ...]:
+    targets = _dataset(source, "train", size, root, name, seed).targets
+    return tuple(partition(targets, num, method, alpha=alpha, shards_per_partition=shards, seed=seed))
+
+
+def partition_indices(arm: Arm, partition_id: int) -> np.ndarray:
+    d, p = arm.data, arm.data.partitioning
+    parts = _partitions(d.source, input_size(arm), d.root, d.name, arm.seed, arm.clients.num_clients,
+                        p.method, p.alpha, p.shards_per_partition)
+    return parts[partition_id]
+
+
+def stack(data: Dataset, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(data[int(i)] for i in indices))
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def client_batches(arm: Arm, partition_id: int, server_round: int) -> list[np.ndarray]:
+    """Indices (into the train split) of the batches this client uses in this round.
+
+    FedSGD: one batch. FedAvg: ``local_steps`` batches, or ``local_epochs`` passes.
+    """
+    own = partition_indices(arm, partition_id)
+    if len(own) == 0:
+        raise ValueError(f"partition {partition_id} is empty")
+    rng = np.random.default_rng(derive_seed(arm.seed, "batches", server_round, partition_id))
+    t = arm.training
+    size = min(t.batch_size, len(own))
+    if t.mode == "fedsgd":
+        return [rng.choice(own, size=size, replace=False)]
+    batches: list[np.ndarray] = []
+    epochs = t.local_epochs if t.local_steps is None else None
+    while True:
+        order = rng.permutation(own)
+        for start in range(0, len(order) - size + 1, size):
+            batches.append(order[start : start + size])
+            if t.local_steps is not None and len(batches) == t.local_steps:
+                return batches
+        if epochs is not None:
+            epochs -= 1
+            if epochs == 0:
+                return batches
+
+
+@dataclass
+class ClientRound:
+    result: LocalResult
+    batches: list[np.ndarray]
+
+
+@functools.lru_cache(maxsize=2)
+def _client_model(arm_json: str) -> nn.Module:
+    arm = Arm.model_validate_json(arm_json)
+    return build_model(arm).to(resolve_device(arm.device))
+
+
+def client_round(arm: Arm, weights: dict[str, torch.Tensor], partition_id: int, server_round: int) -> ClientRound:
+    """Train on this client's partition from the global weights; MJP is applied here."""
+    # One model per process and arm, reloaded each round (Ray reuses client processes).
+    model = _client_model(arm.model_dump_json())
+    model.load_state_dict(weights)
+    torch.manual_seed(derive_seed(arm.seed, "torch", server_round, partition_id))
+    seed_jigsaw(model, derive_seed(arm.seed, "jigsaw", server_round, partition_id))
+    data = dataset(arm, "train")
+    batches = client_batches(arm, partition_id, server_round)
+    t = arm.training
+    if t.mode == "fedsgd":
+        result = compute_gradient(model, *stack(data, batches[0]))
+    else:
+        result = local_update(model, (stack(data, b) for b in batches), lr=t.lr, optimizer=t.optimizer,
+                              momentum=t.momentum)
+    return ClientRound(result, batches)
+
+
+def test_batches(arm: Arm, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    data = dataset(arm, "test")
+    count = len(data) if arm.data.test_limit is None else min(arm.data.test_limit, len(data))
+    for start in range(0, count, batch_size):
+        yield stack(data, np.arange(start, min(start + batch_size, count)))
+
+
+def evaluate_global(arm: Arm, model: nn.Module) -> dict[str, float]:
+    """Top-1 and loss of the global model on the held-out test split."""
+    return evaluate(model, test_batches(arm))

@@ -1,0 +1,1 @@
+"""The Flower ServerApp of fedmjp: strategy, adversary tap, round loop (thin glue)."""

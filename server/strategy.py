@@ -1,0 +1,88 @@
+"""FedMJP: FedAvg's round hooks with seeded sampling, a server optimiser and a reply tap."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedmjp.aggregate import ServerOptimizer
+
+# A tap sees every valid reply with the global weights it answered, before aggregation.
+ReplyTap = Callable[[int, ArrayRecord, list[Message]], None]
+
+
+class FedMJP(FedAvg):
+    """Federated training of (MJP) ViTs on client gradients or updates.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The global model; stepped in place by the server optimiser.
+    kind : str
+        ``"gradient"`` (FedSGD replies) or ``"update"`` (FedAvg replies).
+    server_optimizer : str
+        ``sgd``, ``adam`` or ``adamw``; applied to the weighted mean of the replies.
+    server_lr : float
+        Server learning rate (SGD at 1.0 on updates is plain FedAvg).
+    partition_nodes : dict[int, int]
+        Partition id -> node id; sampling draws partition ids, so runs repeat even though
+        node ids are random per run.
+    per_round : int
+        Clients sampled per round.
+    seed : int
+        Seeds the sampler (Flower's own sampler uses the global ``random``).
+    taps : list of ReplyTap
+        Called with every round's valid replies before aggregation (the adversary).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        kind: str,
+        server_optimizer: str,
+        server_lr: float,
+        partition_nodes: dict[int, int],
+        per_round: int,
+        seed: int,
+        taps: Iterable[ReplyTap] = (),
+    ) -> None:
+        super().__init__(fraction_evaluate=0.0, min_train_nodes=per_round, min_available_nodes=per_round)
+        self.model = model
+        self.optimizer = ServerOptimizer(model, kind, server_optimizer, server_lr)
+        self.partition_nodes = dict(partition_nodes)
+        self.per_round = per_round
+        self.sampler = random.Random(seed)
+        self.taps = list(taps)
+        self.sent: ArrayRecord | None = None
+
+    def sample_partitions(self) -> list[int]:
+        return sorted(self.sampler.sample(sorted(self.partition_nodes), self.per_round))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        config["server-round"] = server_round
+        self.sent = arrays
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        nodes = [self.partition_nodes[p] for p in self.sample_partitions()]
+        return self._construct_messages(record, nodes, MessageType.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
+        if not valid:
+            return None, None
+        for tap in self.taps:
+            tap(server_round, self.sent, valid)
+        contents = [msg.content for msg in valid]
+        tensors = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
+        examples = [float(c["metrics"][self.weighted_by_key]) for c in contents]
+        self.optimizer.step(tensors, examples)
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        return ArrayRecord(self.model.state_dict()), metrics
