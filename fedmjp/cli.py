@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from .errors import InputError
 
@@ -19,7 +17,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
+    typer.echo(f"error: {message}", err=True)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +32,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (InputError, FileNotFoundError) as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            fail(str(exc))
             raise typer.Exit(2) from None
 
     return wrapper
@@ -41,7 +43,3 @@ def main() -> None:
     from . import commands  # noqa: F401
 
     app(prog_name="fedmjp")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -165,14 +165,16 @@ def _location(loc: tuple[Any, ...]) -> str:
 
 def _first_error(exc: ValidationError, prefix: str) -> str:
     error = exc.errors()[0]
-    where = _location(error["loc"])
+    parts = [p for p in (prefix, _location(error["loc"])) if p]
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    where = ".".join(part for part in (prefix, where) if part)
-    if where and not message.startswith(where.split(".")[-1]):
-        return f"{where}: {message}"
-    return message
+    where = ".".join(parts)
+    # Model validators already name their field ("clients.per_round ..."): keep only the prefix.
+    last = where.split(".")[-1] if where else ""
+    if last and message.startswith(last):
+        return ".".join([*where.split(".")[:-1], message]) if "." in where else message
+    return f"{where}: {message}" if where else message
 
 
 class Scenario(BaseModel):

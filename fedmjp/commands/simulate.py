@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli import app, user_errors
+from ..cli import app, fail, user_errors
 from ..errors import InputError
 from ..scenario import load_scenario
 
@@ -30,7 +30,7 @@ SetOpt = Annotated[
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
     """Check a scenario file without running it."""
     loaded = load_scenario(scenario, set_ or [])
-    out.print(f"{scenario}: valid ({len(loaded.arms)} arm(s): {', '.join(loaded.arms)})")
+    typer.echo(f"{scenario}: valid ({len(loaded.arms)} arm(s): {', '.join(loaded.arms)})")
 
 
 def default_out(name: str) -> Path:
@@ -62,7 +62,7 @@ def simulate(
         try:
             summary = run(loaded, run_dir, lambda arm, done, _: bar.update(tasks[arm], completed=done), ray_address)
         except FlowerError as exc:
-            Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
+            fail(str(exc))
             raise typer.Exit(1) from None
     if as_json:
         print(json.dumps({"run_dir": str(run_dir), "arms": summary}))
@@ -74,4 +74,4 @@ def simulate(
         table.add_row(name, str(last.get("round", "-")), f"{last.get('accuracy', float('nan')):.3f}",
                       f"{last.get('loss', float('nan')):.3f}", f"{last.get('seconds', float('nan')):.1f}")
     out.print(table)
-    out.print(f"run directory: {run_dir}")
+    typer.echo(f"run directory: {run_dir}")

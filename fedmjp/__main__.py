@@ -1,0 +1,5 @@
+"""`python -m fedmjp` is the `fedmjp` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""Scenario files: validation errors name the field, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedmjp.errors import InputError
+from fedmjp.scenario import apply_overrides, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_is_valid(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.arms
+
+
+def test_arms_override_the_base_and_keep_the_rest() -> None:
+    scenario = parse_scenario({
+        "seed": 3,
+        "training": {"rounds": 5, "batch_size": 4},
+        "arms": {"vit": {}, "mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}}},
+    })
+    vit, mjp = scenario.arms["vit"], scenario.arms["mjp"]
+    assert vit.model.name == "vit_tiny_patch4_32" and mjp.model.mjp.ratio == 0.25
+    assert vit.seed == mjp.seed == 3 and mjp.training.rounds == 5 and mjp.training.batch_size == 4
+    assert mjp.model.create_kwargs()["mjp_ratio"] == 0.25
+
+
+def test_set_overrides_parse_values_as_yaml() -> None:
+    raw = apply_overrides({"training": {"rounds": 3}}, ["training.rounds=7", "model.kwargs={depth: 2}"])
+    assert raw == {"training": {"rounds": 7}, "model": {"kwargs": {"depth": 2}}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"training": {"rounds": "many"}}, "training.rounds"),
+        ({"training": {"rouns": 3}}, "training.rouns: unknown key"),
+        ({"colour": "blue"}, "colour: unknown key"),
+        ({"clients": {"num_clients": 2, "per_round": 5}}, "clients.per_round (5) exceeds clients.num_clients (2)"),
+        ({"data": {"source": "imagefolder", "root": "/no/such/folder"}}, "data.root: /no/such/folder does not exist"),
+        ({"model": {"name": "vit_giant_nonsense"}}, "model.name"),
+        ({"model": {"name": "vit_tiny_patch4_32", "mjp": {"ratio": 0.1}}}, "model.mjp"),
+        ({"arms": {"mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 2}}}}},
+         "arms.mjp.model.mjp.ratio: Input should be less than or equal to 1"),
+        ({"arms": {"mjp": {"model": {"mjp": {"ratio": 0.2}}}}}, "arms.mjp.model.mjp: 'vit_tiny_patch4_32'"),
+    ],
+)
+def test_bad_scenarios_name_the_field(raw: dict, field: str) -> None:
+    with pytest.raises(InputError) as info:
+        parse_scenario(raw, "s.yaml")
+    message = str(info.value)
+    assert field in message and "\n" not in message
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedmjp", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "training: {rounds: zero}\n",
+        "training: {rouns: 3}\n",
+        "data: {source: imagefolder, root: /missing/data}\n",
+        "clients: {num_clients: 2, per_round: 3}\n",
+        "training: [unclosed\n",
+    ],
+)
+def test_simulate_rejects_a_bad_scenario_with_one_line_and_no_run_dir(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    out = tmp_path / "run"
+    done = run_cli("simulate", str(path), "--out", str(out))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_validate_accepts_a_good_file_and_help_works(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump({"name": "ok", "arms": {"a": {}, "b": {"seed": 2}}}))
+    done = run_cli("validate", str(path))
+    assert done.returncode == 0 and "2 arm(s)" in done.stdout
+    for command in ([], ["simulate"], ["validate"]):
+        assert run_cli(*command, "--help").returncode == 0
+
+
+def test_missing_scenario_file_is_exit_code_2(tmp_path: Path) -> None:
+    done = run_cli("validate", str(tmp_path / "nope.yaml"))
+    assert done.returncode == 2 and "scenario file not found" in done.stderr
