@@ -7,12 +7,14 @@ masks) stays in ``context.state`` for the audit's leakage receipts, never in the
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmjp.workload import build_model, client_round, evaluate_global
+from fedmjp.audit.receipt import client_receipt
+from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
-from .context import arm_of, partition_of, remember_round
+from .context import arm_of, partition_of, remember_round, round_batch
 
 app = ClientApp()
 
@@ -55,3 +57,31 @@ def partition(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node holds (node ids are random per run)."""
     config = ConfigRecord({"partition-id": partition_of(context)})
     return Message(content=RecordDict({"config": config}), reply_to=msg)
+
+
+@app.query("receipt")
+def receipt(msg: Message, context: Context) -> Message:
+    """Score the server's reconstructions against the batch used this round; return numbers only."""
+    config = msg.content["config"]
+    batch = round_batch(context, int(config["round"]))
+    if batch is None:
+        answer = ConfigRecord({"error": f"no training state for round {int(config['round'])} on this node"})
+        return Message(content=RecordDict({"config": answer}), reply_to=msg)
+    indices, shuffled, steps = batch
+    truth, labels = stack(dataset(arm_of(context), "train"), indices)
+    arrays = {k: torch.from_numpy(v.numpy()) for k, v in msg.content["recon"].items()}
+    reconstructions = [
+        (arrays[f"rec-{i}"], arrays.get(f"start-{i}"), arrays.get(f"labels-{i}"))
+        for i in range(int(config["count"]))
+    ]
+    scored = client_receipt(truth, labels, shuffled, int(config["patch"]), reconstructions)
+    metrics = MetricRecord({
+        f"{i}.{part}.{key}": value
+        for i, (own, base) in enumerate(scored)
+        for part, values in (("m", own), ("b", base))
+        for key, value in values.items()
+    })
+    content = RecordDict({"metrics": metrics, "config": ConfigRecord({"shuffled": steps})})
+    if bool(config["truth"]):
+        content["truth"] = ArrayRecord({"images": Array(truth.numpy())})
+    return Message(content=content, reply_to=msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 
 from fedmjp.scenario import Arm, arm_from_run_config
@@ -28,3 +29,18 @@ def remember_round(context: Context, server_round: int, work: ClientRound) -> No
         {"round": server_round, "steps": len(work.batches), "shuffled": [j is not None for j in work.result.jigsaws]}
     )
 
+
+
+def round_batch(context: Context, server_round: int) -> tuple[np.ndarray, torch.Tensor | None, list[bool]] | None:
+    """(indices of every example used, the shuffle mask of a one-step round, shuffled steps),
+    or None when this node kept no state for that round."""
+    if "round-info" not in context.state or int(context.state["round-info"]["round"]) != server_round:
+        return None
+    arrays = {k: v.numpy() for k, v in context.state["round-arrays"].items()}
+    steps = [bool(s) for s in context.state["round-info"]["shuffled"]]
+    batches = [arrays[f"batch-{i}"] for i in range(len(steps))]
+    # Attacks reconstruct the examples of the round; a mask is only meaningful for one step.
+    if len(steps) == 1:
+        mask = torch.from_numpy(arrays["mask-0"]).bool() if "mask-0" in arrays else None
+        return batches[0], mask, steps  # batch order: per-sample masks follow it
+    return np.unique(np.concatenate(batches)), None, steps

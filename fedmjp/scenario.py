@@ -131,6 +131,58 @@ class Model(Strict):
         return kwargs
 
 
+class AttackSpec(Strict):
+    name: str
+    # Budget and attack options (steps, restarts, lr, tv, ...), passed to the attack's factory.
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> AttackSpec:
+        from .attacks import attack_names
+
+        if self.name not in attack_names():
+            raise ValueError(f"name: unknown attack {self.name!r} (choose from {', '.join(attack_names())})")
+        return self
+
+
+class Audit(Strict):
+    """The adversarial server: which attacks, on which rounds and clients."""
+
+    attacks: list[AttackSpec] = Field(default_factory=list)
+    # "all", or a list of rounds; ``every`` k attacks rounds 1, 1+k, 1+2k, ...
+    rounds: Literal["all"] | list[Annotated[int, Field(ge=1)]] = "all"
+    every: Annotated[int, Field(ge=1)] = 1
+    # "all", a number of clients per round (the lowest partition ids sampled), or partition ids.
+    clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = "all"
+    # Simulation only: store the clients' true images beside reconstructions for the report.
+    store_ground_truth: bool = False
+
+    def attacks_round(self, server_round: int) -> bool:
+        if self.rounds != "all" and server_round not in self.rounds:
+            return False
+        return (server_round - 1) % self.every == 0
+
+    def targets(self, partition_ids: list[int]) -> list[int]:
+        ordered = sorted(partition_ids)
+        if self.clients == "all":
+            return ordered
+        if isinstance(self.clients, int):
+            return ordered[: self.clients]
+        return [p for p in ordered if p in self.clients]
+
+
+class Guard(Strict):
+    """A client-side guard: the client attacks its own update before it leaves."""
+
+    enabled: bool = False
+    attack: AttackSpec = AttackSpec(name="april")
+    # Above this PSNR (dB) against its own batch, the client withholds or noises the update.
+    max_psnr: float = 30.0
+    action: Literal["withhold", "noise"] = "withhold"
+    # Gaussian noise std relative to the update's RMS, for action "noise".
+    noise_scale: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Ray(Strict):
     # Join a running Ray cluster (also taken from RAY_ADDRESS when unset).
     address: str | None = None
@@ -146,7 +198,20 @@ class Arm(Strict):
     clients: Clients = Clients()
     training: Training = Training()
     model: Model = Model()
+    audit: Audit = Audit()
+    guard: Guard = Guard()
     ray: Ray = Ray()
+
+    @model_validator(mode="after")
+    def _attacks_apply(self) -> Arm:
+        steps = 1 if self.training.mode == "fedsgd" else (self.training.local_steps or 0)
+        for i, spec in enumerate(self.audit.attacks):
+            if spec.name == "april" and (self.training.batch_size > 1 or steps != 1):
+                raise ValueError(
+                    f"audit.attacks.{i}: april's closed form needs one example and one local step "
+                    f"(training.batch_size is {self.training.batch_size}, mode {self.training.mode})"
+                )
+        return self
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

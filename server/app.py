@@ -8,11 +8,13 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedmjp.audit import AuditStore
 from fedmjp.rundir import append_jsonl, arm_dir, atomic_torch_save
 from fedmjp.scenario import Arm, arm_from_run_config
 from fedmjp.train import resolve_device
 from fedmjp.workload import build_model, evaluate_global
 
+from .adversary import AdversaryTap
 from .strategy import FedMJP
 
 app = ServerApp()
@@ -43,7 +45,8 @@ def run_dir_of(context: Context, arm: Arm) -> Path:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     arm = arm_from_run_config(context.run_config)
-    out = arm_dir(run_dir_of(context, arm), arm.name)
+    run_dir = run_dir_of(context, arm)
+    out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(arm).to(resolve_device(arm.device))
     kind = "gradient" if arm.training.mode == "fedsgd" else "update"
@@ -55,6 +58,7 @@ def main(grid: Grid, context: Context) -> None:
         discover_partitions(grid, arm.clients.num_clients),
         arm.clients.sampled_per_round,
         arm.seed,
+        taps=[AdversaryTap(arm, grid, AuditStore(run_dir), model.patch_embed.patch_size[0])],
     )
     for server_round in range(1, arm.training.rounds + 1):
         started = time.perf_counter()

@@ -1,0 +1,118 @@
+"""The audit store: one record per round, arm, client and attack; append-only; owner-only.
+
+Layout inside a run directory (reconstructions are private data: 0700 folders, 0600 files)::
+
+    audit/records.jsonl                       one JSON record per line
+    audit/images/ARM/rRRR-pPID-ATTACK.png     reconstruction (and -truth.png when opted in)
+
+A record is appended with one ``write`` on an O_APPEND descriptor and fsynced, so a crash
+can at worst leave a partial last line, which readers skip. Nothing is ever rewritten.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..rundir import atomic_write
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+@dataclass
+class AuditRecord:
+    arm: str
+    round: int
+    partition_id: int
+    attack: str
+    # "scored", "not-applicable" (the attack cannot run here), "receipt-failed", "failed".
+    status: str
+    # "server": what a curious server got; "client-guard": what the client measured itself.
+    source: str = "server"
+    num_examples: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    # The same metrics for the attack's data-free starting image (the leakage baseline).
+    baseline: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    threat_model: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    truth_image: str | None = None
+    labels_recovered: list[int] = field(default_factory=list)
+    shuffled_steps: list[bool] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def leakage(self) -> float | None:
+        """PSNR gained over the data-free baseline (dB); None when not scored."""
+        if "psnr" not in self.metrics or "psnr" not in self.baseline:
+            return None
+        return self.metrics["psnr"] - self.baseline["psnr"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "leakage": self.leakage}
+
+
+class AuditStore:
+    """Reads and appends the records of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.root = self.run_dir / "audit"
+        self.records_path = self.root / "records.jsonl"
+
+    def _ensure_dir(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        for parent in (path, *path.relative_to(self.run_dir).parents):
+            target = self.run_dir / parent
+            if target != self.run_dir:
+                os.chmod(target, DIR_MODE)
+
+    def append(self, record: AuditRecord) -> None:
+        self._ensure_dir(self.root)
+        line = (json.dumps(record.to_json(), sort_keys=True) + "\n").encode()
+        fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def records(self) -> list[AuditRecord]:
+        """Every complete record (a torn last line from a crash is skipped)."""
+        if not self.records_path.exists():
+            return []
+        found = []
+        for line in self.records_path.read_text().splitlines():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            data.pop("leakage", None)
+            found.append(AuditRecord(**data))
+        return found
+
+    def save_images(self, arm: str, name: str, images: torch.Tensor) -> str:
+        """Write a (B, 3, H, W) batch in [0, 1] as one PNG row; return its path relative to the run."""
+        folder = self.root / "images" / arm
+        self._ensure_dir(folder)
+        path = folder / f"{name}.png"
+        atomic_write(path, png_bytes(images), FILE_MODE)
+        return str(path.relative_to(self.run_dir))
+
+
+def png_bytes(images: torch.Tensor) -> bytes:
+    """A batch as one horizontal strip of PNG pixels."""
+    row = torch.cat(list(images.detach().float().clamp(0, 1).cpu()), dim=-1)
+    pixels = (row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,106 @@
+"""The adversary tap: attacks every selected reply before aggregation, then asks the client
+that sent it for a leakage receipt (numbers only) and appends audit records."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedmjp.audit import AuditRecord, AuditStore
+from fedmjp.audit.adversary import Adversary, Outcome
+from fedmjp.scenario import Arm
+
+RECEIPT = "query.receipt"
+
+
+def _array(t: torch.Tensor) -> Array:
+    return Array(t.detach().cpu().numpy())
+
+
+def receipt_request(server_round: int, patch: int, outcomes: list[Outcome], want_truth: bool) -> RecordDict:
+    arrays = {}
+    for i, outcome in enumerate(outcomes):
+        rec = outcome.reconstruction
+        arrays[f"rec-{i}"] = _array(rec.images)
+        if rec.start is not None:
+            arrays[f"start-{i}"] = _array(rec.start)
+        if rec.labels is not None:
+            arrays[f"labels-{i}"] = _array(rec.labels)
+    config = ConfigRecord({"round": server_round, "patch": patch, "count": len(outcomes), "truth": want_truth})
+    return RecordDict({"recon": ArrayRecord(arrays), "config": config})
+
+
+class AdversaryTap:
+    """A FedMJP reply tap; one per arm. It never sees client data."""
+
+    def __init__(self, arm: Arm, grid: Grid, store: AuditStore, patch: int) -> None:
+        self.arm = arm
+        self.grid = grid
+        self.store = store
+        self.patch = patch
+        self.adversary = Adversary(arm)
+
+    def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
+        audit = self.arm.audit
+        if not audit.attacks or not audit.attacks_round(server_round):
+            return
+        by_partition = {int(r.content["metrics"]["partition-id"]): r for r in replies}
+        weights = sent.to_torch_state_dict()
+        for partition_id in audit.targets(list(by_partition)):
+            self._audit_reply(server_round, partition_id, weights, by_partition[partition_id])
+
+    def _audit_reply(self, server_round: int, partition_id: int, weights: dict, reply: Message) -> None:
+        num_examples = int(reply.content["metrics"]["num-examples"])
+        obs = self.adversary.observation(weights, reply.content["arrays"].to_torch_state_dict(), num_examples)
+        outcomes = self.adversary.run(obs)
+        attacked = [o for o in outcomes if o.status == "attacked"]
+        receipts, truth, info, error = self._receipts(server_round, reply.metadata.src_node_id, attacked)
+        truth_image = None
+        if truth is not None:
+            truth_image = self.store.save_images(self.arm.name, f"r{server_round:03d}-p{partition_id}-truth", truth)
+        for outcome in outcomes:
+            record = AuditRecord(
+                arm=self.arm.name, round=server_round, partition_id=partition_id, attack=outcome.spec.name,
+                status=outcome.status, num_examples=num_examples, reason=outcome.reason,
+            )
+            if outcome.status == "attacked":
+                rec = outcome.reconstruction
+                name = f"r{server_round:03d}-p{partition_id}-{outcome.spec.name}"
+                record.image = self.store.save_images(self.arm.name, name, rec.images)
+                record.truth_image = truth_image
+                record.seconds = rec.seconds
+                record.threat_model = rec.threat_model.to_dict()
+                record.labels_recovered = [] if rec.labels is None else [int(v) for v in rec.labels]
+                record.shuffled_steps = info
+                scored = receipts.get(attacked.index(outcome))
+                if scored is None:
+                    record.status, record.reason = "receipt-failed", error
+                else:
+                    record.status = "scored"
+                    record.metrics, record.baseline = scored
+            self.store.append(record)
+
+    def _receipts(self, server_round: int, node: int, attacked: list[Outcome]):
+        """Ask the client to score the reconstructions; returns ({i: (metrics, baseline)}, truth, shuffled, error)."""
+        if not attacked:
+            return {}, None, [], ""
+        content = receipt_request(server_round, self.patch, attacked, self.arm.audit.store_ground_truth)
+        question = Message(content=content, dst_node_id=node, message_type=RECEIPT)
+        replies = list(self.grid.send_and_receive([question], timeout=600))
+        if not replies or replies[0].has_error():
+            reason = replies[0].error.reason if replies else "no reply"
+            return {}, None, [], f"receipt: {reason}"
+        answer = replies[0].content
+        if "error" in answer["config"]:
+            return {}, None, [], f"receipt: {answer['config']['error']}"
+        metrics = answer["metrics"]
+        scored = {}
+        for i in range(len(attacked)):
+            own = {k.split(".", 2)[2]: float(v) for k, v in metrics.items() if k.startswith(f"{i}.m.")}
+            base = {k.split(".", 2)[2]: float(v) for k, v in metrics.items() if k.startswith(f"{i}.b.")}
+            scored[i] = (own, base)
+        truth = answer["truth"]["images"].numpy() if "truth" in answer else None
+        shuffled = [bool(s) for s in answer["config"]["shuffled"]]
+        return scored, None if truth is None else torch.from_numpy(np.asarray(truth)), shuffled, ""
