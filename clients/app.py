@@ -14,9 +14,10 @@ from flwr.clientapp import ClientApp
 from fedmjp.audit.receipt import client_receipt
 from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
+from .guard import guard_mod
 from .context import arm_of, partition_of, remember_round, round_batch
 
-app = ClientApp()
+app = ClientApp(mods=[guard_mod])
 
 
 @app.train()

@@ -10,6 +10,7 @@ from flwr.serverapp import Grid
 
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.adversary import Adversary, Outcome
+from fedmjp.audit.guard import ACTIONS
 from fedmjp.scenario import Arm
 
 RECEIPT = "query.receipt"
@@ -42,7 +43,9 @@ class AdversaryTap:
         self.patch = patch
         self.adversary = Adversary(arm)
 
-    def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message]) -> None:
+    def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message],
+                 failed: list[tuple[int, str]]) -> None:
+        self._record_guards(server_round, replies, failed)
         audit = self.arm.audit
         if not audit.attacks or not audit.attacks_round(server_round):
             return
@@ -50,6 +53,29 @@ class AdversaryTap:
         weights = sent.to_torch_state_dict()
         for partition_id in audit.targets(list(by_partition)):
             self._audit_reply(server_round, partition_id, weights, by_partition[partition_id])
+
+    def _record_guards(self, server_round: int, replies: list[Message], failed: list[tuple[int, str]]) -> None:
+        """What each client's guard measured and allowed out (it reports it in its metrics)."""
+        if not self.arm.guard.enabled:
+            return
+        name = self.arm.guard.attack.name
+        for reply in replies:
+            metrics = reply.content["metrics"]
+            if "guard.action" not in metrics:
+                continue
+            action = ACTIONS[int(metrics["guard.action"])]
+            psnr = {"psnr": float(metrics["guard.psnr"])} if "guard.psnr" in metrics else {}
+            self.store.append(AuditRecord(
+                arm=self.arm.name, round=server_round, partition_id=int(metrics["partition-id"]), attack=name,
+                status="scored" if psnr else "not-applicable", source="client-guard", metrics=psnr,
+                seconds=float(metrics["guard.seconds"]), reason=action, num_examples=int(metrics["num-examples"]),
+            ))
+        for partition_id, reason in failed:
+            if "client guard" in reason:
+                self.store.append(AuditRecord(
+                    arm=self.arm.name, round=server_round, partition_id=partition_id, attack=name,
+                    status="withheld", source="client-guard", reason=reason,
+                ))
 
     def _audit_reply(self, server_round: int, partition_id: int, weights: dict, reply: Message) -> None:
         num_examples = int(reply.content["metrics"]["num-examples"])

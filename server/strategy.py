@@ -12,8 +12,9 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedmjp.aggregate import ServerOptimizer
 
-# A tap sees every valid reply with the global weights it answered, before aggregation.
-ReplyTap = Callable[[int, ArrayRecord, list[Message]], None]
+# A tap sees every valid reply with the global weights it answered, before aggregation, and
+# the failed ones as (partition id, reason).
+ReplyTap = Callable[[int, ArrayRecord, list[Message], list[tuple[int, str]]], None]
 
 
 class FedMJP(FedAvg):
@@ -75,11 +76,13 @@ class FedMJP(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
+        valid, errors = self._check_and_log_replies(list(replies), is_train=True)
+        partition_of = {node: pid for pid, node in self.partition_nodes.items()}
+        failed = [(partition_of.get(m.metadata.src_node_id, -1), m.error.reason) for m in errors]
+        for tap in self.taps:
+            tap(server_round, self.sent, valid, failed)
         if not valid:
             return None, None
-        for tap in self.taps:
-            tap(server_round, self.sent, valid)
         contents = [msg.content for msg in valid]
         tensors = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
         examples = [float(c["metrics"][self.weighted_by_key]) for c in contents]

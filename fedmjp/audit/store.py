@@ -34,7 +34,8 @@ class AuditRecord:
     round: int
     partition_id: int
     attack: str
-    # "scored", "not-applicable" (the attack cannot run here), "receipt-failed", "failed".
+    # "scored", "not-applicable" (the attack cannot run here), "receipt-failed", "failed",
+    # "withheld" (a client guard kept the update back).
     status: str
     # "server": what a curious server got; "client-guard": what the client measured itself.
     source: str = "server"

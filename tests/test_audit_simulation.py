@@ -1,0 +1,128 @@
+"""The adversarial server in a real Flower simulation: attacks, receipts, guard, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedmjp.audit import AuditStore
+from fedmjp.superlink import processes_with_env
+
+pytestmark = pytest.mark.slow
+
+AUDITED = {
+    "name": "audited",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"source": "photos", "test_limit": 40},
+    "clients": {"num_clients": 2, "cpus": 1},
+    "training": {"rounds": 2, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "adam", "server_lr": 0.001},
+    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
+    "audit": {"attacks": [{"name": "april"}], "store_ground_truth": True},
+    "arms": {
+        "vit": {},
+        "mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}},
+        "guarded": {"guard": {"enabled": True, "max_psnr": 30.0, "action": "noise", "noise_scale": 1.0}},
+    },
+}
+
+
+def start_simulate(scenario: dict, tmp: Path, mark: str) -> subprocess.Popen[str]:
+    path = tmp / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    env = {**os.environ, "FEDMJP_TEST_MARK": mark}
+    return subprocess.Popen([sys.executable, "-m", "fedmjp", "simulate", str(path), "--out", str(tmp / "run"),
+                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def kill_marked(mark: str) -> None:
+    """Everything the run started inherits the marker: stop it all (a SIGKILLed CLI cannot)."""
+    for _ in range(50):
+        pids = processes_with_env("FEDMJP_TEST_MARK", mark)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def audited_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("audit")
+    mark = uuid.uuid4().hex
+    process = start_simulate(AUDITED, tmp, mark)
+    try:
+        _, stderr = process.communicate(timeout=1200)
+    finally:
+        kill_marked(mark)
+    assert process.returncode == 0, stderr[-3000:]
+    return tmp / "run"
+
+
+def scored(run: Path, arm: str, source: str = "server") -> list:
+    return [r for r in AuditStore(run).records() if r.arm == arm and r.source == source and r.status == "scored"]
+
+
+def test_april_audit_shows_vit_leaking_and_mjp_not(audited_run: Path) -> None:
+    vit, mjp = scored(audited_run, "vit"), scored(audited_run, "mjp")
+    assert len(vit) == len(mjp) == 4  # 2 rounds x 2 clients, every update attacked
+    assert min(r.metrics["psnr"] for r in vit) >= 60
+    assert max(r.metrics["psnr"] for r in mjp) < 30
+    # Scored by the clients' receipts: shuffled/unshuffled split from the client's own mask.
+    assert all(r.shuffled_steps == [True] and "psnr_shuffled" in r.metrics for r in mjp)
+    assert all(r.shuffled_steps == [False] for r in vit)
+    assert all(r.leakage is not None for r in vit + mjp)
+
+
+def test_audit_files_are_owner_only_and_reference_existing_images(audited_run: Path) -> None:
+    audit = audited_run / "audit"
+    assert (audit.stat().st_mode & 0o777) == 0o700
+    assert (audit / "records.jsonl").stat().st_mode & 0o777 == 0o600
+    for record in AuditStore(audited_run).records():
+        if record.image:
+            image = audited_run / record.image
+            assert image.stat().st_mode & 0o777 == 0o600
+            assert record.truth_image and (audited_run / record.truth_image).exists()
+
+
+def test_client_guard_noises_a_leaking_update_and_both_views_are_recorded(audited_run: Path) -> None:
+    guard = [r for r in AuditStore(audited_run).records() if r.arm == "guarded" and r.source == "client-guard"]
+    assert len(guard) == 4 and all(r.reason == "noise" and r.metrics["psnr"] >= 60 for r in guard)
+    # What the curious server got after the guard noised the update.
+    assert max(r.metrics["psnr"] for r in scored(audited_run, "guarded")) < 30
+
+
+def test_killing_the_simulation_mid_run_leaves_every_written_record_intact(tmp_path: Path) -> None:
+    scenario = {**AUDITED, "training": {**AUDITED["training"], "rounds": 30}, "arms": {"vit": {}}}
+    mark = uuid.uuid4().hex
+    process = start_simulate(scenario, tmp_path, mark)
+    records = tmp_path / "run" / "audit" / "records.jsonl"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            if records.exists() and len(records.read_bytes().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+        kill_marked(mark)
+    finally:
+        kill_marked(mark)
+    lines = records.read_bytes().splitlines()
+    complete = AuditStore(tmp_path / "run").records()
+    assert len(complete) >= 3 and len(complete) >= len(lines) - 1  # at most a torn last line
+    for record in complete:
+        assert record.status == "scored" and (tmp_path / "run" / record.image).exists()
+    json.loads(lines[0])
