@@ -263,6 +263,15 @@ class Scenario(BaseModel):
 ARM_KEYS = set(Arm.model_fields) - {"name"}
 
 
+def _resolve_root(arm: Arm, base_dir: Path | None) -> Arm:
+    """Relative data roots are relative to the scenario file (runs happen in other folders)."""
+    root = arm.data.root
+    if not root or base_dir is None:
+        return arm
+    resolved = (base_dir / os.path.expanduser(root)).resolve()
+    return arm.model_copy(update={"data": arm.data.model_copy(update={"root": str(resolved)})})
+
+
 def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
     """Validate a scenario mapping; raise ``InputError`` naming the bad field."""
     label = source or "scenario"
@@ -287,6 +296,7 @@ def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
         except ValidationError as exc:
             prefix = f"arms.{arm_name}" if override else ""
             raise InputError(f"{label}: {_first_error(exc, prefix)}") from None
+        arm = _resolve_root(arm, Path(source).parent if source else None)
         _check_paths(arm, label)
         arms[str(arm_name)] = arm
     return Scenario(name=name, base=base, arms=arms, source=source)

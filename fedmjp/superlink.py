@@ -157,7 +157,7 @@ class SimulationSuperLink:
     def logs(self, run_id: int) -> str:
         return self.flwr("log", str(run_id), CONNECTION, "--show", timeout=60).stdout
 
-    def wait(self, run_id: int, on_poll: Callable[[], None] = lambda: None, interval: float = 1.0) -> RunStatus:
+    def wait(self, run_id: int, on_poll: Callable[[], None] = lambda: None, interval: float = 2.0) -> RunStatus:
         while True:
             if self.process is None or self.process.poll() is not None:
                 raise FlowerError(f"the SuperLink stopped during run {run_id}: {self.log_tail()}")
