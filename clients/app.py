@@ -12,6 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedmjp.audit.receipt import client_receipt
+from fedmjp.faults import before_training, corrupt, injected_fault
 from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
 from .guard import guard_mod
@@ -26,6 +27,8 @@ def train(msg: Message, context: Context) -> Message:
     partition_id = partition_of(context)
     server_round = int(msg.content["config"]["server-round"])
     weights = msg.content["arrays"].to_torch_state_dict()
+    fault = injected_fault(arm, partition_id, server_round)
+    before_training(fault, arm)
     work = client_round(arm, weights, partition_id, server_round)
     remember_round(context, server_round, work)
     result = work.result
@@ -38,7 +41,7 @@ def train(msg: Message, context: Context) -> Message:
             "dal-loss": result.dal_loss,
         }
     )
-    content = RecordDict({"arrays": ArrayRecord(result.tensors), "metrics": metrics})
+    content = RecordDict({"arrays": ArrayRecord(corrupt(fault, result.tensors)), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 
 

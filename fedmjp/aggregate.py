@@ -41,3 +41,9 @@ class ServerOptimizer:
             param.grad = (sign * mean[name]).to(param.device, param.dtype)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)

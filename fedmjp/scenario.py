@@ -54,6 +54,10 @@ class Clients(Strict):
     fraction: Annotated[float, Field(gt=0, le=1)] | None = None
     cpus: Annotated[float, Field(gt=0)] = 1.0
     gpus: Annotated[float, Field(ge=0)] = 0.0
+    # A round goes on without failed clients as long as this many replies are usable.
+    min_per_round: Annotated[int, Field(ge=1)] = 1
+    # Seconds the server waits for a round's replies; later replies count as faults.
+    timeout: Annotated[float, Field(gt=0)] = 600.0
 
     @model_validator(mode="after")
     def _sampling(self) -> Clients:
@@ -62,6 +66,11 @@ class Clients(Strict):
         if self.per_round is not None and self.per_round > self.num_clients:
             raise ValueError(
                 f"clients.per_round ({self.per_round}) exceeds clients.num_clients ({self.num_clients})"
+            )
+        if self.min_per_round > self.sampled_per_round:
+            raise ValueError(
+                f"clients.min_per_round ({self.min_per_round}) exceeds the clients sampled per round "
+                f"({self.sampled_per_round})"
             )
         return self
 
@@ -183,6 +192,15 @@ class Guard(Strict):
     noise_scale: Annotated[float, Field(gt=0)] = 1.0
 
 
+class Faults(Strict):
+    """Faults injected on purpose, to test a setup: each round, each sampled client fails
+    with probability ``fraction`` (seeded), with one of ``kinds``."""
+
+    fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    kinds: list[Literal["raise", "nan", "slow", "shape"]] = Field(default_factory=lambda: ["raise"], min_length=1)
+    slow_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+
 class Ray(Strict):
     # Join a running Ray cluster (also taken from RAY_ADDRESS when unset).
     address: str | None = None
@@ -200,6 +218,7 @@ class Arm(Strict):
     model: Model = Model()
     audit: Audit = Audit()
     guard: Guard = Guard()
+    faults: Faults = Faults()
     ray: Ray = Ray()
 
     @model_validator(mode="after")

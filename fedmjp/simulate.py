@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 from .rundir import arm_dir, atomic_json, atomic_write, read_jsonl, versions
-from .scenario import Arm, Scenario
+from . import checkpoint
+from .errors import InputError
+from .scenario import Arm, Scenario, parse_scenario
 from .superlink import FlowerError, SimulationSuperLink
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -35,15 +37,46 @@ def prepare_run_dir(scenario: Scenario, out: Path) -> Path:
     return out
 
 
-def _run_config_file(arm: Arm, run_dir: Path, work: Path) -> Path:
+def load_run_dir(run_dir: Path) -> Scenario:
+    """The resolved scenario of an existing run directory (for ``--resume``)."""
+    path = run_dir / "scenario.yaml"
+    if not path.is_file():
+        raise InputError(f"--resume: {run_dir} is not a fedmjp run directory (no scenario.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise InputError(f"--resume: {path} is not valid YAML (corrupted run directory)") from None
+    scenario = parse_scenario(raw, source=str(path))
+    check_resumable(run_dir, scenario)
+    return scenario
+
+
+def arm_finished(run_dir: Path, arm: Arm) -> bool:
+    return (arm_dir(run_dir, arm.name) / "final_weights.pt").exists()
+
+
+def check_resumable(run_dir: Path, scenario: Scenario) -> None:
+    """Refuse a damaged run directory before starting anything."""
+    for arm in scenario.arms.values():
+        folder = arm_dir(run_dir, arm.name)
+        try:
+            checkpoint.load(folder / "checkpoint.pt")
+            read_jsonl(folder / "metrics.jsonl")
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise InputError(f"--resume: arm {arm.name}: {exc} (corrupted run directory)") from None
+
+
+def _run_config_file(arm: Arm, run_dir: Path, work: Path, resume: bool) -> Path:
     path = work / f"run-config-{arm.name}.toml"
     # TOML basic strings are JSON strings, so json.dumps quotes them correctly.
-    path.write_text(f"arm-json = {json.dumps(arm.model_dump_json())}\nrun-dir = {json.dumps(str(run_dir))}\n")
+    path.write_text(f"arm-json = {json.dumps(arm.model_dump_json())}\nrun-dir = {json.dumps(str(run_dir))}\n"
+                    f"resume = {'true' if resume else 'false'}\n")
     return path
 
 
-def run_arm(link: SimulationSuperLink, arm: Arm, run_dir: Path, work: Path, progress: Progress) -> None:
-    run_id = link.submit(APP_DIR, _run_config_file(arm, run_dir, work), arm.clients.num_clients,
+def run_arm(link: SimulationSuperLink, arm: Arm, run_dir: Path, work: Path, progress: Progress,
+            resume: bool = False) -> None:
+    run_id = link.submit(APP_DIR, _run_config_file(arm, run_dir, work, resume), arm.clients.num_clients,
                          arm.clients.cpus, arm.clients.gpus)
     metrics = arm_dir(run_dir, arm.name) / "metrics.jsonl"
     poll = lambda: progress(arm.name, len(read_jsonl(metrics)), arm.training.rounds)  # noqa: E731
@@ -61,17 +94,21 @@ def _server_error(logs: str) -> str:
 
 
 def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None,
-             ray_address: str | None = None) -> dict[str, Any]:
-    """Run every arm; return the final per-arm metrics (the last round of each)."""
-    run_dir = prepare_run_dir(scenario, out)
+             ray_address: str | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run every arm (with ``resume``, the unfinished ones, from their last complete round);
+    return the final per-arm metrics (the last round of each)."""
+    run_dir = out if resume else prepare_run_dir(scenario, out)
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fedmjp-sim-") as tmp:
         work = Path(tmp)
         for arm in scenario.arms.values():
+            if resume and arm_finished(run_dir, arm):
+                continue
             with SimulationSuperLink(work, arm.ray.address or ray_address) as link:
-                run_arm(link, arm, run_dir, work, progress)
-            rounds = read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl")
-            summary[arm.name] = rounds[-1] if rounds else {}
+                run_arm(link, arm, run_dir, work, progress, resume)
+    for arm in scenario.arms.values():
+        rounds = read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl")
+        summary[arm.name] = rounds[-1] if rounds else {}
     atomic_write(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=True).encode())
     return summary

@@ -8,7 +8,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedmjp.audit import AuditStore
+from fedmjp import checkpoint
+from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.rundir import append_jsonl, arm_dir, atomic_torch_save
 from fedmjp.scenario import Arm, arm_from_run_config
 from fedmjp.train import resolve_device
@@ -42,12 +43,23 @@ def run_dir_of(context: Context, arm: Arm) -> Path:
     return Path(configured) if configured else Path("runs") / arm.name
 
 
+class RunStopped(RuntimeError):
+    """A round had fewer usable replies than the scenario's minimum."""
+
+
+def record_faults(store: AuditStore, arm: Arm, server_round: int, faults: list[tuple[int, str]]) -> None:
+    for partition_id, reason in faults:
+        store.append(AuditRecord(arm=arm.name, round=server_round, partition_id=partition_id, attack="none",
+                                 status="fault", source="fault", reason=reason))
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     arm = arm_from_run_config(context.run_config)
     run_dir = run_dir_of(context, arm)
     out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
+    store = AuditStore(run_dir)
     model = build_model(arm).to(resolve_device(arm.device))
     kind = "gradient" if arm.training.mode == "fedsgd" else "update"
     strategy = FedMJP(
@@ -58,26 +70,42 @@ def main(grid: Grid, context: Context) -> None:
         discover_partitions(grid, arm.clients.num_clients),
         arm.clients.sampled_per_round,
         arm.seed,
-        taps=[AdversaryTap(arm, grid, AuditStore(run_dir), model.patch_embed.patch_size[0])],
+        taps=[AdversaryTap(arm, grid, store, model.patch_embed.patch_size[0])],
+        min_replies=arm.clients.min_per_round,
     )
-    for server_round in range(1, arm.training.rounds + 1):
+    metrics_path, checkpoint_path = out / "metrics.jsonl", out / "checkpoint.pt"
+    first = 1
+    if bool(context.run_config.get("resume", False)) and (saved := checkpoint.load(checkpoint_path)):
+        model.load_state_dict(saved.model)
+        strategy.optimizer.load_state_dict(saved.optimizer)
+        strategy.sampler.setstate(saved.sampler)
+        checkpoint.cut_back(metrics_path, saved.metrics_bytes)
+        checkpoint.cut_back(store.records_path, saved.audit_bytes)
+        first = saved.round + 1
+    for server_round in range(first, arm.training.rounds + 1):
         started = time.perf_counter()
         arrays = ArrayRecord(model.state_dict())
         messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
-        replies = list(grid.send_and_receive(messages))
+        replies = list(grid.send_and_receive(messages, timeout=arm.clients.timeout))
         _, train_metrics = strategy.aggregate_train(server_round, replies)
+        record_faults(store, arm, server_round, strategy.faults)
         if train_metrics is None:
-            raise RuntimeError(f"round {server_round}: no client replied with an update")
+            reasons = "; ".join(f"partition {p}: {r}" for p, r in strategy.faults) or "no replies"
+            raise RunStopped(f"round {server_round}: fewer than clients.min_per_round "
+                             f"({arm.clients.min_per_round}) usable replies ({reasons})")
         test = evaluate_global(arm, model)
         append_jsonl(
-            out / "metrics.jsonl",
+            metrics_path,
             {
                 "round": server_round,
                 "accuracy": test["accuracy"],
                 "loss": test["loss"],
                 "train_loss": float(train_metrics["loss"]),
-                "clients": sum(not r.has_error() for r in replies),
+                "clients": len(strategy.sampled) - len(strategy.faults),
+                "faults": [{"partition_id": p, "reason": r} for p, r in strategy.faults],
                 "seconds": time.perf_counter() - started,
             },
         )
+        checkpoint.save(checkpoint_path, server_round, model, strategy.optimizer,
+                        strategy.sampler.getstate(), metrics_path, store.records_path)
     atomic_torch_save(out / "final_weights.pt", {k: v.cpu() for k, v in model.state_dict().items()})

@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedmjp.aggregate import ServerOptimizer
+from fedmjp.faults import reply_problem
 
 # A tap sees every valid reply with the global weights it answered, before aggregation, and
 # the failed ones as (partition id, reason).
@@ -38,7 +39,10 @@ class FedMJP(FedAvg):
     seed : int
         Seeds the sampler (Flower's own sampler uses the global ``random``).
     taps : list of ReplyTap
-        Called with every round's valid replies before aggregation (the adversary).
+        Called with every round's usable replies and its faults before aggregation
+        (the adversary).
+    min_replies : int
+        Fewest usable replies a round may aggregate; below it nothing is aggregated.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class FedMJP(FedAvg):
         per_round: int,
         seed: int,
         taps: Iterable[ReplyTap] = (),
+        min_replies: int = 1,
     ) -> None:
         super().__init__(fraction_evaluate=0.0, min_train_nodes=per_round, min_available_nodes=per_round)
         self.model = model
@@ -59,10 +64,31 @@ class FedMJP(FedAvg):
         self.per_round = per_round
         self.sampler = random.Random(seed)
         self.taps = list(taps)
+        self.min_replies = min_replies
         self.sent: ArrayRecord | None = None
+        self.sampled: list[int] = []
+        self.faults: list[tuple[int, str]] = []
+        self.expected = {name: p.shape for name, p in self.optimizer.params.items()}
 
     def sample_partitions(self) -> list[int]:
         return sorted(self.sampler.sample(sorted(self.partition_nodes), self.per_round))
+
+    def check_replies(self, replies: list[Message]) -> tuple[list[Message], list[tuple[int, str]]]:
+        """Split replies into usable ones and faults (partition id, reason): errors, missing
+        replies, and tensors that are non-finite or do not match the model."""
+        valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+        partition_of = {node: pid for pid, node in self.partition_nodes.items()}
+        faults = [(partition_of.get(m.metadata.src_node_id, -1), f"error: {m.error.reason}") for m in errors]
+        replied = {partition_of.get(m.metadata.src_node_id) for m in replies}
+        faults += [(pid, "no reply before the round's timeout") for pid in self.sampled if pid not in replied]
+        usable = []
+        for msg in valid:
+            problem = reply_problem(msg.content[self.arrayrecord_key].to_torch_state_dict(), self.expected)
+            if problem is None:
+                usable.append(msg)
+            else:
+                faults.append((partition_of.get(msg.metadata.src_node_id, -1), problem))
+        return usable, sorted(faults)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -70,20 +96,20 @@ class FedMJP(FedAvg):
         config["server-round"] = server_round
         self.sent = arrays
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        nodes = [self.partition_nodes[p] for p in self.sample_partitions()]
+        self.sampled = self.sample_partitions()
+        nodes = [self.partition_nodes[p] for p in self.sampled]
         return self._construct_messages(record, nodes, MessageType.TRAIN)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True)
-        partition_of = {node: pid for pid, node in self.partition_nodes.items()}
-        failed = [(partition_of.get(m.metadata.src_node_id, -1), m.error.reason) for m in errors]
+        """Aggregate the usable replies; faults are kept in ``self.faults`` for the round's record."""
+        usable, self.faults = self.check_replies(list(replies))
         for tap in self.taps:
-            tap(server_round, self.sent, valid, failed)
-        if not valid:
+            tap(server_round, self.sent, usable, self.faults)
+        if len(usable) < self.min_replies:
             return None, None
-        contents = [msg.content for msg in valid]
+        contents = [msg.content for msg in usable]
         tensors = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
         examples = [float(c["metrics"][self.weighted_by_key]) for c in contents]
         self.optimizer.step(tensors, examples)

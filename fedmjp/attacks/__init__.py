@@ -1,5 +1,6 @@
 """Gradient inversion attacks: one interface, closed-form, optimisation and adaptive attacks."""
 
+from . import april  # noqa: F401  (registers the attack)
 from .base import (
     Attack,
     NotApplicable,

@@ -40,8 +40,12 @@ def default_out(name: str) -> Path:
 @app.command("simulate")
 @user_errors
 def simulate(
-    scenario: ScenarioArg,
+    scenario: Annotated[Optional[Path], typer.Argument(help="Scenario YAML file.", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME-TIME).")] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue this run directory from its last complete round.", show_default=False),
+    ] = None,
     set_: SetOpt = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
@@ -49,18 +53,27 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Run every arm of SCENARIO on Flower's simulation engine and write a run directory."""
+    from ..simulate import load_run_dir
     from ..simulate import simulate as run
     from ..superlink import FlowerError
 
-    loaded = load_scenario(scenario, set_ or [])
-    run_dir = out_dir or default_out(loaded.name)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"--out: {run_dir} exists and is not empty")
+    if (scenario is None) == (resume is None):
+        raise InputError("give a SCENARIO to run, or --resume RUN_DIR (not both)")
+    if resume is not None:
+        if out_dir or set_:
+            raise InputError("--resume continues a run as it was: --out and --set do not apply")
+        loaded, run_dir = load_run_dir(resume), resume
+    else:
+        loaded = load_scenario(scenario, set_ or [])
+        run_dir = out_dir or default_out(loaded.name)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError(f"--out: {run_dir} exists and is not empty")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=as_json) as bar:
         tasks = {name: bar.add_task(f"arm {name}", total=arm.training.rounds) for name, arm in loaded.arms.items()}
         try:
-            summary = run(loaded, run_dir, lambda arm, done, _: bar.update(tasks[arm], completed=done), ray_address)
+            summary = run(loaded, run_dir, lambda arm, done, _: bar.update(tasks[arm], completed=done), ray_address,
+                          resume=resume is not None)
         except FlowerError as exc:
             fail(str(exc))
             raise typer.Exit(1) from None

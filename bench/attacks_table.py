@@ -1,0 +1,168 @@
+"""Attack x model x metric table on real images: how much each attack leaks, with and without MJP.
+
+ImageNet samples (224 px) on the ViT-S/16 family and CIFAR-10 test images (32 px) on the ViT-Ti/4
+family, each model randomly initialised (seeded): the closed form needs no training, and the
+tests show it stays exact after training. Every image is one client with batch size 1 and its
+own jigsaw draw. Prints a table and writes it as markdown to bench/results/attacks_table.md.
+
+Environment: FEDMJP_BENCH_ALL=1 uses all 32 ImageNet samples and 100 CIFAR images (default 8 and
+16); FEDMJP_BENCH_IG_IMAGES sets how many images per setting the optimisation attack gets (default
+1, 32-px family only: a double backward through a 224-px ViT-S is minutes per image on a CPU);
+FEDMJP_BENCH_IG_STEPS its steps (default 24).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from fedmjp.attacks import attack_names, build_attack  # noqa: E402
+from fedmjp.attacks.single import build_client_model, load_image, run_single  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results" / "attacks_table.md"
+ALL = os.environ.get("FEDMJP_BENCH_ALL") == "1"
+IG_IMAGES = int(os.environ.get("FEDMJP_BENCH_IG_IMAGES", "1"))
+IG_STEPS = int(os.environ.get("FEDMJP_BENCH_IG_STEPS", "24"))
+# (label, mjp mode, ratio): None ratio = the plain timm ViT.
+SETTINGS = [("ViT", None, None), ("naive shuffle 0.25", "naive", 0.25)] + [
+    (f"MJP {r:g}", "mjp", r) for r in (0.05, 0.1, 0.25, 0.5)
+]
+COLUMNS = ("psnr", "ssim", "patch_psnr", "psnr_shuffled", "psnr_unshuffled", "patch_psnr_shuffled")
+
+# Wide enough for the table when the output is a file or a pipe (rich assumes 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+@dataclass
+class DataSet:
+    name: str
+    plain_model: str
+    mjp_model: str
+    images: list[tuple[Path, int]]  # (file, label)
+
+
+def imagenet(count: int) -> list[tuple[Path, int]]:
+    files = sorted((DATA / "imagenet-samples").glob("*.JPEG"))
+    return [(path, i) for i, path in enumerate(files[:count])]
+
+
+def cifar(count: int) -> list[tuple[Path, int]]:
+    """Round robin over the classes, so a small sample covers all ten."""
+    root = DATA / "cifar10-subset" / "test"
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    per_class = [sorted(c.glob("*.jpg")) for c in classes]
+    return [(per_class[i % len(classes)][i // len(classes)], i % len(classes)) for i in range(count)]
+
+
+def data_sets() -> list[DataSet]:
+    found = []
+    if (DATA / "imagenet-samples").is_dir():
+        found.append(DataSet("ImageNet 224", "vit_small_patch16_224", "mjp_vit_small_patch16_224",
+                             imagenet(32 if ALL else 8)))
+    else:
+        console.print(f"skipping ImageNet: {DATA / 'imagenet-samples'} not found")
+    if (DATA / "cifar10-subset" / "test").is_dir():
+        found.append(DataSet("CIFAR-10 32", "vit_tiny_patch4_32", "mjp_vit_tiny_patch4_32", cifar(100 if ALL else 16)))
+    else:
+        console.print(f"skipping CIFAR-10: {DATA / 'cifar10-subset' / 'test'} not found")
+    return found
+
+
+def attacks() -> list[tuple[str, dict]]:
+    """april always; ig with a small budget when the optimisation module is there."""
+    try:
+        importlib.import_module("fedmjp.attacks.optimization")  # registers ig, dlg, april-opt
+    except ImportError as exc:
+        console.print(f"ig skipped: the optimisation attacks are missing ({exc})")
+    chosen = [("april", {})]
+    if "ig" in attack_names():
+        chosen.append(("ig", {"steps": IG_STEPS, "restarts": 1, "seed": 0}))
+    return chosen
+
+
+def run_setting(data: DataSet, attack: str, options: dict, mode: str | None, ratio: float | None) -> dict:
+    """Mean and std of every metric over the data set's images for one (attack, model) setting."""
+    name = data.plain_model if mode is None else data.mjp_model
+    client = build_client_model(name, ratio, mode or "mjp", seed=0)
+    images = data.images if attack == "april" else data.images[:IG_IMAGES]
+    rows, seconds = [], []
+    for index, (path, label) in enumerate(images):
+        result = run_single(client, load_image(path, client.image_size), build_attack(attack, **options),
+                            label=label % client.model.num_classes, seed=index)
+        rows.append(result.metrics)
+        seconds.append(result.seconds)
+    summary = {key: _mean_std([r[key] for r in rows if key in r]) for key in COLUMNS}
+    summary["seconds"] = _mean_std(seconds)
+    summary["n"] = len(rows)
+    return summary
+
+
+def _mean_std(values: list[float]) -> tuple[float, float] | None:
+    return (float(np.mean(values)), float(np.std(values))) if values else None
+
+
+def _cell(value: tuple[float, float] | None) -> str:
+    return "-" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}"
+
+
+def _ssim_cell(value: tuple[float, float] | None) -> str:
+    return "-" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
+def render(rows: list[tuple[str, str, str, dict]]) -> tuple[Table, str]:
+    headers = ["data", "attack", "model", "n", "PSNR", "SSIM", "patch PSNR", "PSNR shuffled",
+               "PSNR unshuffled", "patch PSNR shuffled", "s / attack"]
+    table = Table(title="Gradient leakage per attack and model (random-init models, batch size 1, dB)")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("data", "attack", "model") else "right")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for data, attack, setting, s in rows:
+        seconds = "-" if s["seconds"] is None else f"{s['seconds'][0]:.2f}"
+        cells = [data, attack, setting, str(s["n"]), _cell(s["psnr"]), _ssim_cell(s["ssim"]), _cell(s["patch_psnr"]),
+                 _cell(s["psnr_shuffled"]), _cell(s["psnr_unshuffled"]), _cell(s["patch_psnr_shuffled"]), seconds]
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    return table, "\n".join(lines)
+
+
+def main() -> None:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    console.print("models are randomly initialised (seed 0); every image is one client, batch size 1, "
+                  "with its own jigsaw draw (seed = image index)")
+    rows = []
+    chosen = attacks()
+    for data in data_sets():
+        for attack, options in chosen:
+            if attack != "april" and data.name.startswith("ImageNet"):
+                console.print(f"{attack} on {data.name}: skipped (32-px family only, see the module docstring)")
+                continue
+            for label, mode, ratio in SETTINGS:
+                with console.status(f"{data.name}: {attack} on {label}"):
+                    rows.append((data.name, attack, label, run_setting(data, attack, options, mode, ratio)))
+    if not rows:
+        console.print("no data set found: nothing to report")
+        return
+    table, markdown = render(rows)
+    console.print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    note = (f"Random-init models, batch size 1, one jigsaw draw per image; mean ± std over images. "
+            f"ig: {IG_STEPS} steps, 1 restart, {IG_IMAGES} image(s) per setting (a small budget, not a "
+            f"converged attack).\n\n")
+    RESULTS.write_text(f"# Attack leakage table\n\n{note}{markdown}\n")
+    console.print(f"written: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Federation costs, measured side by side in one run:
+
+1. the framework's overhead: `fedmjp simulate` on a CIFAR-10-subset scenario over a bare
+   PyTorch loop doing the same local training for the same clients in one process;
+2. scale: time per round and peak memory as the number of clients grows (10 sampled per round);
+3. the audit's cost: the quickstart with its audit over the quickstart without it.
+
+FEDMJP_BENCH_SCALE="10,50,100" sets the client counts of (2).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedmjp.aggregate import ServerOptimizer
+from fedmjp.rundir import read_jsonl
+from fedmjp.scenario import load_scenario, parse_scenario
+from fedmjp.superlink import processes_with_env
+from fedmjp.workload import build_model, client_round, evaluate_global
+
+from ._report import write_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10-subset"
+console = Console()
+
+OVERHEAD = {
+    "name": "overhead",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"source": "imagefolder", "root": str(CIFAR), "test_limit": 500},
+    "clients": {"num_clients": 10, "cpus": 1},
+    "training": {"rounds": 10, "mode": "fedsgd", "batch_size": 32, "server_optimizer": "adam", "server_lr": 0.001},
+    "model": {"name": "vit_tiny_patch4_32"},
+}
+
+
+class PeakMemory:
+    """Peak summed RSS (bytes) of every process carrying an environment marker."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark, self.peak, self._stop = mark, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _rss(self, pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, sum(self._rss(p) for p in processes_with_env("FEDMJP_BENCH_MARK", self.mark)))
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def simulate(scenario: dict, sets: list[str] = ()) -> tuple[float, list[dict], int]:
+    """Wall time, per-round metrics and peak memory of one `fedmjp simulate` of one arm."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scenario.yaml"
+        path.write_text(yaml.safe_dump(scenario))
+        mark = uuid.uuid4().hex
+        command = [sys.executable, "-m", "fedmjp", "simulate", str(path), "--out", f"{tmp}/run", "--json",
+                   *[a for s in sets for a in ("--set", s)]]
+        start = time.perf_counter()
+        with PeakMemory(mark) as memory:
+            subprocess.run(command, check=True, capture_output=True, env={**os.environ, "FEDMJP_BENCH_MARK": mark})
+        seconds = time.perf_counter() - start
+        rows = [r for arm in sorted(Path(tmp, "run", "arms").iterdir()) for r in read_jsonl(arm / "metrics.jsonl")]
+        return seconds, rows, memory.peak
+
+
+def bare_loop(scenario: dict) -> float:
+    """The same clients, rounds, training and evaluation in one process, no Flower, no Ray."""
+    arm = parse_scenario(scenario).arms["run"]
+    start = time.perf_counter()
+    model = build_model(arm)
+    server = ServerOptimizer(model, "gradient", arm.training.server_optimizer, arm.training.server_lr)
+    for server_round in range(1, arm.training.rounds + 1):
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        results = [client_round(arm, weights, p, server_round).result for p in range(arm.clients.num_clients)]
+        server.step([r.tensors for r in results], [r.num_examples for r in results])
+        evaluate_global(arm, model)
+    return time.perf_counter() - start
+
+
+def overhead_table() -> Table:
+    simulated, rows, _ = simulate(OVERHEAD)
+    bare = bare_loop(OVERHEAD)
+    in_rounds = sum(r["seconds"] for r in rows)
+    table = Table(title="framework overhead: 10 clients x 10 rounds, ViT-Ti/4 (12 blocks), FedSGD batch 32, CIFAR-10")
+    for column in ("what", "seconds", "over bare loop"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    table.add_row("bare PyTorch loop, one process", f"{bare:.1f}", "1.00")
+    table.add_row("fedmjp simulate (wall)", f"{simulated:.1f}", f"{simulated / bare:.2f}")
+    table.add_row("  of which inside the rounds", f"{in_rounds:.1f}", f"{in_rounds / bare:.2f}")
+    table.add_row("  start-up, shut-down, polling", f"{simulated - in_rounds:.1f}", "")
+    return table
+
+
+def scale_table(counts: list[int]) -> Table:
+    table = Table(title="scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (4 blocks), FedSGD batch 16, photos")
+    for column in ("clients", "s/round (mean)", "wall s", "peak memory GiB"):
+        table.add_column(column, justify="right")
+    for count in counts:
+        scenario = {**OVERHEAD, "data": {"source": "photos", "test_limit": 80},
+                    "clients": {"num_clients": count, "per_round": 10, "cpus": 1},
+                    "training": {**OVERHEAD["training"], "rounds": 3, "batch_size": 16},
+                    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 4}}}
+        try:
+            wall, rows, peak = simulate(scenario)
+        except subprocess.CalledProcessError as exc:
+            table.add_row(str(count), "failed", "", exc.stderr.decode()[-80:])
+            continue
+        per_round = sum(r["seconds"] for r in rows) / len(rows)
+        table.add_row(str(count), f"{per_round:.2f}", f"{wall:.0f}", f"{peak / 2**30:.2f}")
+    return table
+
+
+def audit_table() -> Table:
+    quickstart = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
+    raw = {"name": "quickstart", "arms": {n: a.model_dump(mode="json") for n, a in quickstart.arms.items()}}
+    with_audit, rows_with, _ = simulate(raw)
+    without, rows_without, _ = simulate(raw, [f"arms.{n}.audit.attacks=[]" for n in quickstart.arms])
+    table = Table(title="the audit's cost: quickstart (2 arms x 3 rounds x 2 clients, april on every update)")
+    for column in ("run", "wall s", "s in rounds", "ratio (wall)"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    table.add_row("without audit", f"{without:.1f}", f"{sum(r['seconds'] for r in rows_without):.1f}", "1.00")
+    table.add_row("with audit", f"{with_audit:.1f}", f"{sum(r['seconds'] for r in rows_with):.1f}",
+                  f"{with_audit / without:.2f}")
+    return table
+
+
+def main() -> None:
+    tables = []
+    if CIFAR.is_dir():
+        tables.append(overhead_table())
+    else:
+        console.print(f"skipped the overhead run: {CIFAR} not found")
+    counts = [int(c) for c in os.environ.get("FEDMJP_BENCH_SCALE", "10,50,100,200").split(",")]
+    tables += [scale_table(counts), audit_table()]
+    for table in tables:
+        console.print(table)
+    write_markdown("federation", tables)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""One client, one image, one attack: the path behind ``fedmjp attack`` and the attack benchmarks.
+
+The client side (a model in a given MJP configuration computes the gradient of one labelled
+image) and the server side (an attack sees only the ``Observation``) are kept apart; the score
+is computed here with the client's own jigsaw mask, which this local tool knows because it
+played the client.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Optimisation attacks differentiate twice; timm's fused attention cannot on the CPU.
+os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+
+import tempfile  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ..metrics import leakage_metrics, psnr  # noqa: E402
+from ..train import compute_gradient, seed_jigsaw  # noqa: E402
+from .base import Attack, Observation, Reconstruction, Timer  # noqa: E402
+
+
+@dataclass
+class ClientModel:
+    """The global model a client trains, with the arguments that rebuild its architecture."""
+
+    name: str
+    model: nn.Module
+    kwargs: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.patch_embed.img_size[0])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.patch_embed.patch_size[0])
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.model.patch_embed.num_patches)
+
+
+@dataclass
+class SingleResult:
+    truth: torch.Tensor
+    reconstruction: Reconstruction
+    metrics: dict[str, float]
+    # PSNR of the attack's data-free start: leakage is the gain over it.
+    baseline_psnr: float
+    # (1, N) positions the client's jigsaw shuffled (all False when it did not shuffle).
+    shuffled: torch.Tensor
+    seconds: float
+
+
+def build_client_model(name: str, mjp_ratio: float | None = None, mjp_mode: str = "mjp", seed: int = 0,
+                       **extra: Any) -> ClientModel:
+    """A randomly initialised (seeded) model; MJP arguments only for MJP models.
+
+    ``mjp_ratio`` None keeps the model's default; a ratio > 0 on a model without MJP is an error.
+    """
+    if not timm.is_model(name):
+        raise ValueError(f"model: unknown model {name!r}")
+    if mjp_ratio is not None and not 0.0 <= mjp_ratio <= 1.0:
+        raise ValueError(f"mjp ratio: must be in [0, 1], got {mjp_ratio}")
+    kwargs = dict(extra)
+    if name.startswith("mjp_"):
+        kwargs["mjp_mode"] = mjp_mode
+        if mjp_ratio is not None:
+            kwargs["mjp_ratio"] = mjp_ratio
+    elif mjp_ratio:
+        raise ValueError(f"mjp ratio: {name} has no jigsaw (use its mjp_ twin)")
+    torch.manual_seed(seed)
+    return ClientModel(name, timm.create_model(name, **kwargs), kwargs)
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """(1, 3, size, size) in [0, 1]: shorter side resized to ``size`` (bicubic), then centre-cropped."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        scale = size / min(img.size)
+        width, height = max(size, round(img.width * scale)), max(size, round(img.height * scale))
+        img = img.resize((width, height), Image.Resampling.BICUBIC)
+        left, top = (width - size) // 2, (height - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(size, size, 3).permute(2, 0, 1).float().div(255).unsqueeze(0)
+
+
+def observe(client: ClientModel, image: torch.Tensor, label: int, seed: int = 0) -> tuple[Observation, torch.Tensor]:
+    """The client's gradient on one image (jigsaw seeded), as the server sees it, and the shuffled mask."""
+    seed_jigsaw(client.model, seed)
+    # The weights the server sent: copied before the client touches anything.
+    weights = {k: v.detach().clone() for k, v in client.model.state_dict().items()}
+    result = compute_gradient(client.model, image, torch.tensor([label]))
+    jigsaw = result.jigsaws[0]
+    shuffled = jigsaw.mask.cpu() if jigsaw is not None else torch.zeros(1, client.num_patches, dtype=torch.bool)
+    obs = Observation(client.name, weights, result.tensors, num_examples=1, model_kwargs=client.kwargs)
+    return obs, shuffled
+
+
+def score(recon: Reconstruction, truth: torch.Tensor, patch: int, shuffled: torch.Tensor,
+          label: int) -> dict[str, float]:
+    """Leakage metrics of one reconstruction, split by the client's shuffled positions."""
+    labels_true = [label] if recon.labels is not None else None
+    return leakage_metrics(recon.images, truth, patch=patch, shuffled=shuffled,
+                           labels_true=labels_true, labels_pred=recon.labels)
+
+
+def run_single(client: ClientModel, image: torch.Tensor, attack: Attack, label: int = 0, seed: int = 0) -> SingleResult:
+    """Client gradient -> attack -> metrics. The attack's time excludes the client's work."""
+    obs, shuffled = observe(client, image, label, seed)
+    with Timer() as timer:
+        recon = attack(obs)
+    metrics = score(recon, image, client.patch_size, shuffled, label)
+    baseline = psnr(recon.start.clamp(0, 1), image).item() if recon.start is not None else float("nan")
+    return SingleResult(image, recon, metrics, baseline, shuffled, timer.seconds)
+
+
+def comparison_grid(truth: torch.Tensor, reconstruction: torch.Tensor, min_height: int = 128) -> Image.Image:
+    """Truth | reconstruction side by side, upscaled (nearest) so small images stay visible."""
+    gap = torch.ones(3, truth.shape[-2], max(2, truth.shape[-1] // 32))
+    grid = torch.cat([truth[0], gap, reconstruction[0].clamp(0, 1)], dim=-1)
+    factor = max(1, -(-min_height // grid.shape[-2]))
+    grid = grid.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    array = grid.mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(array)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` owner-only (0700); an existing directory is the user's and is left as it is."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+
+def write_private_png(image: Image.Image, path: Path) -> None:
+    """Write a PNG owner-only (0600), atomically: a temp file in the same directory, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,63 @@
+"""Per-round checkpoints of the server, and resuming from the last complete round.
+
+After every round the server saves, atomically: the global model, the server optimiser's
+state, the client sampler's state, and how far the per-round metrics and the audit had got.
+Resuming cuts those two files back to that point (the records of a round that never
+finished) and continues; the finished run equals an uninterrupted one with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .rundir import atomic_torch_save
+
+
+@dataclass
+class Checkpoint:
+    round: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    sampler: tuple
+    metrics_bytes: int
+    audit_bytes: int
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def save(path: Path, server_round: int, model: torch.nn.Module, optimizer: Any,
+         sampler_state: tuple, metrics: Path, audit: Path) -> None:
+    state = {
+        "round": server_round,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "sampler": sampler_state,
+        "metrics_bytes": _size(metrics),
+        "audit_bytes": _size(audit),
+    }
+    atomic_torch_save(path, state)
+
+
+def load(path: Path) -> Checkpoint | None:
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)
+        return Checkpoint(**state)
+    except Exception as exc:  # a damaged checkpoint is an input problem, not a crash
+        raise ValueError(f"{path}: cannot read the checkpoint ({type(exc).__name__})") from None
+
+
+def cut_back(path: Path, size: int) -> None:
+    """Drop what a crashed round appended after the checkpoint (never earlier records)."""
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            os.fsync(f.fileno())

@@ -1,0 +1,116 @@
+"""``fedmjp attack``: the real command on a real photograph."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from skimage import data
+from typer.testing import CliRunner
+
+import fedmjp.commands.attack  # noqa: F401  (registers the command)
+from fedmjp.attacks import attack_names
+from fedmjp.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).save(path, quality=95)
+    return path
+
+
+def _attack(*args: str):
+    return runner.invoke(app, ["attack", *args])
+
+
+def test_april_on_a_vit_leaks_the_photo_and_reports_json(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(photo), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "vit_tiny_patch4_32" and summary["attack"] == "april"
+    assert summary["metrics"]["psnr"] >= 60 and summary["metrics"]["ssim"] > 0.99
+    assert summary["metrics"]["psnr"] > summary["baseline_psnr"] + 40
+    assert summary["labels_recovered"] == [0] and summary["seconds"] > 0
+    assert summary["threat_model"]["assumes_mjp"] is False
+
+
+def test_the_picture_is_private_and_written_whole(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(photo), "--out", str(out), "--json")
+    png = Path(json.loads(result.stdout)["image"])
+    assert png.parent == out and png.is_file()
+    assert stat.S_IMODE(png.stat().st_mode) == 0o600 and stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert [p.name for p in out.iterdir()] == [png.name]  # no temp file left behind
+    with Image.open(png) as img:
+        assert img.width > 2 * img.height  # truth | reconstruction side by side
+
+
+def test_mjp_model_cuts_the_leak_and_reports_the_split(photo: Path, tmp_path: Path) -> None:
+    result = _attack("--model", "mjp_vit_tiny_patch4_32", "--mjp-ratio", "0.25", "--image", str(photo),
+                     "--out", str(tmp_path / "out"), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["mjp_ratio"] == 0.25 and summary["shuffled_patches"] == 16
+    assert summary["metrics"]["psnr"] < 30
+    assert {"psnr_shuffled", "psnr_unshuffled", "patch_psnr_shuffled"} <= summary["metrics"].keys()
+
+
+def test_table_output_names_the_metrics(photo: Path, tmp_path: Path) -> None:
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(photo), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0
+    assert "psnr" in result.stdout and "attack seconds" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no_such_model"], "unknown model"),
+        (["--image", "missing.png"], "no such file"),
+        (["--attack", "no_such_attack"], "unknown attack"),
+        (["--mjp-ratio", "1.5", "--model", "mjp_vit_tiny_patch4_32"], "must be in [0, 1]"),
+        (["--mjp-ratio", "0.25"], "has no jigsaw"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(photo: Path, tmp_path: Path, args: list[str],
+                                                         message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = {"--model": "vit_tiny_patch4_32", "--image": photo.name, **dict(zip(args[::2], args[1::2]))}
+    result = _attack(*[item for pair in options.items() for item in pair], "--out", "out")
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_error_naming_a_long_path_stays_on_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / ("deep-" * 12) / "missing.png"
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(missing), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_that_is_not_an_image_is_an_input_error(tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not pixels")
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(text), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "not a readable image" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_explains_every_option() -> None:
+    result = runner.invoke(app, ["attack", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for option in ("--model", "--image", "--attack", "--mjp-ratio", "--seed", "--steps", "--out", "--json"):
+        assert option in result.stdout
+
+
+@pytest.mark.skipif("ig" not in attack_names(), reason="the optimisation attacks are not in this build")
+def test_ig_runs_with_a_tiny_budget(photo: Path, tmp_path: Path) -> None:
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(photo), "--attack", "ig", "--steps", "2",
+                     "--out", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["attack"] == "ig"

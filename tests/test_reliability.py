@@ -1,0 +1,202 @@
+"""Reliability: malformed input everywhere, client faults, and SIGKILL + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import fedmjp.commands  # noqa: F401  (registers the sub-commands)
+from fedmjp.audit import AuditStore
+from fedmjp.cli import app
+from fedmjp.faults import injected_fault
+from fedmjp.rundir import read_jsonl
+from fedmjp.scenario import parse_scenario
+
+from .test_audit_simulation import kill_marked
+
+VALID = {
+    "name": "base",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"source": "photos", "test_limit": 40},
+    "clients": {"num_clients": 2, "cpus": 1},
+    "training": {"rounds": 4, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "adam", "server_lr": 0.001},
+    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
+    "audit": {"attacks": [{"name": "april"}]},
+}
+
+# Each mutation turns the valid scenario into a malformed one (a (path, value) to set).
+BAD_VALUES = {
+    ("training", "rounds"): [0, -3, "many", 2.5, None, [], {}],
+    ("training", "batch_size"): [0, "big", -1],
+    ("training", "mode"): ["fedprox", 3, None],
+    ("training", "lr"): [0, -0.1, "fast"],
+    ("clients", "num_clients"): [0, -1, "four", 1.5],
+    ("clients", "per_round"): [3, 100, 0],
+    ("clients", "min_per_round"): [5, 0],
+    ("data", "source"): ["mnist", 7, None],
+    ("data", "root"): [12],
+    ("model", "name"): ["vit_nonexistent_model", 5, ""],
+    ("model", "mjp"): [{"ratio": 0.1}, "yes"],
+    ("audit", "attacks"): [[{"name": "nope"}], "april", [{"name": "april", "budget": 3}]],
+    ("audit", "clients"): [0, -2, "some"],
+    ("seed",): ["zero", 1.5, None],
+    ("device",): [3],
+    ("faults",): [{"fraction": 2}, {"kinds": ["explode"]}, {"kinds": []}],
+}
+UNKNOWN_KEYS = [("colour",), ("training", "epochz"), ("data", "path"), ("model", "mjp_ratio"), ("clients", "n")]
+
+
+def set_path(raw: dict, path: tuple, value: object) -> dict:
+    node = raw
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return raw
+
+
+@st.composite
+def malformed_scenarios(draw: st.DrawFn) -> str:
+    """A scenario file with one or more faults: bad values, unknown keys, broken YAML."""
+    kind = draw(st.sampled_from(["value", "unknown", "yaml", "not-a-mapping", "april-batch", "missing-root"]))
+    raw = yaml.safe_load(yaml.safe_dump(VALID))
+    if kind == "value":
+        path = draw(st.sampled_from(sorted(BAD_VALUES)))
+        set_path(raw, path, draw(st.sampled_from(BAD_VALUES[path])))
+    elif kind == "unknown":
+        set_path(raw, draw(st.sampled_from(UNKNOWN_KEYS)), draw(st.integers()))
+    elif kind == "april-batch":
+        raw["training"]["batch_size"] = draw(st.integers(min_value=2, max_value=64))
+    elif kind == "missing-root":
+        raw["data"] = {"source": "imagefolder", "root": "/nonexistent/" + draw(st.text("abc", min_size=1))}
+    elif kind == "not-a-mapping":
+        return yaml.safe_dump(draw(st.one_of(st.lists(st.integers()), st.text(min_size=1), st.integers())))
+    else:
+        text = yaml.safe_dump(raw)
+        cut = draw(st.integers(min_value=1, max_value=len(text) - 1))
+        return text[:cut] + draw(st.sampled_from(["[", "{", ": :", "\t- x\n  y: [", "'"]))
+    if draw(st.booleans()):  # sometimes inside an arm instead of the base
+        return yaml.safe_dump({"name": "armed", "arms": {"a": {}, "b": {k: v for k, v in raw.items() if k != "name"}}})
+    return yaml.safe_dump(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=malformed_scenarios())
+def test_malformed_scenarios_get_one_line_exit_code_2_and_no_output(tmp_path: Path, text: str) -> None:
+    folder = tmp_path / uuid.uuid4().hex
+    folder.mkdir()
+    path = folder / "bad.yaml"
+    path.write_text(text)
+    out = folder / "run"
+    result = CliRunner().invoke(app, ["simulate", str(path), "--out", str(out)])
+    assert result.exit_code == 2, (text, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_bad_cli_arguments_and_corrupted_run_directories_exit_with_2(tmp_path: Path) -> None:
+    runner = CliRunner()
+    cases = [
+        ["simulate"],  # neither a scenario nor --resume
+        ["simulate", "--resume", str(tmp_path / "missing")],
+        ["simulate", "scenarios/ci-smoke.yaml", "--set", "training.rounds"],
+        ["simulate", "scenarios/ci-smoke.yaml", "--set", "training.rounds=-1"],
+        ["audit", str(tmp_path)],
+    ]
+    broken = tmp_path / "broken"
+    (broken / "arms" / "run").mkdir(parents=True)
+    (broken / "scenario.yaml").write_text(yaml.safe_dump({"name": "b", "arms": {"run": {}}}))
+    (broken / "arms" / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    cases.append(["simulate", "--resume", str(broken)])
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def start(scenario: dict, tmp: Path, mark: str, *args: str) -> subprocess.Popen[str]:
+    path = tmp / "scenario.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    command = [sys.executable, "-m", "fedmjp", "simulate", *(args or (str(path), "--out", str(tmp / "run"))), "--json"]
+    return subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen[str], mark: str) -> None:
+    try:
+        _, stderr = process.communicate(timeout=1200)
+    finally:
+        kill_marked(mark)
+    assert process.returncode == 0, stderr[-3000:]
+
+
+def comparable(run: Path) -> tuple[list, list]:
+    metrics = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(run / "arms" / "run" / "metrics.jsonl")]
+    records = [{**r.to_json(), "seconds": None} for r in AuditStore(run).records()]
+    return metrics, records
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    whole.mkdir(), broken.mkdir()
+    mark = uuid.uuid4().hex
+    reference = start(VALID, whole, mark)
+    finish(reference, mark)
+
+    process = start(VALID, broken, mark)
+    metrics = broken / "run" / "arms" / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(read_jsonl(metrics)) < 2:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    kill_marked(mark)
+    killed_at = len(read_jsonl(metrics))
+    assert 2 <= killed_at < 4 and not (metrics.parent / "final_weights.pt").exists()
+
+    finish(start(VALID, broken, mark, "--resume", str(broken / "run")), mark)
+    assert comparable(broken / "run") == comparable(whole / "run")
+    assert len(comparable(whole / "run")[0]) == 4
+    a = torch.load(whole / "run" / "arms" / "run" / "final_weights.pt")
+    b = torch.load(broken / "run" / "arms" / "run" / "final_weights.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path) -> None:
+    scenario = {
+        **VALID,
+        "clients": {"num_clients": 4, "cpus": 1, "timeout": 6},
+        "training": {**VALID["training"], "rounds": 3},
+        "faults": {"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 12},
+    }
+    mark = uuid.uuid4().hex
+    finish(start(scenario, tmp_path, mark), mark)
+    run = tmp_path / "run"
+    arm = parse_scenario(scenario).arms["run"]
+    expected = {(r, p) for r in range(1, 4) for p in range(4) if injected_fault(arm, p, r)}
+    assert expected, "the seed should inject at least one fault"
+    rounds = read_jsonl(run / "arms" / "run" / "metrics.jsonl")
+    recorded = {(row["round"], f["partition_id"]) for row in rounds for f in row["faults"]}
+    assert recorded == expected
+    audited = {(r.round, r.partition_id) for r in AuditStore(run).records() if r.status == "fault"}
+    assert audited == expected
+    weights = torch.load(run / "arms" / "run" / "final_weights.pt")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    # Faulty replies were never attacked: every audited attack is on a healthy update.
+    attacked = {(r.round, r.partition_id) for r in AuditStore(run).records() if r.source == "server"}
+    assert not attacked & expected
