@@ -1,6 +1,6 @@
 """Gradient inversion attacks: one interface, closed-form, optimisation and adaptive attacks."""
 
-from . import april  # noqa: F401  (registers the attack)
+from . import adaptive, april, optimization  # noqa: F401  (each registers its attacks)
 from .base import (
     Attack,
     NotApplicable,

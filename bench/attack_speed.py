@@ -1,0 +1,107 @@
+"""Optimisation attacks: time per iteration over the floor (one forward + backward + double backward).
+
+The floor is measured in the same run, on the same model and the same stacked batch (restarts x
+examples): the least any gradient-matching iteration can cost. Timings take the minimum over
+interleaved repeats, which is robust to other work on shared cores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+import fedmjp  # noqa: F401  (registers the models)
+from fedmjp.attacks.base import Observation, rebuild_model
+from fedmjp.attacks.gradient_matching import Budget, MatchingProblem, optimise, plain_forward, weights_of
+from fedmjp.attacks.optimization import matched_names
+from fedmjp.attacks.replay import simulator
+from fedmjp.models import to_model_input
+from fedmjp.train import compute_gradient
+
+RESULTS = Path(__file__).parent / "results" / "attack_speed.md"
+CASES = [("vit_tiny_patch4_32", {}), ("vit_tiny_patch16_224", {"depth": 2})]
+ATTACKS = {"ig": ("cosine", "adam", 0.0), "dlg": ("l2", "lbfgs", 0.0), "april-opt": ("cosine", "adam", 1.0)}
+RESTARTS, STEPS, REPEATS = 2, 3, 3
+
+
+def _observation(name: str, kwargs: dict) -> Observation:
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs)
+    size = model.patch_embed.img_size
+    result = compute_gradient(model, torch.rand(1, 3, *size), torch.tensor([1]))
+    return Observation(name, model.state_dict(), result.tensors, model_kwargs=kwargs)
+
+
+def _floor(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    probes = [torch.randn_like(p) for p in params]
+
+    def run() -> None:
+        x = images.flatten(0, 1).requires_grad_(True)
+        loss = F.cross_entropy(model(to_model_input(model, x)), labels.repeat(images.shape[0]))
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        torch.autograd.grad(sum((g * p).sum() for g, p in zip(grads, probes)), x)
+
+    return run
+
+
+def _attack(obs: Observation, model: torch.nn.Module, attack: str, start: torch.Tensor, labels: torch.Tensor):
+    distance, optimizer, pos_weight = ATTACKS[attack]
+    names = matched_names(model, obs)
+    problem = MatchingProblem(
+        simulator(plain_forward(model), weights_of(model, names), labels, None),
+        {n: obs.tensors[n] for n in names}, distance, extra_cosine={"pos_embed": pos_weight} if pos_weight else {},
+    )
+    budget = Budget(steps=STEPS, restarts=RESTARTS, optimizer=optimizer, tv=0.05, log_every=10**9)
+    return lambda: optimise(problem, start, budget)
+
+
+def _elapsed(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def measure(name: str, kwargs: dict) -> list[tuple[str, str, float, float, float]]:
+    obs = _observation(name, kwargs)
+    model = rebuild_model(obs)
+    labels = torch.tensor([1])
+    start = torch.rand(RESTARTS, 1, 3, *model.patch_embed.img_size, generator=torch.Generator().manual_seed(0))
+    floor = _floor(model, start, labels)
+    runs = {a: _attack(obs, model, a, start, labels) for a in ATTACKS}
+    floor(), [run() for run in runs.values()]  # warm-up
+    best = {key: float("inf") for key in ["floor", *runs]}
+    for _ in range(REPEATS):  # interleaved, so background load hits every entry alike
+        best["floor"] = min(best["floor"], _elapsed(floor))
+        for attack, run in runs.items():
+            # STEPS iterations plus the final scoring pass (about a third of an iteration).
+            best[attack] = min(best[attack], _elapsed(run) / (STEPS + 1 / 3))
+    label = name + (f" depth={kwargs['depth']}" if "depth" in kwargs else "")
+    return [(label, a, best["floor"], best[a], best[a] / best["floor"]) for a in runs]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    rows = [row for name, kwargs in CASES for row in measure(name, kwargs)]
+    header = "| model | attack | floor (s) | per iteration (s) | ratio |\n|---|---|---|---|---|\n"
+    body = "".join(f"| {m} | {a} | {f:.3f} | {t:.3f} | {r:.2f} |\n" for m, a, f, t, r in rows)
+    text = (
+        f"# Optimisation attacks: time per iteration over the floor\n\n"
+        f"Floor: one forward + backward + double backward of the same model on the same stacked batch "
+        f"({RESTARTS} restarts x 1 image). {torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
+        + header + body
+    )
+    print(text)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+    main()

@@ -1,0 +1,131 @@
+"""Optimisation attacks: Inverting Gradients, DLG and APRIL's optimisation variant.
+
+All three are one attack (``GradientInversion``) with different distances and optimisers:
+
+* ``ig`` (Geiping et al. 2020): 1 - cosine similarity over all parameters + total variation,
+  Adam on signed gradients with step decays at 3/8, 5/8, 7/8, box constraint to [0, 1].
+* ``dlg`` (Zhu et al. 2019): squared L2 gradient distance, L-BFGS.
+* ``april-opt`` (Lu et al. 2022): ``ig`` plus a cosine term on the position-embedding gradient.
+
+Candidates live in the [0, 1] image space and go through the model's own normalisation. The
+attacker's copy runs unshuffled (eval mode): against an MJP client it does not know the jigsaw
+draw, and its forward has no DAL loss (see ``adaptive`` for the attacker that knows MJP).
+FedAvg updates are replayed when the local hyper-parameters are known (see ``replay``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .base import Observation, Reconstruction, ThreatModel, Timer, rebuild_model, register_attack
+from .gradient_matching import Budget, Distance, MatchingProblem, Optimised, optimise, plain_forward, weights_of
+from .labels import recover_label_multiset, recover_labels
+from .replay import Replay, observed_target, simulator
+
+POS_EMBED = "pos_embed"
+
+
+def attack_labels(obs: Observation) -> tuple[Tensor, Literal["given", "recovered"]]:
+    """The labels the attacker uses: given when the threat model grants them, else recovered.
+
+    One example: the analytic (iDLG) label; more: bias-corrected counts, which allow repeats.
+    """
+    if obs.labels is not None:
+        return obs.labels.long(), "given"
+    labels = recover_labels(obs) if obs.num_examples == 1 else recover_label_multiset(obs)
+    return labels.long(), "recovered"
+
+
+def matched_names(model: nn.Module, obs: Observation) -> list[str]:
+    """Observed tensors that are parameters of the attacker's copy, in the model's order."""
+    return [name for name, p in model.named_parameters() if p.requires_grad and name in obs.tensors]
+
+
+def random_start(restarts: int, batch: int, image_size: tuple[int, int], seed: int) -> Tensor:
+    """(R, B, 3, H, W) uniform noise: the data-free starting point."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(restarts, batch, 3, *image_size, generator=generator)
+
+
+def image_size(model: nn.Module) -> tuple[int, int]:
+    return tuple(model.patch_embed.img_size)
+
+
+@dataclass
+class GradientInversion:
+    """One optimisation attack: a distance, an optional position-embedding term, a budget."""
+
+    name: str
+    distance: Distance
+    budget: Budget
+    pos_weight: float = 0.0
+    layer_weights: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, obs: Observation) -> Reconstruction:
+        with Timer() as timer:
+            model = rebuild_model(obs)
+            labels, label_source = attack_labels(obs)
+            replay = Replay.from_observation(obs)
+            names = matched_names(model, obs)
+            target = {n: t for n, t in observed_target(obs, replay).items() if n in names}
+            simulate = simulator(plain_forward(model), weights_of(model, names), labels, replay)
+            extra = {POS_EMBED: self.pos_weight} if self.pos_weight and POS_EMBED in target else {}
+            problem = MatchingProblem(simulate, target, self.distance, self.layer_weights, extra)
+            start = random_start(self.budget.restarts, len(labels), image_size(model), self.budget.seed)
+            result = optimise(problem, start, self.budget)
+        return Reconstruction(
+            images=result.variable,
+            threat_model=ThreatModel(
+                architecture=obs.model_name,
+                labels=label_source,
+                local_hyperparameters=replay is not None,
+            ),
+            seconds=timer.seconds,
+            labels=labels,
+            start=result.start,
+            info=self._info(obs, result, replay),
+        )
+
+    def _info(self, obs: Observation, result: Optimised, replay: Replay | None) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "loss": result.loss,
+            "restart_losses": result.losses,
+            "history": result.history,
+            "budget": asdict(self.budget),
+        }
+        if obs.kind == "update":
+            info["update_treatment"] = "replay" if replay is not None else "one-gradient"
+        return info
+
+
+def _budget(defaults: dict[str, Any], options: dict[str, Any]) -> Budget:
+    return Budget(**{**defaults, **options})
+
+
+@register_attack("ig")
+def build_ig(layer_weights: dict[str, float] | None = None, **budget: Any) -> GradientInversion:
+    """Inverting Gradients. Budget: steps, restarts, lr, tv, signed, seed (see ``Budget``)."""
+    defaults = dict(steps=240, restarts=2, lr=0.1, tv=0.05)
+    return GradientInversion("ig", "cosine", _budget(defaults, budget), layer_weights=layer_weights or {})
+
+
+@register_attack("dlg")
+def build_dlg(**budget: Any) -> GradientInversion:
+    """Deep Leakage from Gradients: L2 distance, L-BFGS. Budget: steps, restarts, lr, tv, seed."""
+    defaults = dict(steps=100, restarts=1, lr=1.0, tv=0.0, optimizer="lbfgs", signed=False)
+    return GradientInversion("dlg", "l2", _budget(defaults, budget))
+
+
+@register_attack("april-opt")
+def build_april_opt(
+    pos_weight: float = 1.0, layer_weights: dict[str, float] | None = None, **budget: Any
+) -> GradientInversion:
+    """APRIL's optimisation attack: ``ig`` + ``pos_weight`` * (1 - cos) on dL/dpos_embed."""
+    defaults = dict(steps=240, restarts=2, lr=0.1, tv=0.05)
+    return GradientInversion(
+        "april-opt", "cosine", _budget(defaults, budget), pos_weight=pos_weight, layer_weights=layer_weights or {}
+    )

@@ -1,0 +1,83 @@
+"""Optimisation attacks (ig, dlg, april-opt) and FedAvg replay, on real 2-block ViTs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedmjp.attacks import Observation, build_attack
+from fedmjp.attacks.base import rebuild_model
+from fedmjp.attacks.gradient_matching import MatchingProblem, plain_forward, weights_of
+from fedmjp.attacks.optimization import matched_names
+from fedmjp.attacks.replay import Replay, replay_simulator
+from fedmjp.metrics import psnr
+from fedmjp.train import compute_gradient, local_update
+
+import fedmjp.attacks.optimization  # noqa: F401  (registers ig, dlg, april-opt)
+
+from .conftest import tiny
+
+NAME = "vit_tiny_patch4_32"
+
+
+def _observe(model: torch.nn.Module, result, **extra) -> Observation:
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return Observation(NAME, weights, result.tensors, kind=result.kind, num_examples=result.num_examples,
+                       model_kwargs={"depth": 2}, **extra)
+
+
+def _gradient_obs(photo: torch.Tensor) -> Observation:
+    torch.manual_seed(0)
+    model = tiny(NAME)
+    return _observe(model, compute_gradient(model, photo, torch.tensor([3])))
+
+
+def test_ig_beats_the_random_image_floor(photo32: torch.Tensor) -> None:
+    recon = build_attack("ig", steps=80, restarts=1, tv=0.05)(_gradient_obs(photo32))
+    noise = torch.rand(photo32.shape, generator=torch.Generator().manual_seed(1))
+    # Measured: ig 9.8 dB, uniform noise 7.9 dB (mid-grey scores 11.0): above the floor, not recognisable.
+    assert psnr(recon.images, photo32).item() > psnr(noise, photo32).item() + 1.0
+    assert recon.labels.tolist() == [3] and recon.threat_model.labels == "recovered"
+
+
+@pytest.mark.parametrize("name", ["dlg", "april-opt"])
+def test_attack_returns_finite_images_in_the_unit_box(photo32: torch.Tensor, name: str) -> None:
+    recon = build_attack(name, steps=5, restarts=2)(_gradient_obs(photo32))
+    assert recon.images.shape == photo32.shape and recon.start.shape == photo32.shape
+    assert torch.isfinite(recon.images).all()
+    assert recon.images.min() >= 0 and recon.images.max() <= 1
+
+
+def test_given_labels_are_used_and_recorded(photo32: torch.Tensor) -> None:
+    obs = _gradient_obs(photo32)
+    obs.labels = torch.tensor([7])
+    recon = build_attack("ig", steps=2, restarts=1)(obs)
+    assert recon.labels.tolist() == [7] and recon.threat_model.labels == "given"
+
+
+def _update_obs(photo: torch.Tensor, known: bool) -> Observation:
+    torch.manual_seed(0)
+    model = tiny(NAME)
+    sent = {k: v.detach().clone() for k, v in model.state_dict().items()}  # what the server sent
+    images, labels = torch.cat([photo, photo.flip(-1)]), torch.tensor([3, 5])
+    result = local_update(model, [(images[:1], labels[:1]), (images[1:], labels[1:])], lr=0.1)
+    hyper = dict(local_lr=0.1, local_steps=2, local_batch_size=1, local_optimizer="sgd") if known else {}
+    return Observation(NAME, sent, result.tensors, kind="update", num_examples=2, model_kwargs={"depth": 2}, **hyper)
+
+
+def test_fedavg_replay_matches_the_update_better_than_one_gradient(photo32: torch.Tensor) -> None:
+    budget = dict(steps=25, restarts=1, tv=0.05)
+    replayed = build_attack("ig", **budget)(_update_obs(photo32, known=True))
+    single = build_attack("ig", **budget)(_update_obs(photo32, known=False))
+    assert replayed.threat_model.local_hyperparameters and replayed.info["update_treatment"] == "replay"
+    assert not single.threat_model.local_hyperparameters and single.info["update_treatment"] == "one-gradient"
+    # Score both reconstructions by the same yardstick: the replayed update against the observed one.
+    obs = _update_obs(photo32, known=True)
+    model = rebuild_model(obs)
+    names = matched_names(model, obs)
+    replay = Replay.from_observation(obs)
+    problem = MatchingProblem(
+        replay_simulator(plain_forward(model), weights_of(model, names), replayed.labels, replay),
+        {n: obs.tensors[n] for n in names},
+    )
+    assert problem.per_restart(replayed.images[None]) < problem.per_restart(single.images[None])
