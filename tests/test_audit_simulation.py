@@ -5,70 +5,34 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fedmjp.audit import AuditStore
-from fedmjp.superlink import processes_with_env
+
+from .flower_runs import finish, kill_marked, scenario, start_simulate
 
 pytestmark = pytest.mark.slow
 
-AUDITED = {
-    "name": "audited",
-    "seed": 0,
-    "device": "cpu",
-    "data": {"source": "photos", "test_limit": 40},
-    "clients": {"num_clients": 2, "cpus": 1},
-    "training": {"rounds": 2, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "adam", "server_lr": 0.001},
-    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
-    "audit": {"attacks": [{"name": "april"}], "store_ground_truth": True},
-    "arms": {
+AUDITED = scenario(
+    name="audited",
+    audit={"attacks": [{"name": "april"}], "store_ground_truth": True},
+    arms={
         "vit": {},
         "mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}},
         "guarded": {"guard": {"enabled": True, "max_psnr": 30.0, "action": "noise", "noise_scale": 1.0}},
     },
-}
-
-
-def start_simulate(scenario: dict, tmp: Path, mark: str) -> subprocess.Popen[str]:
-    path = tmp / "scenario.yaml"
-    path.write_text(yaml.safe_dump(scenario))
-    env = {**os.environ, "FEDMJP_TEST_MARK": mark}
-    return subprocess.Popen([sys.executable, "-m", "fedmjp", "simulate", str(path), "--out", str(tmp / "run"),
-                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def kill_marked(mark: str) -> None:
-    """Everything the run started inherits the marker: stop it all (a SIGKILLed CLI cannot)."""
-    for _ in range(50):
-        pids = processes_with_env("FEDMJP_TEST_MARK", mark)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
+)
 
 
 @pytest.fixture(scope="module")
 def audited_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("audit")
     mark = uuid.uuid4().hex
-    process = start_simulate(AUDITED, tmp, mark)
-    try:
-        _, stderr = process.communicate(timeout=1200)
-    finally:
-        kill_marked(mark)
-    assert process.returncode == 0, stderr[-3000:]
+    finish(start_simulate(AUDITED, tmp, mark), mark)
     return tmp / "run"
 
 
@@ -106,9 +70,9 @@ def test_client_guard_noises_a_leaking_update_and_both_views_are_recorded(audite
 
 
 def test_killing_the_simulation_mid_run_leaves_every_written_record_intact(tmp_path: Path) -> None:
-    scenario = {**AUDITED, "training": {**AUDITED["training"], "rounds": 30}, "arms": {"vit": {}}}
+    long_run = scenario(name="long", training={"rounds": 30}, audit=AUDITED["audit"])
     mark = uuid.uuid4().hex
-    process = start_simulate(scenario, tmp_path, mark)
+    process = start_simulate(long_run, tmp_path, mark)
     records = tmp_path / "run" / "audit" / "records.jsonl"
     try:
         deadline = time.monotonic() + 600

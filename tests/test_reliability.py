@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,18 +22,9 @@ from fedmjp.faults import injected_fault
 from fedmjp.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
-from .test_audit_simulation import kill_marked
+from .flower_runs import finish, kill_marked, scenario, start_simulate
 
-VALID = {
-    "name": "base",
-    "seed": 0,
-    "device": "cpu",
-    "data": {"source": "photos", "test_limit": 40},
-    "clients": {"num_clients": 2, "cpus": 1},
-    "training": {"rounds": 4, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "adam", "server_lr": 0.001},
-    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
-    "audit": {"attacks": [{"name": "april"}]},
-}
+VALID = scenario(name="base", training={"rounds": 4})
 
 # Each mutation turns the valid scenario into a malformed one (a (path, value) to set).
 BAD_VALUES = {
@@ -128,22 +117,6 @@ def test_bad_cli_arguments_and_corrupted_run_directories_exit_with_2(tmp_path: P
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
 
 
-def start(scenario: dict, tmp: Path, mark: str, *args: str) -> subprocess.Popen[str]:
-    path = tmp / "scenario.yaml"
-    path.write_text(yaml.safe_dump(scenario))
-    command = [sys.executable, "-m", "fedmjp", "simulate", *(args or (str(path), "--out", str(tmp / "run"))), "--json"]
-    return subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def finish(process: subprocess.Popen[str], mark: str) -> None:
-    try:
-        _, stderr = process.communicate(timeout=1200)
-    finally:
-        kill_marked(mark)
-    assert process.returncode == 0, stderr[-3000:]
-
-
 def comparable(run: Path) -> tuple[list, list]:
     metrics = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(run / "arms" / "run" / "metrics.jsonl")]
     records = [{**r.to_json(), "seconds": None} for r in AuditStore(run).records()]
@@ -155,10 +128,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     whole.mkdir(), broken.mkdir()
     mark = uuid.uuid4().hex
-    reference = start(VALID, whole, mark)
+    reference = start_simulate(VALID, whole, mark)
     finish(reference, mark)
 
-    process = start(VALID, broken, mark)
+    process = start_simulate(VALID, broken, mark)
     metrics = broken / "run" / "arms" / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and len(read_jsonl(metrics)) < 2:
@@ -168,7 +141,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
     killed_at = len(read_jsonl(metrics))
     assert 2 <= killed_at < 4 and not (metrics.parent / "final_weights.pt").exists()
 
-    finish(start(VALID, broken, mark, "--resume", str(broken / "run")), mark)
+    finish(start_simulate(VALID, broken, mark, "--resume", str(broken / "run")), mark)
     assert comparable(broken / "run") == comparable(whole / "run")
     assert len(comparable(whole / "run")[0]) == 4
     a = torch.load(whole / "run" / "arms" / "run" / "final_weights.pt")
@@ -178,16 +151,15 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path) -> None:
-    scenario = {
-        **VALID,
-        "clients": {"num_clients": 4, "cpus": 1, "timeout": 6},
-        "training": {**VALID["training"], "rounds": 3},
-        "faults": {"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 12},
-    }
+    faulty = scenario(
+        clients={"num_clients": 4, "timeout": 6},
+        training={"rounds": 3},
+        faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 12},
+    )
     mark = uuid.uuid4().hex
-    finish(start(scenario, tmp_path, mark), mark)
+    finish(start_simulate(faulty, tmp_path, mark), mark)
     run = tmp_path / "run"
-    arm = parse_scenario(scenario).arms["run"]
+    arm = parse_scenario(faulty).arms["run"]
     expected = {(r, p) for r in range(1, 4) for p in range(4) if injected_fault(arm, p, r)}
     assert expected, "the seed should inject at least one fault"
     rounds = read_jsonl(run / "arms" / "run" / "metrics.jsonl")

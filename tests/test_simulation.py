@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from fedmjp.rundir import read_jsonl
-from fedmjp.superlink import free_port, processes_with_env
+from fedmjp.superlink import free_port
+
+from .flower_runs import write_scenario
 
 FEDMJP = [sys.executable, "-m", "fedmjp"]
 pytestmark = pytest.mark.slow
@@ -38,12 +40,6 @@ TWO_MODES = {
         },
     },
 }
-
-
-def write_scenario(tmp_path: Path, scenario: dict, name: str = "scenario.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(scenario))
-    return path
 
 
 def fedmjp(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -88,17 +84,13 @@ def test_nothing_is_left_running_after_simulate(two_mode_run: Path) -> None:
     assert no_flower_processes_left()
 
 
-def test_same_scenario_and_seed_give_the_same_metrics(tmp_path: Path) -> None:
-    scenario = {**TWO_MODES, "arms": {"fedsgd": TWO_MODES["arms"]["fedsgd"]},
-                "training": {**TWO_MODES["training"], "rounds": 2}}
-    path = write_scenario(tmp_path, scenario)
-    runs = []
-    for out in ("a", "b"):
-        done = fedmjp("simulate", str(path), "--out", str(tmp_path / out), "--json")
-        assert done.returncode == 0, done.stderr[-3000:]
-        rows = read_jsonl(tmp_path / out / "arms" / "fedsgd" / "metrics.jsonl")
-        runs.append([{k: v for k, v in r.items() if k != "seconds"} for r in rows])
-    assert runs[0] == runs[1] and len(runs[0]) == 2
+def test_same_scenario_and_seed_give_the_same_metrics(two_mode_run: Path, tmp_path: Path) -> None:
+    again = {**TWO_MODES, "arms": {"fedsgd": TWO_MODES["arms"]["fedsgd"]}}
+    done = fedmjp("simulate", str(write_scenario(tmp_path, again)), "--out", str(tmp_path / "run"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = [read_jsonl(run / "arms" / "fedsgd" / "metrics.jsonl") for run in (two_mode_run, tmp_path / "run")]
+    without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in runs]
+    assert without_time[0] == without_time[1] and len(without_time[0]) == 4
 
 
 @pytest.fixture

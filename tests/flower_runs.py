@@ -1,0 +1,79 @@
+"""Helpers for tests that run real Flower processes: tiny scenarios, start, clean up."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedmjp.superlink import processes_with_env
+
+# The smallest audited federation: APRIL on FedSGD with batch size 1, a 2-block ViT-Ti on
+# real photographs, 2 clients, 2 rounds.
+TINY_AUDITED: dict[str, Any] = {
+    "name": "tiny-audited",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"source": "photos", "test_limit": 40},
+    "clients": {"num_clients": 2, "cpus": 1},
+    "training": {"rounds": 2, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "adam", "server_lr": 0.001},
+    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
+    "audit": {"attacks": [{"name": "april"}]},
+}
+
+
+def scenario(**overrides: Any) -> dict[str, Any]:
+    """TINY_AUDITED with top-level sections replaced or merged (dicts merge one level deep)."""
+    result = copy.deepcopy(TINY_AUDITED)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict) and key != "arms":
+            result[key] = {**result[key], **value}
+        else:
+            result[key] = value
+    return result
+
+
+def write_scenario(folder: Path, content: dict[str, Any], name: str = "scenario.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def start_simulate(content: dict[str, Any], folder: Path, mark: str, *args: str) -> subprocess.Popen[str]:
+    """`fedmjp simulate` in its own session; every process it starts inherits ``mark``."""
+    path = write_scenario(folder, content)
+    command = [sys.executable, "-m", "fedmjp", "simulate", *(args or (str(path), "--out", str(folder / "run"))),
+               "--json"]
+    return subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_marked(mark: str) -> None:
+    """Stop everything a run started (a SIGKILLed CLI cannot stop its SuperLink itself)."""
+    for _ in range(50):
+        pids = processes_with_env("FEDMJP_TEST_MARK", mark)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+def finish(process: subprocess.Popen[str], mark: str, timeout: float = 1200) -> str:
+    """Wait for a run; clean up; fail with its stderr when it failed. Returns stdout."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        kill_marked(mark)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
