@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -153,6 +154,32 @@ def audit_table() -> Table:
     return table
 
 
+def checkpoint_table() -> Table:
+    """What the per-round checkpoint costs: atomic save of model, Adam state and sampler."""
+    import random
+
+    import timm
+
+    from fedmjp import checkpoint
+
+    table = Table(title="per-round checkpoint: atomic save (model + Adam state + sampler), median of 5")
+    for column in ("model", "MB", "ms per save"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in ("vit_tiny_patch4_32", "vit_small_patch16_224", "vit_base_patch16_224"):
+        model = timm.create_model(name)
+        optimizer = ServerOptimizer(model, "gradient", "adam", 1e-3)
+        optimizer.step([{n: torch.zeros_like(p) for n, p in optimizer.params.items()}], [1.0])
+        with tempfile.TemporaryDirectory() as tmp:
+            path, times = Path(tmp) / "checkpoint.pt", []
+            for _ in range(5):
+                start = time.perf_counter()
+                checkpoint.save(path, 1, model, optimizer, random.Random(0).getstate(), path, path)
+                times.append(time.perf_counter() - start)
+            size = path.stat().st_size / 2**20
+        table.add_row(name, f"{size:.0f}", f"{1000 * sorted(times)[2]:.0f}")
+    return table
+
+
 def main() -> None:
     tables = []
     if CIFAR.is_dir():
@@ -160,7 +187,7 @@ def main() -> None:
     else:
         console.print(f"skipped the overhead run: {CIFAR} not found")
     counts = [int(c) for c in os.environ.get("FEDMJP_BENCH_SCALE", "10,50,100,200").split(",")]
-    tables += [scale_table(counts), audit_table()]
+    tables += [checkpoint_table(), scale_table(counts), audit_table()]
     for table in tables:
         console.print(table)
     write_markdown("federation", tables)
