@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test bench browser clean
+.PHONY: install demo test bench browser clean results results-full
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests
+
+# The headline table and figures (quick setting): results/results.md.
+results: $(STAMP)
+	rm -rf results/runs
+	$(BIN)/fedmjp results --quick --out results
+
+# The full setting (hours on 2 cores): results-full/results.md.
+results-full: $(STAMP)
+	rm -rf results-full/runs
+	$(BIN)/fedmjp results --out results-full
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

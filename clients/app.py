@@ -15,10 +15,12 @@ from fedmjp.audit.receipt import client_receipt
 from fedmjp.faults import before_training, corrupt, injected_fault
 from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
+from .defence_mods import local_dp_mod, prune_mod
 from .guard import guard_mod
 from .context import arm_of, partition_of, remember_round, round_batch
 
-app = ClientApp(mods=[guard_mod])
+# The first mod is the outermost: a reply is pruned, then noised (DP), then checked by the guard.
+app = ClientApp(mods=[guard_mod, local_dp_mod, prune_mod])
 
 
 @app.train()

@@ -112,6 +112,8 @@ class Model(Strict):
     # Architecture overrides passed to timm.create_model (e.g. depth).
     kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)
     mjp: MJP | None = None
+    # A fixed (non-learnable) 2-D sin-cos position embedding: no pos_embed gradient is shared.
+    fixed_pos_embed: bool = False
 
     @model_validator(mode="after")
     def _known(self) -> Model:
@@ -192,6 +194,36 @@ class Guard(Strict):
     noise_scale: Annotated[float, Field(gt=0)] = 1.0
 
 
+# --- defences (issue 8): client-side DP (Flower's LocalDpMod) and gradient pruning --------------
+
+
+class DP(Strict):
+    """Local differential privacy with Flower's ``LocalDpMod``: each reply is clipped to
+    ``clipping_norm`` (L2, all tensors together) and Gaussian noise of std
+    ``sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon`` is added to every entry (per round)."""
+
+    clipping_norm: Annotated[float, Field(gt=0)] = 1.0
+    epsilon: Annotated[float, Field(gt=0)]
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    # Defaults to clipping_norm (add/remove-one sensitivity of a clipped reply).
+    sensitivity: Annotated[float, Field(gt=0)] | None = None
+
+    @property
+    def noise_std(self) -> float:
+        import math
+
+        sensitivity = self.clipping_norm if self.sensitivity is None else self.sensitivity
+        return sensitivity * math.sqrt(2 * math.log(1.25 / self.delta)) / self.epsilon
+
+
+class Defence(Strict):
+    """Client-side defences applied to the reply before it leaves (Flower client mods)."""
+
+    dp: DP | None = None
+    # Zero this fraction of the smallest-magnitude entries of every tensor (Zhu et al., DLG).
+    prune: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
 class Faults(Strict):
     """Faults injected on purpose, to test a setup: each round, each sampled client fails
     with probability ``fraction`` (seeded), with one of ``kinds``."""
@@ -218,6 +250,7 @@ class Arm(Strict):
     model: Model = Model()
     audit: Audit = Audit()
     guard: Guard = Guard()
+    defence: Defence = Defence()
     faults: Faults = Faults()
     ray: Ray = Ray()
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from . import models  # noqa: F401  (registers fedmjp's models with timm)
 from .data import load_dataset, partition
+from .defences import fix_pos_embed
 from .scenario import Arm
 from .train import LocalResult, compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
 
@@ -26,7 +27,10 @@ from .train import LocalResult, compute_gradient, evaluate, local_update, resolv
 def build_model(arm: Arm) -> nn.Module:
     """The arm's model, initialised from the scenario seed (same weights for every arm)."""
     torch.manual_seed(arm.seed)
-    return timm.create_model(arm.model.name, **arm.model.create_kwargs())
+    model = timm.create_model(arm.model.name, **arm.model.create_kwargs())
+    if arm.model.fixed_pos_embed:  # defence: no position-embedding gradient to share
+        fix_pos_embed(model)
+    return model
 
 
 def input_size(arm: Arm) -> int:
@@ -127,13 +131,22 @@ def client_round(arm: Arm, weights: dict[str, torch.Tensor], partition_id: int, 
     return ClientRound(result, batches)
 
 
-def test_batches(arm: Arm, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    data = dataset(arm, "test")
-    count = len(data) if arm.data.test_limit is None else min(arm.data.test_limit, len(data))
-    for start in range(0, count, batch_size):
-        yield stack(data, np.arange(start, min(start + batch_size, count)))
+def heldout_indices(arm: Arm) -> np.ndarray:
+    """The held-out examples evaluated each round: all, or a seeded random ``test_limit`` of them
+    (test splits are often sorted by class, so the first N would be one class)."""
+    count = len(dataset(arm, "test"))
+    if arm.data.test_limit is None or arm.data.test_limit >= count:
+        return np.arange(count)
+    rng = np.random.default_rng(derive_seed(arm.seed, "test"))
+    return np.sort(rng.choice(count, size=arm.data.test_limit, replace=False))
+
+
+def heldout_batches(arm: Arm, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    data, indices = dataset(arm, "test"), heldout_indices(arm)
+    for start in range(0, len(indices), batch_size):
+        yield stack(data, indices[start : start + batch_size])
 
 
 def evaluate_global(arm: Arm, model: nn.Module) -> dict[str, float]:
     """Top-1 and loss of the global model on the held-out test split."""
-    return evaluate(model, test_batches(arm))
+    return evaluate(model, heldout_batches(arm))

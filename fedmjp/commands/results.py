@@ -1,0 +1,69 @@
+"""``fedmjp results``: the headline table and figures, privacy against accuracy, in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..cli import app, fail, user_errors
+from ..errors import InputError
+
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a field of both parts (--set data.root=/data/cifar10) or of one "
+                               "(--set privacy:training.rounds=2, --set accuracy:training.rounds=50); repeatable."),
+]
+
+
+@app.command("results")
+@user_errors
+def results(
+    quick: Annotated[bool, typer.Option("--quick", help="The quick setting (about 15 minutes on 2 cores).")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write results.md, the figures and runs/.")] = Path(
+        "results"),
+    scenario: Annotated[
+        Optional[Path], typer.Option("--scenario", help="Scenario file (default scenarios/results-cifar10.yaml).")
+    ] = None,
+    set_: SetOpt = None,
+    arms: Annotated[
+        Optional[str], typer.Option("--arms", help="Run only these arms (comma-separated; keep vit, the reference).")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Do not run: rewrite the results from OUT/runs.")
+    ] = False,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
+    ] = None,
+) -> None:
+    """Run the results scenario's privacy part (attacked FedSGD) and accuracy part (FedAvg), then write
+    OUT/results.md (leakage per arm and attack with test accuracy, recomputed from the run directories)
+    and the figures."""
+    from ..results import DEFAULT_SCENARIO, run_results, write_results
+    from ..superlink import FlowerError
+
+    if report_only:
+        if quick or set_ or arms or scenario:
+            raise InputError("--report-only rewrites existing results: --quick, --set, --arms, --scenario do not apply")
+        typer.echo(f"results: {write_results(out_dir)}")
+        return
+    selected = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as bar:
+        tasks: dict[tuple[str, str], int] = {}
+
+        def progress(part: str, arm: str, done: int, total: int) -> None:
+            if (part, arm) not in tasks:
+                tasks[part, arm] = bar.add_task(f"{part}: {arm}", total=total)
+            bar.update(tasks[part, arm], completed=done)
+
+        try:
+            path = run_results(scenario or DEFAULT_SCENARIO, out_dir, "quick" if quick else "full", set_ or [],
+                               selected, progress, ray_address)
+        except FlowerError as exc:
+            fail(str(exc))
+            raise typer.Exit(1) from None
+    typer.echo(f"results: {path}")

@@ -1,0 +1,251 @@
+"""``fedmjp results``: the headline table is recomputed from the run directories and reads honestly.
+
+The fast tests build the two run directories the way a run writes them (resolved scenario, per-round
+metrics, audit records scored with the real leakage metrics on a real photograph); the slow test runs a
+reduced quick setting for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from fedmjp.audit import AuditRecord, AuditStore
+from fedmjp.audit.summary import summarize
+from fedmjp.metrics import leakage_metrics
+from fedmjp.results import CONTENT_NOT_REDUCED, COLUMNS, MARGIN_DB, NO_REDUCTION, WORST_NOT_REDUCED, write_results
+from fedmjp.rundir import atomic_json, atomic_write, versions
+from tests.flower_runs import finish
+
+ROUNDS = (1, 2)
+# arm -> attack -> reconstruction noise per round (lower noise: more leakage). The ViT leaks most under
+# april; "leaky" leaks more than the ViT; "half" leaks less on average but as much in its worst round.
+NOISE = {
+    "vit": {"april": (0.05, 0.05), "ig": (0.2, 0.2)},
+    "mjp-0.25": {"april": (0.5, 0.5), "ig": (0.3, 0.3), "adaptive": (0.15, 0.15)},
+    "half": {"april": (0.02, 0.6), "ig": (0.25, 0.25), "adaptive": (0.01, 0.01)},
+    "leaky": {"april": (0.03, 0.03), "ig": (0.2, 0.2)},
+    "naive": {"april": (0.01, 0.01), "ig": (0.3, 0.3)},  # april: every patch, in shuffled places
+}
+SHUFFLED = {("naive", "april")}
+ARM_SETTINGS = {
+    "vit": {},
+    "mjp-0.25": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}},
+    "half": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25, "apply_prob": 0.5}}},
+    "leaky": {"defence": {"dp": {"clipping_norm": 1.0, "epsilon": 1000.0, "delta": 1e-5}}},
+    "naive": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25, "mode": "naive"}}},
+}
+ACCURACY = {"vit": 0.41, "mjp-0.25": 0.38, "half": 0.40, "leaky": 0.12, "naive": 0.39}
+
+
+def _shuffle_patches(image: torch.Tensor, patch: int = 4) -> torch.Tensor:
+    """The image with its patches in a fixed random order (what APRIL returns for a naive shuffle)."""
+    _, c, h, w = image.shape
+    patches = image.reshape(c, h // patch, patch, w // patch, patch).permute(1, 3, 0, 2, 4).reshape(-1, c, patch, patch)
+    order = torch.randperm(len(patches), generator=torch.Generator().manual_seed(0))
+    grid = patches[order].reshape(h // patch, w // patch, c, patch, patch)
+    return grid.permute(2, 0, 3, 1, 4).reshape(1, c, h, w)
+
+
+def _photo() -> torch.Tensor:
+    from skimage import data
+    from torch.nn.functional import interpolate
+
+    img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    return interpolate(img, size=(32, 32), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _arm(name: str, mode: str) -> dict:
+    base = {"seed": 0, "name": name, "training": {"mode": mode, "batch_size": 1 if mode == "fedsgd" else 32,
+                                                  "rounds": len(ROUNDS)},
+            "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}}}
+    for key, value in ARM_SETTINGS[name].items():
+        base[key] = {**base.get(key, {}), **value}
+    return base
+
+
+def _write_part(run_dir: Path, mode: str, scored: bool) -> None:
+    scenario = {"name": f"results-test-{mode}", "arms": {arm: _arm(arm, mode) for arm in NOISE}}
+    atomic_write(run_dir / "scenario.yaml", yaml.safe_dump(scenario, sort_keys=False).encode())
+    atomic_json(run_dir / "versions.json", versions())
+    store = AuditStore(run_dir)
+    truth = _photo()
+    for arm, attacks in NOISE.items():
+        accuracy = ACCURACY[arm] if not scored else 0.1
+        lines = [{"round": r, "accuracy": accuracy * r / len(ROUNDS), "loss": 2.0, "clients": 1} for r in ROUNDS]
+        atomic_write(run_dir / "arms" / arm / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode())
+        if not scored:
+            continue
+        for attack, noises in attacks.items():
+            for rnd, sigma in zip(ROUNDS, noises):
+                generator = torch.Generator().manual_seed(zlib.crc32(f"{arm}-{attack}-{rnd}".encode()))
+                recon = (truth + sigma * torch.randn(truth.shape, generator=generator)).clamp(0, 1)
+                if (arm, attack) in SHUFFLED:
+                    recon = _shuffle_patches(recon)
+                store.append(AuditRecord(
+                    arm=arm, round=rnd, partition_id=0, attack=attack, status="scored", num_examples=1,
+                    metrics=leakage_metrics(recon, truth, patch=4, labels_true=[0], labels_pred=[0], lpips=False)))
+        if "adaptive" not in attacks:  # the MJP-aware attacker does not apply to a model without MJP
+            store.append(AuditRecord(arm=arm, round=1, partition_id=0, attack="adaptive", status="not-applicable",
+                                     reason="not an MJP model"))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    _write_part(out / "runs" / "privacy", "fedsgd", scored=True)
+    _write_part(out / "runs" / "accuracy", "fedavg", scored=False)
+    write_results(out)
+    return out
+
+
+def table_rows(markdown: str, header_start: str) -> list[dict[str, str]]:
+    """The rows of the markdown table whose header begins with ``header_start``, as dicts."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header_start}"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def test_table_has_every_arm_attack_and_metric_with_the_summary_numbers(results: Path) -> None:
+    summary = summarize(results / "runs" / "privacy")
+    accuracy = summarize(results / "runs" / "accuracy")
+    rows = table_rows((results / "results.md").read_text(), "arm | defence")
+    assert {(r["arm"], r["attack"]) for r in rows} == {(arm, attack) for arm, entry in summary["arms"].items()
+                                                       for attack in entry["attacks"]}
+    for row in rows:
+        stats = summary["arms"][row["arm"]]["attacks"][row["attack"]]
+        assert int(row["scored"]) == stats["count"]
+        for header, key, digits in COLUMNS:
+            expected = "–" if key not in stats else f"{stats[key]:.{digits}f}"
+            assert row[header] == expected, (row["arm"], row["attack"], header)
+        assert row["test top-1"] == f"{accuracy['arms'][row['arm']]['accuracy_final']:.3f}"
+
+
+def test_the_accuracy_column_comes_from_the_accuracy_part(results: Path) -> None:
+    rows = table_rows((results / "results.md").read_text(), "arm | defence")
+    assert {r["arm"]: r["test top-1"] for r in rows} == {arm: f"{acc:.3f}" for arm, acc in ACCURACY.items()}
+
+
+def test_no_reduction_is_said_exactly_where_the_arm_leaks_at_least_as_much_as_the_vit(results: Path) -> None:
+    summary = summarize(results / "runs" / "privacy")["arms"]
+    vit = summary["vit"]["attacks"]
+    vit_best = max((a for a in vit if vit[a]["count"]), key=lambda a: vit[a]["psnr_mean"])
+    rows = table_rows((results / "results.md").read_text(), "arm | defence")
+    seen = set()
+    for row in rows:
+        stats = summary[row["arm"]]["attacks"][row["attack"]]
+        if row["arm"] == "vit" and stats["count"]:
+            assert row["reading"] == "reference"
+            continue
+        if not stats["count"]:
+            assert row["reading"].startswith("not applicable")
+            continue
+        ref = vit[row["attack"]] if vit.get(row["attack"], {}).get("count") else vit[vit_best]
+        not_below = stats["psnr_mean"] >= ref["psnr_mean"]
+        worst = not not_below and stats["psnr_max"] > ref["psnr_max"] - MARGIN_DB
+        content = not (not_below or worst) and stats["patch_psnr_mean"] > ref["patch_psnr_mean"] - MARGIN_DB
+        assert row["reading"].startswith(NO_REDUCTION) == not_below, row
+        assert row["reading"].startswith(WORST_NOT_REDUCED) == worst, row
+        assert row["reading"].startswith(CONTENT_NOT_REDUCED) == content, row
+        assert float(row["Δ PSNR vs ViT"]) == pytest.approx(stats["psnr_mean"] - ref["psnr_mean"], abs=0.006)
+        seen.add((row["arm"], row["attack"], not_below, worst))
+    # The fixture covers all three readings, and the MJP-aware attacker is compared with the ViT's strongest.
+    assert ("leaky", "april", True, False) in seen and ("half", "april", False, True) in seen
+    assert ("mjp-0.25", "april", False, False) in seen
+    naive = next(r for r in rows if (r["arm"], r["attack"]) == ("naive", "april"))
+    assert naive["reading"] == CONTENT_NOT_REDUCED and float(naive["Δ PSNR vs ViT"]) < -5
+    adaptive = next(r for r in rows if (r["arm"], r["attack"]) == ("half", "adaptive"))
+    assert adaptive["reading"] == f"{NO_REDUCTION} ({vit_best})"
+
+
+def test_strongest_attack_table_and_figures_are_written(results: Path) -> None:
+    text = (results / "results.md").read_text()
+    strongest = {r["arm"]: r for r in table_rows(text, "arm | strongest attack")}
+    assert list(strongest) == list(NOISE)
+    assert strongest["half"]["strongest attack"] == "adaptive" and strongest["half"]["reading"] == NO_REDUCTION
+    for name in ("leakage_vs_accuracy.png", "leakage_over_rounds.png", "defence_strength.png"):
+        assert (results / name).read_bytes().startswith(b"\x89PNG") and f"]({name})" in text
+    assert "local DP C 1, ε 1000" in text  # the defence column is read from the resolved arm
+    data = json.loads((results / "results.json").read_text())
+    assert {r["arm"] for r in data["rows"]} == set(NOISE)
+
+
+# --------------------------------------------------------------------------- a real, reduced quick run
+
+
+@pytest.mark.slow
+def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    mark = uuid.uuid4().hex
+    command = [sys.executable, "-m", "fedmjp", "results", "--quick", "--out", str(out),
+               "--arms", "vit,mjp-0.25,dp-eps1e3",
+               "--set", "data.source=photos", "--set", "data.root=null", "--set", "privacy:data.test_limit=40",
+               "--set", "privacy:audit.attacks=[{name: april}, {name: adaptive}]",
+               "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2"]
+    process = subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stdout = finish(process, mark)
+    assert stdout.strip().endswith(f"results: {out / 'results.md'}")
+    text = (out / "results.md").read_text()
+    summary = summarize(out / "runs" / "privacy")
+    rows = table_rows(text, "arm | defence")
+    assert [r["arm"] for r in rows if r["attack"] == "april"] == ["vit", "mjp-0.25", "dp-eps1e3"]
+    for row in rows:
+        stats = summary["arms"][row["arm"]]["attacks"][row["attack"]]
+        assert row["PSNR mean (dB)"] == ("–" if "psnr_mean" not in stats else f"{stats['psnr_mean']:.2f}")
+        assert re.fullmatch(r"\d\.\d{3}", row["test top-1"])
+    april = {r["arm"]: r for r in rows if r["attack"] == "april"}
+    assert float(april["vit"]["PSNR mean (dB)"]) > 60  # a plain ViT hands over its image
+    assert float(april["mjp-0.25"]["PSNR mean (dB)"]) < 30 and float(april["dp-eps1e3"]["PSNR mean (dB)"]) < 30
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["setting"] == "quick" and set(provenance["seconds"]) == {"privacy", "accuracy"}
+    assert "commit:" in text and "machine:" in text
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_report_only_rewrites_the_results_from_the_run_directories(results: Path) -> None:
+    from typer.testing import CliRunner
+
+    import fedmjp.commands.results  # noqa: F401  (registers the command)
+    from fedmjp.cli import app
+
+    (results / "results.md").unlink()
+    done = CliRunner().invoke(app, ["results", "--report-only", "--out", str(results)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == f"results: {results / 'results.md'}" and (results / "results.md").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arms", "vit,nope"], "--arms: unknown arm 'nope'"),
+    (["--report-only", "--quick"], "--report-only rewrites existing results"),
+    (["--set", "defence.prune=2"], "results-cifar10.yaml: defence.prune: Input should be less than 1"),
+])
+def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    import fedmjp.commands.results  # noqa: F401
+    from fedmjp.cli import app
+
+    done = CliRunner().invoke(app, ["results", "--out", str(tmp_path / "out"), *args])
+    assert done.exit_code == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
