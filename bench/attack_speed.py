@@ -1,8 +1,10 @@
 """Optimisation attacks: time per iteration over the floor (one forward + backward + double backward).
 
 The floor is measured in the same run, on the same model and the same stacked batch (restarts x
-examples): the least any gradient-matching iteration can cost. Timings take the minimum over
-interleaved repeats, which is robust to other work on shared cores.
+examples): one pass over all restarts at once, the least any gradient-matching iteration could
+cost if per-restart gradients came for free. Each attack runs with 1 restart (the plain path) and
+with 2 restarts, simulated one after the other (``loop``) or vectorised (``vmap``, the default).
+Timings take the minimum over interleaved repeats, which is robust to other work on shared cores.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from fedmjp.train import compute_gradient
 RESULTS = Path(__file__).parent / "results" / "attack_speed.md"
 CASES = [("vit_tiny_patch4_32", {}), ("vit_tiny_patch16_224", {"depth": 2})]
 ATTACKS = {"ig": ("cosine", "adam", 0.0), "dlg": ("l2", "lbfgs", 0.0), "april-opt": ("cosine", "adam", 1.0)}
-RESTARTS, STEPS, REPEATS = 2, 3, 3
+# (restarts, batching) settings measured for every attack.
+SETTINGS = [(1, "vmap"), (2, "loop"), (2, "vmap")]
+STEPS, REPEATS = 3, 3
 
 
 def _observation(name: str, kwargs: dict) -> Observation:
@@ -51,14 +55,16 @@ def _floor(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -
     return run
 
 
-def _attack(obs: Observation, model: torch.nn.Module, attack: str, start: torch.Tensor, labels: torch.Tensor):
+def _attack(obs: Observation, model: torch.nn.Module, attack: str, start: torch.Tensor, labels: torch.Tensor,
+            batching: str):
     distance, optimizer, pos_weight = ATTACKS[attack]
     names = matched_names(model, obs)
     problem = MatchingProblem(
         simulator(plain_forward(model), weights_of(model, names), labels, None),
         {n: obs.tensors[n] for n in names}, distance, extra_cosine={"pos_embed": pos_weight} if pos_weight else {},
+        batching=batching,
     )
-    budget = Budget(steps=STEPS, restarts=RESTARTS, optimizer=optimizer, tv=0.05, log_every=10**9)
+    budget = Budget(steps=STEPS, restarts=len(start), optimizer=optimizer, tv=0.05, log_every=10**9)
     return lambda: optimise(problem, start, budget)
 
 
@@ -68,33 +74,35 @@ def _elapsed(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, kwargs: dict) -> list[tuple[str, str, float, float, float]]:
+def measure(name: str, kwargs: dict) -> list[tuple[str, str, int, str, float, float, float]]:
     obs = _observation(name, kwargs)
     model = rebuild_model(obs)
     labels = torch.tensor([1])
-    start = torch.rand(RESTARTS, 1, 3, *model.patch_embed.img_size, generator=torch.Generator().manual_seed(0))
-    floor = _floor(model, start, labels)
-    runs = {a: _attack(obs, model, a, start, labels) for a in ATTACKS}
-    floor(), [run() for run in runs.values()]  # warm-up
-    best = {key: float("inf") for key in ["floor", *runs]}
+    size = model.patch_embed.img_size
+    starts = {r: torch.rand(r, 1, 3, *size, generator=torch.Generator().manual_seed(0)) for r, _ in SETTINGS}
+    floors = {r: _floor(model, start, labels) for r, start in starts.items()}
+    runs = {(a, r, b): _attack(obs, model, a, starts[r], labels, b) for a in ATTACKS for r, b in SETTINGS}
+    [floor() for floor in floors.values()], [run() for run in runs.values()]  # warm-up
+    best = {key: float("inf") for key in [*floors, *runs]}
     for _ in range(REPEATS):  # interleaved, so background load hits every entry alike
-        best["floor"] = min(best["floor"], _elapsed(floor))
-        for attack, run in runs.items():
+        for r, floor in floors.items():
+            best[r] = min(best[r], _elapsed(floor))
+        for key, run in runs.items():
             # STEPS iterations plus the final scoring pass (about a third of an iteration).
-            best[attack] = min(best[attack], _elapsed(run) / (STEPS + 1 / 3))
+            best[key] = min(best[key], _elapsed(run) / (STEPS + 1 / 3))
     label = name + (f" depth={kwargs['depth']}" if "depth" in kwargs else "")
-    return [(label, a, best["floor"], best[a], best[a] / best["floor"]) for a in runs]
+    return [(label, a, r, b, best[r], best[(a, r, b)], best[(a, r, b)] / best[r]) for a, r, b in runs]
 
 
 def main() -> None:
     torch.manual_seed(0)
     rows = [row for name, kwargs in CASES for row in measure(name, kwargs)]
-    header = "| model | attack | floor (s) | per iteration (s) | ratio |\n|---|---|---|---|---|\n"
-    body = "".join(f"| {m} | {a} | {f:.3f} | {t:.3f} | {r:.2f} |\n" for m, a, f, t, r in rows)
+    header = "| model | attack | restarts | batching | floor (s) | per iteration (s) | ratio |\n" + "|---" * 7 + "|\n"
+    body = "".join(f"| {m} | {a} | {r} | {b} | {f:.3f} | {t:.3f} | {q:.2f} |\n" for m, a, r, b, f, t, q in rows)
     text = (
         f"# Optimisation attacks: time per iteration over the floor\n\n"
         f"Floor: one forward + backward + double backward of the same model on the same stacked batch "
-        f"({RESTARTS} restarts x 1 image). {torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
+        f"(restarts x 1 image). {torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
         + header + body
     )
     print(text)

@@ -1,9 +1,12 @@
 """The gradient-matching core shared by every optimisation attack (ig, dlg, april-opt, adaptive).
 
 An attack is a ``MatchingProblem`` (what the client would have sent for candidate images, and
-what it did send) plus an optimiser. Restarts are one batch: the candidate has a leading restart
-dimension and ``torch.func.vmap`` maps the per-restart simulation over it, so R restarts cost one
-vectorised forward + backward + double backward instead of R Python-level passes.
+what it did send) plus an optimiser. The candidate has a leading restart dimension. Each restart
+needs its own simulated gradient (the distance is not additive over restarts), so restarts cannot
+simply be stacked along the batch. One restart takes a plain path (ordinary autograd, no vmap).
+Several restarts are mapped with ``torch.func.vmap`` (``batching="vmap"``, the default) or
+simulated one after the other (``batching="loop"``); vmap measured faster for 2 restarts on the
+CPU although it materialises per-restart weight gradients (bench/attack_speed.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ Forward = Callable[[Tensors, Tensor], Tensor]
 # candidate images (B, 3, H, W) in [0, 1] -> what the client would have sent, by parameter name.
 Simulate = Callable[[Tensor], Tensors]
 Distance = Literal["cosine", "l2"]
+Batching = Literal["loop", "vmap"]
 
 
 def plain_forward(model: nn.Module) -> Forward:
@@ -40,14 +44,37 @@ def weights_of(model: nn.Module, names: list[str]) -> Tensors:
     return {name: own[name].detach() for name in names}
 
 
+class GradientSimulator:
+    """The client's FedSGD reply for candidate images: d CE / d params at ``params``.
+
+    Calling it uses ``torch.func.grad`` (safe under ``vmap``); ``plain`` takes the same gradient
+    with ordinary autograd on leaf copies of the parameters, which is cheaper for one restart.
+    """
+
+    def __init__(self, forward: Forward, params: Tensors, labels: Tensor) -> None:
+        self.forward, self.params, self.labels = forward, params, labels
+        self._leaves = {name: p.detach().clone().requires_grad_(True) for name, p in params.items()}
+        self._grad = grad(self._loss)
+
+    def _loss(self, p: Tensors, images: Tensor) -> Tensor:
+        return F.cross_entropy(self.forward(p, images), self.labels)
+
+    def __call__(self, images: Tensor) -> Tensors:
+        return self._grad(self.params, images)
+
+    def plain(self, images: Tensor) -> Tensors:
+        with torch.enable_grad():
+            loss = self._loss(self._leaves, images)
+            grads = torch.autograd.grad(
+                loss, list(self._leaves.values()), create_graph=images.requires_grad, allow_unused=True,
+                materialize_grads=True,  # unused parameters (e.g. an MJP model's DAL head in eval): zeros, as func.grad
+            )
+        return dict(zip(self._leaves, grads))
+
+
 def gradient_simulator(forward: Forward, params: Tensors, labels: Tensor) -> Simulate:
     """The client's FedSGD reply for candidate images: d CE / d params at ``params``."""
-
-    def loss(p: Tensors, images: Tensor) -> Tensor:
-        return F.cross_entropy(forward(p, images), labels)
-
-    grad_fn = grad(loss)
-    return lambda images: grad_fn(params, images)
+    return GradientSimulator(forward, params, labels)
 
 
 @dataclass
@@ -63,6 +90,7 @@ class MatchingProblem:
     distance: Distance = "cosine"
     weights: dict[str, float] = field(default_factory=dict)
     extra_cosine: dict[str, float] = field(default_factory=dict)
+    batching: Batching = "vmap"
 
     def __post_init__(self) -> None:
         # Fixed order and constants, computed once rather than every iteration.
@@ -70,13 +98,18 @@ class MatchingProblem:
         self._w = [float(self.weights.get(n, 1.0)) for n in self.names]
         self._t = [self.target[n] for n in self.names]
         self._t_norm = torch.sqrt(sum(w * t.pow(2).sum() for w, t in zip(self._w, self._t)))
+        self._w_vec = torch.tensor(self._w)
 
-    def distance_of(self, simulated: Tensors) -> Tensor:
-        """Scalar distance between one simulated reply and the target."""
+    def distance_of(self, simulated: Tensors, fused: bool = False) -> Tensor:
+        """Scalar distance between one simulated reply and the target.
+
+        ``fused`` computes the norms with one ``torch._foreach_norm`` (not available under vmap).
+        """
         sims = [simulated[n] for n in self.names]
         if self.distance == "cosine":
-            dot = sum(w * (s * t).sum() for w, s, t in zip(self._w, sims, self._t))
-            norm = torch.sqrt(sum(w * s.pow(2).sum() for w, s in zip(self._w, sims)))
+            dot = torch.stack([(s * t).sum() for s, t in zip(sims, self._t)]) @ self._w_vec
+            norms = torch._foreach_norm(sims) if fused else [s.norm() for s in sims]
+            norm = torch.sqrt(torch.stack(norms).pow(2) @ self._w_vec)
             value = 1 - dot / (norm * self._t_norm + 1e-12)
         else:
             value = sum(w * (s - t).pow(2).sum() for w, s, t in zip(self._w, sims, self._t))
@@ -85,8 +118,11 @@ class MatchingProblem:
         return value
 
     def per_restart(self, images: Tensor) -> Tensor:
-        """(R, B, 3, H, W) candidates -> (R,) distances, all restarts in one vectorised pass."""
-        return vmap(lambda x: self.distance_of(self.simulate(x)))(images)
+        """(R, B, 3, H, W) candidates -> (R,) distances (plain autograd per restart, or one vmap)."""
+        if self.batching == "vmap" and images.shape[0] > 1:
+            return vmap(lambda x: self.distance_of(self.simulate(x)))(images)
+        simulate = getattr(self.simulate, "plain", self.simulate)
+        return torch.stack([self.distance_of(simulate(x), fused=True) for x in images])
 
 
 def total_variation(images: Tensor) -> Tensor:
@@ -139,8 +175,7 @@ def optimise(
         return match, total.sum()  # restarts are independent: the sum separates
 
     history = _adam(variable, objective, budget) if budget.optimizer == "adam" else _lbfgs(variable, objective, budget)
-    with torch.no_grad():
-        final = problem.per_restart(to_images(variable)).detach()
+    final = problem.per_restart(to_images(variable).detach()).detach()
     best = int(final.nan_to_num(float("inf")).argmin())
     return Optimised(variable.detach()[best], start[best], float(final[best]), final.tolist(), history)
 
