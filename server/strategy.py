@@ -67,19 +67,25 @@ class FedMJP(FedAvg):
         self.min_replies = min_replies
         self.sent: ArrayRecord | None = None
         self.sampled: list[int] = []
+        self.sent_messages: list[Message] = []
         self.faults: list[tuple[int, str]] = []
         self.expected = {name: p.shape for name, p in self.optimizer.params.items()}
 
     def sample_partitions(self) -> list[int]:
         return sorted(self.sampler.sample(sorted(self.partition_nodes), self.per_round))
 
+    def partition_of(self, reply: Message) -> int:
+        """The partition a reply answers for; by the message it replies to, since an error
+        reply for an unreachable node comes from the SuperLink, not from the node."""
+        asked = {m.metadata.message_id: pid for m, pid in zip(self.sent_messages, self.sampled)}
+        return asked.get(reply.metadata.reply_to_message_id, -1)
+
     def check_replies(self, replies: list[Message]) -> tuple[list[Message], list[tuple[int, str]]]:
         """Split replies into usable ones and faults (partition id, reason): errors, missing
         replies, and tensors that are non-finite or do not match the model."""
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
-        partition_of = {node: pid for pid, node in self.partition_nodes.items()}
-        faults = [(partition_of.get(m.metadata.src_node_id, -1), f"error: {m.error.reason}") for m in errors]
-        replied = {partition_of.get(m.metadata.src_node_id) for m in replies}
+        faults = [(self.partition_of(m), f"error: {m.error.reason}") for m in errors]
+        replied = {self.partition_of(m) for m in replies}
         faults += [(pid, "no reply before the round's timeout") for pid in self.sampled if pid not in replied]
         usable = []
         for msg in valid:
@@ -87,7 +93,7 @@ class FedMJP(FedAvg):
             if problem is None:
                 usable.append(msg)
             else:
-                faults.append((partition_of.get(msg.metadata.src_node_id, -1), problem))
+                faults.append((self.partition_of(msg), problem))
         return usable, sorted(faults)
 
     def configure_train(
@@ -98,7 +104,9 @@ class FedMJP(FedAvg):
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         self.sampled = self.sample_partitions()
         nodes = [self.partition_nodes[p] for p in self.sampled]
-        return self._construct_messages(record, nodes, MessageType.TRAIN)
+        # Kept so replies map back to partitions (Flower sets their ids when it pushes them).
+        self.sent_messages = list(self._construct_messages(record, nodes, MessageType.TRAIN))
+        return self.sent_messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

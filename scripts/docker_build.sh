@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Build the fedmjp image offline: a Debian base made with debootstrap (no image registry is
+# needed), a wheelhouse of every dependency taken with the host's pip, then deploy/Dockerfile.
+#
+#   scripts/docker_build.sh [IMAGE]     default IMAGE: fedmjp:latest
+#
+# Environment:
+#   BASE_IMAGE     use this base instead of building fedmjp-base:bookworm with debootstrap
+#                  (e.g. python:3.11-slim-bookworm where a registry is reachable)
+#   TORCH          wheelhouse (default: the torch wheels pip finds for this host, PyPI's CUDA
+#                  builds, which also run on the CPU) | cpu (PyTorch's CPU-only wheels, from
+#                  its CPU index, smaller image; needs that index reachable from this host)
+#   FORCE=1        rebuild even when the cached image's inputs hash matches
+#
+# Both images are cached: each carries a label with the hash of its inputs and is reused when
+# the hash matches. The wheelhouse (deploy/wheelhouse) and rootfs are kept out of git and out
+# of the build context's history (deploy/.gitignore, .dockerignore).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGE="${1:-fedmjp:latest}"
+TORCH="${TORCH:-wheelhouse}"
+PYTHON="${PYTHON:-$(test -x .venv/bin/python && echo .venv/bin/python || echo python3)}"
+SUITE=bookworm
+log() { echo "docker_build: $*" >&2; }
+label_of() { docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true; }
+now() { date +%s; }
+
+# 1. The base image: Debian's python3 (3.11 on bookworm, the same as the wheels').
+base_inputs=$(printf 'debootstrap minbase %s python3 python3-venv python3-pip ca-certificates v1' "$SUITE" | sha256sum | cut -c1-16)
+if [ -z "${BASE_IMAGE:-}" ]; then
+    BASE_IMAGE="fedmjp-base:$SUITE"
+    if [ "$(label_of "$BASE_IMAGE" fedmjp.inputs)" != "$base_inputs" ]; then
+        start=$(now)
+        rootfs=$(mktemp -d /tmp/fedmjp-rootfs.XXXXXX)
+        trap 'rm -rf "$rootfs"' EXIT
+        log "debootstrap $SUITE into $rootfs"
+        debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+            "$SUITE" "$rootfs" >/tmp/fedmjp-debootstrap.log 2>&1 \
+            || { tail -20 /tmp/fedmjp-debootstrap.log >&2; exit 1; }
+        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+        tar -C "$rootfs" -c . | docker import \
+            --change "LABEL fedmjp.inputs=$base_inputs" \
+            --change 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+        rm -rf "$rootfs"
+        trap - EXIT
+        log "base image $BASE_IMAGE built in $(( $(now) - start )) s"
+    else
+        log "base image $BASE_IMAGE is up to date"
+    fi
+fi
+base_id=$(docker image inspect --format '{{.Id}}' "$BASE_IMAGE")
+
+# 2. The wheelhouse: the project's dependencies as the host's pip resolves them (local disk
+#    here, PyPI elsewhere). torch/torchvision are the pinned 2.14.1/0.29.1.
+requirements=deploy/wheelhouse/requirements.txt
+mkdir -p deploy/wheelhouse
+"$PYTHON" - > "$requirements.new" <<'PY'
+import tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+print("\n".join([*deps, "setuptools>=68", "wheel"]))
+PY
+if ! cmp -s "$requirements.new" "$requirements" || [ ! -f deploy/wheelhouse/.complete ]; then
+    start=$(now)
+    rm -f deploy/wheelhouse/.complete
+    extra=()
+    [ "$TORCH" = cpu ] && extra=(--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+    log "pip download into deploy/wheelhouse"
+    "$PYTHON" -m pip download --quiet --only-binary=:all: -d deploy/wheelhouse "${extra[@]}" \
+        -r "$requirements.new" 2> >(grep -v "is ignored: it is neither" >&2)
+    mv "$requirements.new" "$requirements"
+    touch deploy/wheelhouse/.complete
+    log "wheelhouse ready in $(( $(now) - start )) s ($(du -sh deploy/wheelhouse | cut -f1))"
+else
+    rm -f "$requirements.new"
+fi
+
+# 3. The project image; its label hashes everything that goes into it.
+inputs=$( {
+    echo "$base_id $TORCH"
+    cat deploy/Dockerfile .dockerignore pyproject.toml README.md
+    (cd deploy/wheelhouse && ls -l --time-style=+ | awk '{print $5, $NF}')
+    git ls-files -co --exclude-standard -- fedmjp clients server scenarios scripts/register_supernodes.sh | LC_ALL=C sort | xargs cat
+} | sha256sum | cut -c1-16)
+if [ -z "${FORCE:-}" ] && [ "$(label_of "$IMAGE" fedmjp.inputs)" = "$inputs" ]; then
+    log "image $IMAGE is up to date ($inputs)"
+    exit 0
+fi
+start=$(now)
+previous=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+log "building $IMAGE on $BASE_IMAGE"
+# The legacy builder (no buildx here); its layer cache makes a source-only change cheap.
+DOCKER_BUILDKIT=0 docker build --quiet -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    --build-arg "TORCH=$TORCH" --label "fedmjp.inputs=$inputs" -t "$IMAGE" . >/dev/null
+# The image it replaces is unused now (containers still on it keep it).
+[ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$IMAGE")" ] \
+    && docker rmi "$previous" >/dev/null 2>&1 || true
+log "image $IMAGE built in $(( $(now) - start )) s ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f GB", $1/1e9}'))"
