@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test bench browser clean results results-full
+.PHONY: install demo test bench browser clean results results-full certs docker-image deploy-up deploy-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,19 @@ results: $(STAMP)
 results-full: $(STAMP)
 	rm -rf results-full/runs
 	$(BIN)/fedmjp results --out results-full
+
+# Deployment on one machine with docker-compose (see README, "Deploy with docker-compose").
+certs: $(STAMP)
+	test -f deploy/certs/ca.crt || $(BIN)/python scripts/make_certs.py deploy/certs --nodes 2
+
+docker-image:
+	bash scripts/docker_engine.sh && bash scripts/docker_build.sh
+
+deploy-up: certs docker-image
+	docker-compose up -d
+
+deploy-down:
+	docker-compose down
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
