@@ -24,21 +24,13 @@ from fedmjp.deploy import online_nodes, wait_for_nodes
 from fedmjp.rundir import read_jsonl
 from fedmjp.superlink import RemoteSuperLink, free_port
 
+from .flower_runs import scenario
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 IMAGE = os.environ.get("FEDMJP_TEST_IMAGE", "fedmjp:latest")
 
-# APRIL on FedSGD with batch size 1, a 2-block ViT-Ti on real photographs, 2 clients, 2 rounds.
-SCENARIO = {
-    "name": "compose-smoke",
-    "seed": 0,
-    "device": "cpu",
-    "data": {"source": "photos", "test_limit": 40},
-    "clients": {"num_clients": 2, "cpus": 1},
-    "training": {"rounds": 2, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "adam", "server_lr": 0.001},
-    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
-    "audit": {"attacks": [{"name": "april"}], "clients": "all"},
-}
+SCENARIO = scenario(name="compose-smoke", audit={"attacks": [{"name": "april"}], "clients": "all"})
 TIMES: dict[str, float] = {}
 
 
