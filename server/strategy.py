@@ -74,26 +74,32 @@ class FedMJP(FedAvg):
     def sample_partitions(self) -> list[int]:
         return sorted(self.sampler.sample(sorted(self.partition_nodes), self.per_round))
 
-    def partition_of(self, reply: Message) -> int:
-        """The partition a reply answers for; by the message it replies to, since an error
-        reply for an unreachable node comes from the SuperLink, not from the node."""
-        asked = {m.metadata.message_id: pid for m, pid in zip(self.sent_messages, self.sampled)}
-        return asked.get(reply.metadata.reply_to_message_id, -1)
+    def check_replies(
+        self, replies: list[Message]
+    ) -> tuple[list[tuple[Message, dict[str, torch.Tensor]]], list[tuple[int, str]]]:
+        """Split replies into usable ones (with their tensors, converted once) and faults
+        (partition id, reason): errors, missing replies, non-finite or mis-shaped tensors.
 
-    def check_replies(self, replies: list[Message]) -> tuple[list[Message], list[tuple[int, str]]]:
-        """Split replies into usable ones and faults (partition id, reason): errors, missing
-        replies, and tensors that are non-finite or do not match the model."""
+        Replies map to partitions by the message they answer: an error reply for an
+        unreachable node comes from the SuperLink, not from the node.
+        """
+        asked = {m.metadata.message_id: pid for m, pid in zip(self.sent_messages, self.sampled)}
+
+        def partition_of(reply: Message) -> int:
+            return asked.get(reply.metadata.reply_to_message_id, -1)
+
         valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
-        faults = [(self.partition_of(m), f"error: {m.error.reason}") for m in errors]
-        replied = {self.partition_of(m) for m in replies}
+        faults = [(partition_of(m), f"error: {m.error.reason}") for m in errors]
+        replied = {partition_of(m) for m in replies}
         faults += [(pid, "no reply before the round's timeout") for pid in self.sampled if pid not in replied]
         usable = []
         for msg in valid:
-            problem = reply_problem(msg.content[self.arrayrecord_key].to_torch_state_dict(), self.expected)
+            tensors = msg.content[self.arrayrecord_key].to_torch_state_dict()
+            problem = reply_problem(tensors, self.expected)
             if problem is None:
-                usable.append(msg)
+                usable.append((msg, tensors))
             else:
-                faults.append((self.partition_of(msg), problem))
+                faults.append((partition_of(msg), problem))
         return usable, sorted(faults)
 
     def configure_train(
@@ -114,12 +120,11 @@ class FedMJP(FedAvg):
         """Aggregate the usable replies; faults are kept in ``self.faults`` for the round's record."""
         usable, self.faults = self.check_replies(list(replies))
         for tap in self.taps:
-            tap(server_round, self.sent, usable, self.faults)
+            tap(server_round, self.sent, [msg for msg, _ in usable], self.faults)
         if len(usable) < self.min_replies:
             return None, None
-        contents = [msg.content for msg in usable]
-        tensors = [c[self.arrayrecord_key].to_torch_state_dict() for c in contents]
+        contents = [msg.content for msg, _ in usable]
         examples = [float(c["metrics"][self.weighted_by_key]) for c in contents]
-        self.optimizer.step(tensors, examples)
+        self.optimizer.step([tensors for _, tensors in usable], examples)
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         return ArrayRecord(self.model.state_dict()), metrics
