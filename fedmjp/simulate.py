@@ -83,7 +83,11 @@ def run_arm(link: SimulationSuperLink, arm: Arm, run_dir: Path, work: Path, prog
     status = link.wait(run_id, poll)
     poll()
     if not status.succeeded:
-        raise FlowerError(f"arm {arm.name}: run {run_id} {status.status}: {_server_error(link.logs(run_id))}")
+        logs = link.logs(run_id)
+        # The whole log beside the arm's results: the one-line error rarely carries the traceback.
+        log_path = arm_dir(run_dir, arm.name) / "flower-run.log"
+        atomic_write(log_path, logs.encode())
+        raise FlowerError(f"arm {arm.name}: run {run_id} {status.status}: {_server_error(logs)} (log: {log_path})")
 
 
 def _server_error(logs: str) -> str:
@@ -97,7 +101,8 @@ def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None
              ray_address: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Run every arm (with ``resume``, the unfinished ones, from their last complete round);
     return the final per-arm metrics (the last round of each)."""
-    run_dir = out if resume else prepare_run_dir(scenario, out)
+    # Absolute: the ServerApp runs in another process, not necessarily in this working directory.
+    run_dir = (out if resume else prepare_run_dir(scenario, out)).resolve()
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fedmjp-sim-") as tmp:

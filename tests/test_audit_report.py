@@ -346,3 +346,14 @@ def test_report_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50  # None: more colours than we asked to count
 
+
+
+def test_the_store_writes_into_a_relative_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `fedmjp results --out results` handed the ServerApp a relative path: the chmod walk doubled it.
+    monkeypatch.chdir(tmp_path)
+    store = AuditStore(Path("results/runs/privacy"))
+    relative = store.save_images("vit", "r1-c0-april", torch.rand(1, 3, 8, 8))
+    assert relative == "audit/images/vit/r1-c0-april.png"
+    folder = tmp_path / "results/runs/privacy/audit/images/vit"
+    assert (folder / "r1-c0-april.png").is_file()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700

@@ -72,10 +72,10 @@ class AuditStore:
 
     def _ensure_dir(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        for parent in (path, *path.relative_to(self.run_dir).parents):
-            target = self.run_dir / parent
-            if target != self.run_dir:
-                os.chmod(target, DIR_MODE)
+        inside = path.relative_to(self.run_dir)
+        for parent in (inside, *inside.parents):
+            if parent != Path("."):
+                os.chmod(self.run_dir / parent, DIR_MODE)
 
     def append(self, record: AuditRecord) -> None:
         self._ensure_dir(self.root)
