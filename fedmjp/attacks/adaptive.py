@@ -36,8 +36,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import Jigsaw, from_model_input
-from .april import PATCH_WEIGHT, POS_EMBED, patches_to_image
-from .base import NotApplicable, Observation, Reconstruction, ThreatModel, Timer, rebuild_model, register_attack
+from .april import patches_to_image
+from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
+from .base import rebuild_model, register_attack
 from .gradient_matching import Budget, Forward, MatchingProblem, Tensors, gradient_simulator, optimise, plain_forward
 from .gradient_matching import weights_of
 from .optimization import attack_labels, matched_names, random_start
@@ -60,13 +61,9 @@ def check_applicable(model: nn.Module, obs: Observation) -> None:
         raise NotApplicable(f"adaptive: missing observed tensors {missing}")
 
 
-def patch_offset(model: nn.Module) -> int:
-    return 0 if model.no_embed_class else model.num_prefix_tokens
-
-
 def shuffled_positions(model: nn.Module, grad_pos_embed: Tensor) -> Tensor:
     """(N,) bool: patch positions whose position-embedding gradient row is exactly zero."""
-    rows = grad_pos_embed.reshape(-1, grad_pos_embed.shape[-1])[patch_offset(model) :]
+    rows = patch_rows(model, grad_pos_embed)
     return (rows == 0).all(dim=1)
 
 
@@ -95,7 +92,7 @@ def remove_dal(tensors: Tensors, dal: Tensors) -> Tensors:
 
 def solve_visible(model: nn.Module, ce_grads: Tensors, mask: Tensor) -> Tensor:
     """(N, p) normalised patches: least squares for the visible ones, the mean estimate elsewhere."""
-    rows = ce_grads[POS_EMBED].reshape(-1, model.embed_dim)[patch_offset(model) :]
+    rows = patch_rows(model, ce_grads[POS_EMBED])
     design = torch.cat([rows[~mask], ce_grads[UNK].reshape(1, -1)])
     solution = _lstsq(design, ce_grads[PATCH_WEIGHT].double().flatten(1))
     patches = solution.new_empty(mask.numel(), solution.shape[1])
@@ -126,7 +123,7 @@ def refine(model: nn.Module, ce_grads: Tensors, mask: Tensor, patches: Tensor, l
     and backward. The masked patches must differ from each other at the start: identical
     patches get identical rows and stay identical (the caller adds noise).
     """
-    rows = ce_grads[POS_EMBED].reshape(-1, model.embed_dim)[patch_offset(model) :].double()
+    rows = patch_rows(model, ce_grads[POS_EMBED]).double()
     g_u = ce_grads[UNK].reshape(-1).double()
     dw = ce_grads[PATCH_WEIGHT].double().flatten(1)
     count = int(mask.sum())

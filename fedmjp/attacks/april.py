@@ -21,11 +21,10 @@ import torch
 from torch import nn
 
 from ..models import from_model_input
-from .base import NotApplicable, Observation, Reconstruction, ThreatModel, Timer, register_attack
+from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
+from .base import register_attack
 from .labels import HEAD_BIAS, HEAD_WEIGHT, recover_labels
 
-POS_EMBED = "pos_embed"
-PATCH_WEIGHT = "patch_embed.proj.weight"
 
 
 def _check_applicable(obs: Observation) -> None:
@@ -40,12 +39,6 @@ def _check_applicable(obs: Observation) -> None:
     missing = [name for name in (POS_EMBED, PATCH_WEIGHT) if name not in obs.tensors]
     if missing:
         raise NotApplicable(f"april: needs a learnable position embedding and patch embedding (missing {missing})")
-
-
-def _patch_rows(model: nn.Module, grad_pos: torch.Tensor) -> torch.Tensor:
-    """(n, d) gradient rows of the patch positions (prefix tokens have their own rows unless no_embed_class)."""
-    offset = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-    return grad_pos.reshape(-1, grad_pos.shape[-1])[offset:]
 
 
 def _layout(obs: Observation) -> nn.Module:
@@ -79,7 +72,7 @@ class April:
         _check_applicable(obs)
         with Timer() as timer:
             model = _layout(obs)
-            rows = _patch_rows(model, obs.tensors[POS_EMBED])
+            rows = patch_rows(model, obs.tensors[POS_EMBED])
             patches, rank = solve_patches(rows, obs.tensors[PATCH_WEIGHT])
             normalised = patches_to_image(patches, tuple(model.patch_embed.grid_size), model.patch_embed.patch_size[0])
             images = from_model_input(model, normalised.float()).clamp(0, 1)

@@ -17,6 +17,19 @@ import timm
 import torch
 from torch import nn
 
+POS_EMBED = "pos_embed"
+PATCH_WEIGHT = "patch_embed.proj.weight"
+
+
+def patch_offset(model: nn.Module) -> int:
+    """Rows of the position embedding before the patches' (prefix tokens' own, unless no_embed_class)."""
+    return 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+
+
+def patch_rows(model: nn.Module, grad_pos: torch.Tensor) -> torch.Tensor:
+    """(n, d) rows of a position-embedding gradient that belong to the patch positions."""
+    return grad_pos.reshape(-1, grad_pos.shape[-1])[patch_offset(model) :]
+
 
 @dataclass
 class Observation:

@@ -77,19 +77,42 @@ def gradient_simulator(forward: Forward, params: Tensors, labels: Tensor) -> Sim
     return GradientSimulator(forward, params, labels)
 
 
+@dataclass(frozen=True)
+class CosineTerm:
+    """``weight * (1 - cos)`` on one tensor's token rows from ``rows_from`` on, optionally centred.
+
+    APRIL's term is the whole ``pos_embed`` gradient. In a ViT near initialisation that gradient is
+    dominated by the class-token row and by a component shared by every patch row (attention is
+    nearly uniform), so the rows' position-specific part, which carries each patch's content, is
+    ~1e-5 of the squared norm and invisible to a whole-gradient cosine. Centring the patch rows
+    (subtracting their mean) gives that part its own term.
+    """
+
+    name: str
+    weight: float
+    rows_from: int = 0
+    centred: bool = False
+
+    def part(self, tensor: Tensor) -> Tensor:
+        rows = tensor.reshape(-1, tensor.shape[-1])[self.rows_from:]
+        if self.centred:
+            rows = rows - rows.mean(0, keepdim=True)
+        return rows.flatten()
+
+
 @dataclass
 class MatchingProblem:
     """What to match: ``simulate(candidate)`` against ``target``, name by name.
 
     ``weights`` scales each parameter's share of the distance (per-layer weighting);
-    ``extra_cosine`` adds ``weight * (1 - cos)`` on single tensors (APRIL's position-embedding term).
+    ``terms`` add ``weight * (1 - cos)`` on parts of single tensors (see ``CosineTerm``).
     """
 
     simulate: Simulate
     target: Tensors
     distance: Distance = "cosine"
     weights: dict[str, float] = field(default_factory=dict)
-    extra_cosine: dict[str, float] = field(default_factory=dict)
+    terms: list[CosineTerm] = field(default_factory=list)
     batching: Batching = "vmap"
 
     def __post_init__(self) -> None:
@@ -99,6 +122,7 @@ class MatchingProblem:
         self._t = [self.target[n] for n in self.names]
         self._t_norm = torch.sqrt(sum(w * t.pow(2).sum() for w, t in zip(self._w, self._t)))
         self._w_vec = torch.tensor(self._w)
+        self._term_targets = [term.part(self.target[term.name]) for term in self.terms]
 
     def distance_of(self, simulated: Tensors, fused: bool = False) -> Tensor:
         """Scalar distance between one simulated reply and the target.
@@ -113,8 +137,8 @@ class MatchingProblem:
             value = 1 - dot / (norm * self._t_norm + 1e-12)
         else:
             value = sum(w * (s - t).pow(2).sum() for w, s, t in zip(self._w, sims, self._t))
-        for name, weight in self.extra_cosine.items():
-            value = value + weight * (1 - F.cosine_similarity(simulated[name].flatten(), self.target[name].flatten(), 0))
+        for term, target in zip(self.terms, self._term_targets):
+            value = value + term.weight * (1 - F.cosine_similarity(term.part(simulated[term.name]), target, 0))
         return value
 
     def per_restart(self, images: Tensor) -> Tensor:
