@@ -48,15 +48,17 @@ ACCURACY = [
 SETTINGS: dict[str, dict[str, list[str]]] = {
     "full": {
         "privacy": [],
-        "accuracy": [*ACCURACY, "training.rounds=30", "clients.per_round=4"],
+        "accuracy": [*ACCURACY, "training.rounds=8", "clients.per_round=4"],
     },
     # About 15 minutes on 2 idle cores: 2 clients, a 2-block ViT, one attacked round, small attack budgets.
     "quick": {
-        "privacy": ["clients.num_clients=2", "clients.per_round=2", "model.kwargs.depth=2", "training.rounds=1",
+        "privacy": ["model.kwargs.depth=2", "training.rounds=1",
                     "data.test_limit=100",
+                    # 4 replies, not 2: an apply_prob 0.5 arm then almost surely shows unshuffled ones (15/16).
+                    "clients.num_clients=4", "clients.per_round=4",
                     "audit.attacks=[{name: april}, {name: ig, options: {steps: 100, restarts: 1}}, {name: adaptive}]"],
         "accuracy": [*ACCURACY, "clients.num_clients=2", "clients.per_round=2", "model.kwargs.depth=2",
-                     "training.rounds=5"],
+                     "training.rounds=4"],
     },
 }
 
@@ -207,6 +209,19 @@ def defence_of(arm: dict[str, Any]) -> str:
     return "; ".join(parts) or "none"
 
 
+def shuffled_replies(data: dict[str, Any], arm: str) -> str:
+    """"k/n": of the arm's n scored replies, k were computed with the jigsaw applied ("–" without MJP).
+
+    With ``apply_prob`` < 1 some replies are plain-ViT gradients; this says how many the table saw.
+    """
+    if not str((data["arms"].get(arm) or {}).get("model", {}).get("name", "")).startswith("mjp_"):
+        return "–"
+    # Scored records only: the client's receipt, which says whether it shuffled, comes with the score.
+    replies = {(r.round, r.partition_id): any(r.shuffled_steps) for r in data["records"]
+               if r.arm == arm and r.source == "server" and r.status == "scored"}
+    return f"{sum(replies.values())}/{len(replies)}"
+
+
 def fmt(value: Any, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -228,7 +243,8 @@ def rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any
             if note in (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN) and ref_name != attack:
                 note += f" ({ref_name})"
             out.append({"arm": arm, "attack": attack, "defence": defence_of(data["arms"].get(arm) or {}),
-                        "count": stats.get("count", 0), **{key: stats.get(key) for _, key, _ in COLUMNS},
+                        "shuffled": shuffled_replies(data, arm), "count": stats.get("count", 0),
+                        **{key: stats.get(key) for _, key, _ in COLUMNS},
                         "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "vs": ref_name, "note": note})
     return out
 
@@ -287,11 +303,11 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
                   "- wall time: " + ", ".join(f"{part} part {s / 60:.1f} min"
                                               for part, s in (provenance.get("seconds") or {}).items()), ""]
     lines += ["## Leakage per arm and attack", "", caption(data, reference), ""]
-    head = ["arm", "defence", "attack", "scored", *(h for h, _, _ in COLUMNS), "test top-1", "Δ PSNR vs ViT",
-            "reading"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 4) + ["---"]) + "|"]
+    head = ["arm", "defence", "shuffled replies", "attack", "scored", *(h for h, _, _ in COLUMNS), "test top-1",
+            "Δ PSNR vs ViT", "reading"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:", "---"] + ["---:"] * (len(head) - 5) + ["---"]) + "|"]
     for row in table:
-        cells = [row["arm"], row["defence"], row["attack"], str(row["count"]),
+        cells = [row["arm"], row["defence"], row["shuffled"], row["attack"], str(row["count"]),
                  *(fmt(row[key], d) for _, key, d in COLUMNS), fmt(row["accuracy"], 3),
                  fmt(row["delta_psnr"], 2), row["note"]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -316,7 +332,8 @@ def caption(data: dict[str, Any], reference: str) -> str:
     text = (f"Leakage columns: the privacy part ({privacy}); every reply of every attacked round is attacked by the "
             "curious server, and the client that sent it scores the reconstruction against its own batch (PSNR, "
             "SSIM: higher is more leakage; max is the worst client and round; patch-matched PSNR counts content "
-            "that leaked in the wrong place). ")
+            "that leaked in the wrong place). Shuffled replies: of an MJP arm's attacked replies, how many the "
+            "client computed with the jigsaw applied (the others are plain-ViT gradients). ")
     if data["accuracy"] is not None:
         acc_arms = yaml.safe_load((Path(data["accuracy"]["run_dir"]) / "scenario.yaml").read_text()).get("arms") or {}
         text += (f"Test top-1: the accuracy part, the same arms and defences trained in a setting that learns "

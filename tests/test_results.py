@@ -38,6 +38,9 @@ NOISE = {
     "naive": {"april": (0.01, 0.01), "ig": (0.3, 0.3)},  # april: every patch, in shuffled places
 }
 SHUFFLED = {("naive", "april")}
+# Replies the client computed with the jigsaw applied, per MJP arm and round: "half" (apply_prob 0.5)
+# sent a plain gradient in round 1, the round in which it leaks.
+JIGSAW = {"mjp-0.25": (True, True), "half": (False, True), "naive": (True, True)}
 ARM_SETTINGS = {
     "vit": {},
     "mjp-0.25": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}},
@@ -94,6 +97,7 @@ def _write_part(run_dir: Path, mode: str, scored: bool) -> None:
                     recon = _shuffle_patches(recon)
                 store.append(AuditRecord(
                     arm=arm, round=rnd, partition_id=0, attack=attack, status="scored", num_examples=1,
+                    shuffled_steps=[JIGSAW[arm][rnd - 1]] if arm in JIGSAW else [], source="server",
                     metrics=leakage_metrics(recon, truth, patch=4, labels_true=[0], labels_pred=[0], lpips=False)))
         if "adaptive" not in attacks:  # the MJP-aware attacker does not apply to a model without MJP
             store.append(AuditRecord(arm=arm, round=1, partition_id=0, attack="adaptive", status="not-applicable",
@@ -135,6 +139,12 @@ def test_table_has_every_arm_attack_and_metric_with_the_summary_numbers(results:
             expected = "–" if key not in stats else f"{stats[key]:.{digits}f}"
             assert row[header] == expected, (row["arm"], row["attack"], header)
         assert row["test top-1"] == f"{accuracy['arms'][row['arm']]['accuracy_final']:.3f}"
+
+
+def test_shuffled_replies_count_the_replies_sent_with_the_jigsaw_applied(results: Path) -> None:
+    rows = table_rows((results / "results.md").read_text(), "arm | defence")
+    got = {r["arm"]: r["shuffled replies"] for r in rows}
+    assert got == {"vit": "–", "leaky": "–", "mjp-0.25": "2/2", "half": "1/2", "naive": "2/2"}
 
 
 def test_the_accuracy_column_comes_from_the_accuracy_part(results: Path) -> None:
@@ -193,15 +203,16 @@ def test_strongest_attack_table_and_figures_are_written(results: Path) -> None:
 def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_path: Path) -> None:
     out = tmp_path / "results"
     mark = uuid.uuid4().hex
-    command = [sys.executable, "-m", "fedmjp", "results", "--quick", "--out", str(out),
+    # A relative --out, as `make results` passes it (the ServerApp runs in another working directory).
+    command = [sys.executable, "-m", "fedmjp", "results", "--quick", "--out", "results",
                "--arms", "vit,mjp-0.25,dp-eps1e3",
                "--set", "data.source=photos", "--set", "data.root=null", "--set", "privacy:data.test_limit=40",
                "--set", "privacy:audit.attacks=[{name: april}, {name: adaptive}]",
                "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2"]
     process = subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
     stdout = finish(process, mark)
-    assert stdout.strip().endswith(f"results: {out / 'results.md'}")
+    assert stdout.strip().endswith("results: results/results.md")
     text = (out / "results.md").read_text()
     summary = summarize(out / "runs" / "privacy")
     rows = table_rows(text, "arm | defence")
@@ -213,6 +224,7 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     april = {r["arm"]: r for r in rows if r["attack"] == "april"}
     assert float(april["vit"]["PSNR mean (dB)"]) > 60  # a plain ViT hands over its image
     assert float(april["mjp-0.25"]["PSNR mean (dB)"]) < 30 and float(april["dp-eps1e3"]["PSNR mean (dB)"]) < 30
+    assert {a: r["shuffled replies"] for a, r in april.items()} == {"vit": "–", "mjp-0.25": "4/4", "dp-eps1e3": "–"}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["setting"] == "quick" and set(provenance["seconds"]) == {"privacy", "accuracy"}
     assert "commit:" in text and "machine:" in text
