@@ -50,7 +50,8 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
         "privacy": [],
         "accuracy": [*ACCURACY, "training.rounds=8", "clients.per_round=4"],
     },
-    # About 15 minutes on 2 idle cores: 2 clients, a 2-block ViT, one attacked round, small attack budgets.
+    # Measured 21.5 min on 2 idle cores (privacy 9.2, accuracy 12.2; about 25 s of each arm's run is the
+    # SuperLink and Ray start-up): a 2-block ViT, one attacked round of 4 clients, small attack budgets.
     "quick": {
         "privacy": ["model.kwargs.depth=2", "training.rounds=1",
                     "data.test_limit=100",
@@ -70,6 +71,8 @@ WORST_NOT_REDUCED = "worst case not reduced vs ViT"
 CONTENT_NOT_REDUCED = "patch content not reduced vs ViT"
 MARGIN_DB = 1.0
 WITHIN_MARGIN = f"within {MARGIN_DB:g} dB of ViT"
+# At or above this PSNR a reconstruction is exact to 8-bit pixels: 94 dB and 100 dB are the same leak.
+EXACT_DB = 60.0
 FLAGS = (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN)
 
 Progress = Callable[[str, str, int, int], None]  # (part, arm, rounds done, rounds)
@@ -166,6 +169,10 @@ def reference_for(ref_attacks: dict[str, Any], attack: str) -> str | None:
     return attack if stats.get("count") and "psnr_mean" in stats else strongest(ref_attacks)
 
 
+def not_reduced(value: float, reference: float) -> bool:
+    return value > reference - MARGIN_DB or min(value, reference) >= EXACT_DB
+
+
 def judge(stats: dict[str, Any], ref: dict[str, Any] | None, is_reference: bool) -> str:
     """The words for one row, generated from the numbers (PSNR: higher is more leakage)."""
     if not stats.get("count"):
@@ -177,11 +184,11 @@ def judge(stats: dict[str, Any], ref: dict[str, Any] | None, is_reference: bool)
         return ""
     if stats["psnr_mean"] >= ref["psnr_mean"]:
         return NO_REDUCTION
-    # Worst case and patch content: within MARGIN_DB counts as not reduced (PSNR saturates near 100 dB).
-    if "psnr_max" in stats and "psnr_max" in ref and stats["psnr_max"] > ref["psnr_max"] - MARGIN_DB:
+    # Worst case and patch content: within MARGIN_DB, or both exact, counts as not reduced.
+    if "psnr_max" in stats and "psnr_max" in ref and not_reduced(stats["psnr_max"], ref["psnr_max"]):
         return WORST_NOT_REDUCED
     if "patch_psnr_mean" in stats and "patch_psnr_mean" in ref \
-            and stats["patch_psnr_mean"] > ref["patch_psnr_mean"] - MARGIN_DB:
+            and not_reduced(stats["patch_psnr_mean"], ref["patch_psnr_mean"]):
         return CONTENT_NOT_REDUCED
     if stats["psnr_mean"] > ref["psnr_mean"] - MARGIN_DB:
         return WITHIN_MARGIN
@@ -312,7 +319,8 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
     lines += ["## Leakage per arm and attack", "", caption(data, reference), ""]
     head = ["arm", "defence", "shuffled replies", "attack", "scored", *(h for h, _, _ in COLUMNS), "test top-1",
             "Δ PSNR vs ViT", "reading"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:", "---"] + ["---:"] * (len(head) - 5) + ["---"]) + "|"]
+    aligns = ["---", "---", "---:", "---"] + ["---:"] * (len(head) - 5) + ["---"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(aligns) + "|"]
     for row in table:
         cells = [row["arm"], row["defence"], row["shuffled"], row["attack"], str(row["count"]),
                  *(fmt(row[key], d) for _, key, d in COLUMNS), fmt(row["accuracy"], 3),
@@ -351,9 +359,10 @@ def caption(data: dict[str, Any], reference: str) -> str:
     text += (f"Δ PSNR vs ViT: the arm's mean PSNR minus the `{reference}` arm's under the same attack (or, when "
              "that attack does not apply to the ViT, its strongest, named in brackets). Reading: "
              f"\"{NO_REDUCTION}\" where the mean PSNR is not below the ViT's; \"{WORST_NOT_REDUCED}\" where "
-             f"the mean is below but the maximum is not, within {MARGIN_DB:g} dB (some replies leak as much as an "
+             f"the mean is below but the maximum is not, within {MARGIN_DB:g} dB or both at least {EXACT_DB:g} dB, "
+             "i.e. exact (some replies leak as much as an "
              f"undefended ViT's); \"{CONTENT_NOT_REDUCED}\" where PSNR is lower but the patch-matched PSNR is not, "
-             f"within {MARGIN_DB:g} dB (the patches leaked, in the wrong places); "
+             f"within {MARGIN_DB:g} dB or both exact (the patches leaked, in the wrong places); "
              f"\"{WITHIN_MARGIN}\" where the mean is less than {MARGIN_DB:g} dB below it.")
     return text
 

@@ -23,7 +23,8 @@ import yaml
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.summary import summarize
 from fedmjp.metrics import leakage_metrics
-from fedmjp.results import CONTENT_NOT_REDUCED, COLUMNS, MARGIN_DB, NO_REDUCTION, WORST_NOT_REDUCED, write_results
+from fedmjp.results import CONTENT_NOT_REDUCED, COLUMNS, EXACT_DB, MARGIN_DB, NO_REDUCTION, WORST_NOT_REDUCED, judge
+from fedmjp.results import write_results
 from fedmjp.rundir import atomic_json, atomic_write, versions
 from tests.flower_runs import finish
 
@@ -142,6 +143,14 @@ def test_table_has_every_arm_attack_and_metric_with_the_summary_numbers(results:
         assert row["test top-1"] == f"{accuracy['arms'][row['arm']]['accuracy_final']:.3f}"
 
 
+def test_an_exact_worst_case_is_not_reduced_whatever_its_decibels() -> None:
+    ref = {"count": 6, "psnr_mean": 100.0, "psnr_max": 100.0, "patch_psnr_mean": 100.0}
+    # One reply of six sent without the jigsaw, recovered at 94.6 dB: as exact as the ViT's 100 dB.
+    half = {"count": 6, "psnr_mean": 33.6, "psnr_max": 94.6, "patch_psnr_mean": 35.1}
+    assert judge(half, ref, is_reference=False) == WORST_NOT_REDUCED
+    assert judge({**half, "psnr_max": 40.0}, ref, is_reference=False) == ""
+
+
 def test_shuffled_replies_count_the_replies_sent_with_the_jigsaw_applied(results: Path) -> None:
     rows = table_rows((results / "results.md").read_text(), "arm | defence")
     got = {r["arm"]: r["shuffled replies"] for r in rows}
@@ -169,8 +178,11 @@ def test_no_reduction_is_said_exactly_where_the_arm_leaks_at_least_as_much_as_th
             continue
         ref = vit[row["attack"]] if vit.get(row["attack"], {}).get("count") else vit[vit_best]
         not_below = stats["psnr_mean"] >= ref["psnr_mean"]
-        worst = not not_below and stats["psnr_max"] > ref["psnr_max"] - MARGIN_DB
-        content = not (not_below or worst) and stats["patch_psnr_mean"] > ref["patch_psnr_mean"] - MARGIN_DB
+        def kept(key: str) -> bool:
+            return stats[key] > ref[key] - MARGIN_DB or min(stats[key], ref[key]) >= EXACT_DB
+
+        worst = not not_below and kept("psnr_max")
+        content = not (not_below or worst) and kept("patch_psnr_mean")
         assert row["reading"].startswith(NO_REDUCTION) == not_below, row
         assert row["reading"].startswith(WORST_NOT_REDUCED) == worst, row
         assert row["reading"].startswith(CONTENT_NOT_REDUCED) == content, row
