@@ -7,7 +7,7 @@ own jigsaw draw. Prints a table and writes it as markdown to bench/results/attac
 
 Environment: FEDMJP_BENCH_ALL=1 uses all 32 ImageNet samples and 100 CIFAR images (default 8 and
 16); FEDMJP_BENCH_IG_IMAGES sets how many images per setting the optimisation attack gets (default
-1, 32-px family only: a double backward through a 224-px ViT-S is minutes per image on a CPU);
+2, 32-px family only: a double backward through a 224-px ViT-S is minutes per image on a CPU);
 FEDMJP_BENCH_IG_STEPS its steps (default 200). The MJP-aware ``adaptive`` attacker runs on every
 image of the MJP models (it does not apply to a plain ViT).
 """

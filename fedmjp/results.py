@@ -240,6 +240,7 @@ def rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any
     ref_attacks = (arms.get(reference) or {}).get("attacks") or {}
     out = []
     for arm, entry in arms.items():
+        shuffled = shuffled_replies(data, arm)
         for attack in ordered_attacks(entry["attacks"]) or ["(none)"]:
             stats = entry["attacks"].get(attack) or {}
             ref_name = reference_for(ref_attacks, attack)
@@ -251,15 +252,18 @@ def rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any
             if note in FLAGS and ref_name != attack:
                 note += f" ({ref_name})"
             out.append({"arm": arm, "attack": attack, "defence": defence_of(data["arms"].get(arm) or {}),
-                        "shuffled": shuffled_replies(data, arm), "count": stats.get("count", 0),
+                        "shuffled": shuffled, "count": stats.get("count", 0),
                         **{key: stats.get(key) for _, key, _ in COLUMNS},
                         "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "vs": ref_name, "note": note})
     return out
 
 
-def worst_rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any]]:
-    """Per arm, its strongest attack against the ViT's strongest: the honest headline."""
-    per_attack = rows(data, reference)
+def worst_rows(data: dict[str, Any], per_attack: list[dict[str, Any]], reference: str = REFERENCE
+               ) -> list[dict[str, Any]]:
+    """Per arm, its strongest attack against the ViT's strongest: the honest headline.
+
+    ``per_attack`` is ``rows(data, reference)``: its flagged readings are named beside the headline.
+    """
     arms = data["privacy"]["arms"]
     ref_attacks = (arms.get(reference) or {}).get("attacks") or {}
     ref_name = strongest(ref_attacks)
@@ -287,7 +291,8 @@ def worst_rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[st
 def write_results(out: Path, reference: str = REFERENCE) -> Path:
     """results.md, results.json and the figures in ``out``, recomputed from ``out/runs``."""
     data = collect(out)
-    table, worst = rows(data, reference), worst_rows(data, reference)
+    table = rows(data, reference)
+    worst = worst_rows(data, table, reference)
     figures = {
         "leakage_vs_accuracy.png": leakage_accuracy_figure(table),
         "leakage_over_rounds.png": rounds_figure(data),

@@ -347,7 +347,6 @@ def test_report_screenshot_is_not_blank(report: Path, tmp_path: Path) -> None:
     assert colours is None or len(colours) > 50  # None: more colours than we asked to count
 
 
-
 def test_the_store_writes_into_a_relative_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # `fedmjp results --out results` handed the ServerApp a relative path: the chmod walk doubled it.
     monkeypatch.chdir(tmp_path)

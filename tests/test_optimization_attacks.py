@@ -7,7 +7,8 @@ import torch
 
 from fedmjp.attacks import Observation, build_attack
 from fedmjp.attacks.base import rebuild_model
-from fedmjp.attacks.gradient_matching import CosineTerm, MatchingProblem, gradient_simulator, plain_forward, weights_of
+from fedmjp.attacks.gradient_matching import CosineTerm, MatchingProblem, gradient_simulator, plain_forward
+from fedmjp.attacks.gradient_matching import weights_of
 from fedmjp.attacks.optimization import matched_names
 from fedmjp.attacks.replay import Replay, replay_simulator
 from fedmjp.metrics import psnr

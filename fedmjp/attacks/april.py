@@ -26,7 +26,6 @@ from .base import register_attack
 from .labels import HEAD_BIAS, HEAD_WEIGHT, recover_labels
 
 
-
 def _check_applicable(obs: Observation) -> None:
     if obs.num_examples != 1:
         raise NotApplicable(f"april: closed form needs batch size 1 (got {obs.num_examples})")
