@@ -25,14 +25,14 @@ app = ClientApp(mods=[guard_mod, local_dp_mod, prune_mod])
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    arm = arm_of(context)
+    arm = arm_of(msg, context)
     partition_id = partition_of(context)
     server_round = int(msg.content["config"]["server-round"])
     weights = msg.content["arrays"].to_torch_state_dict()
     fault = injected_fault(arm, partition_id, server_round)
     before_training(fault, arm)
     work = client_round(arm, weights, partition_id, server_round)
-    remember_round(context, server_round, work)
+    remember_round(context, arm, server_round, work)
     result = work.result
     metrics = MetricRecord(
         {
@@ -50,7 +50,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation of the global model on the shared held-out split."""
-    arm = arm_of(context)
+    arm = arm_of(msg, context)
     model = build_model(arm)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     out = evaluate_global(arm, model)
@@ -69,12 +69,14 @@ def partition(msg: Message, context: Context) -> Message:
 def receipt(msg: Message, context: Context) -> Message:
     """Score the server's reconstructions against the batch used this round; return numbers only."""
     config = msg.content["config"]
-    batch = round_batch(context, int(config["round"]))
+    arm = arm_of(msg, context)
+    batch = round_batch(context, arm, int(config["round"]))
     if batch is None:
-        answer = ConfigRecord({"error": f"no training state for round {int(config['round'])} on this node"})
+        answer = ConfigRecord({"error": f"no training state for arm {arm.name} round {int(config['round'])} "
+                                        "on this node"})
         return Message(content=RecordDict({"config": answer}), reply_to=msg)
     indices, shuffled, steps = batch
-    truth, labels = stack(dataset(arm_of(context), "train"), indices)
+    truth, labels = stack(dataset(arm, "train"), indices)
     arrays = {k: torch.from_numpy(v.numpy()) for k, v in msg.content["recon"].items()}
     reconstructions = [
         (arrays[f"rec-{i}"], arrays.get(f"start-{i}"), arrays.get(f"labels-{i}"))

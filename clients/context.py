@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 
-from fedmjp.scenario import Arm, arm_from_run_config
+from fedmjp.runconfig import ARM_KEY, arm_named
+from fedmjp.scenario import Arm
 from fedmjp.workload import ClientRound
 
 
-def arm_of(context: Context) -> Arm:
-    return arm_from_run_config(context.run_config)
+def arm_of(msg: Message, context: Context) -> Arm:
+    """The arm the server's message is about (one run may carry several, one after the other)."""
+    config = msg.content["config"] if "config" in msg.content else {}
+    return arm_named(context.run_config, str(config[ARM_KEY]) if ARM_KEY in config else None)
 
 
 def partition_of(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-def remember_round(context: Context, server_round: int, work: ClientRound) -> None:
+def remember_round(context: Context, arm: Arm, server_round: int, work: ClientRound) -> None:
     """Keep what a leakage receipt needs: indices and masks, small (never images)."""
     arrays = {f"batch-{i}": np.asarray(b, dtype=np.int64) for i, b in enumerate(work.batches)}
     for i, jigsaw in enumerate(work.result.jigsaws):
@@ -26,15 +29,17 @@ def remember_round(context: Context, server_round: int, work: ClientRound) -> No
             arrays[f"mask-{i}"] = jigsaw.mask.numpy().astype(np.uint8)
     context.state["round-arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
     context.state["round-info"] = ConfigRecord(
-        {"round": server_round, "steps": len(work.batches), "shuffled": [j is not None for j in work.result.jigsaws]}
+        {"arm": arm.name, "round": server_round, "steps": len(work.batches),
+         "shuffled": [j is not None for j in work.result.jigsaws]}
     )
 
 
-
-def round_batch(context: Context, server_round: int) -> tuple[np.ndarray, torch.Tensor | None, list[bool]] | None:
+def round_batch(context: Context, arm: Arm, server_round: int
+                ) -> tuple[np.ndarray, torch.Tensor | None, list[bool]] | None:
     """(indices of every example used, the shuffle mask of a one-step round, shuffled steps),
-    or None when this node kept no state for that round."""
-    if "round-info" not in context.state or int(context.state["round-info"]["round"]) != server_round:
+    or None when this node kept no state for that arm and round."""
+    info = context.state["round-info"] if "round-info" in context.state else None
+    if info is None or str(info["arm"]) != arm.name or int(info["round"]) != server_round:
         return None
     arrays = {k: v.numpy() for k, v in context.state["round-arrays"].items()}
     steps = [bool(s) for s in context.state["round-info"]["shuffled"]]

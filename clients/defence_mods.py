@@ -32,7 +32,7 @@ def prune_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     reply = call_next(msg, context)
     if not _is_train_reply(msg, reply):
         return reply
-    fraction = arm_of(context).defence.prune
+    fraction = arm_of(msg, context).defence.prune
     if fraction <= 0:
         return reply
     reply.content["arrays"] = ArrayRecord(prune(reply.content["arrays"].to_torch_state_dict(), fraction))
@@ -41,9 +41,11 @@ def prune_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
 
 
 def local_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    arm = arm_of(context)
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, context)
+    arm = arm_of(msg, context)
     dp = arm.defence.dp
-    if msg.metadata.message_type != MessageType.TRAIN or dp is None:
+    if dp is None:
         return call_next(msg, context)
     kind = "gradient" if arm.training.mode == "fedsgd" else "update"
     sent = msg.content["arrays"].to_torch_state_dict()

@@ -17,11 +17,11 @@ def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     reply = call_next(msg, context)
     if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
         return reply
-    arm = arm_of(context)
+    arm = arm_of(msg, context)
     if not arm.guard.enabled:
         return reply
     server_round = int(msg.content["config"]["server-round"])
-    indices, shuffled, _ = round_batch(context, server_round)
+    indices, shuffled, _ = round_batch(context, arm, server_round)
     truth, labels = stack(dataset(arm, "train"), indices)
     weights = msg.content["arrays"].to_torch_state_dict()
     tensors = reply.content["arrays"].to_torch_state_dict()

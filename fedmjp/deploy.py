@@ -14,7 +14,6 @@ their node config, must be running and online before a run starts.
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 import subprocess
@@ -31,9 +30,10 @@ import yaml
 
 from .errors import InputError
 from .rundir import arm_dir, atomic_json, atomic_write, read_jsonl
+from .runconfig import write_run_config
 from .scenario import Arm, Scenario
 from .superlink import (QUIET_ENV, FlowerConnection, FlowerError, RemoteSuperLink, _bin, _kill_by_env, _stop_group,
-                        free_port, processes_with_env, wait_healthy)
+                        free_port, processes_with_env, server_error, wait_healthy)
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -106,26 +106,12 @@ def wait_for_nodes(link: FlowerConnection, needed: int, timeout: float, interval
     return online
 
 
-def run_config_file(arm: Arm, run_dir: Path, work: Path) -> Path:
-    path = work / f"run-config-{arm.name}.toml"
-    # TOML basic strings are JSON strings, so json.dumps quotes them correctly.
-    path.write_text(f"arm-json = {json.dumps(arm.model_dump_json())}\nrun-dir = {json.dumps(str(run_dir))}\n")
-    return path
-
-
-def server_error(logs: str) -> str:
-    """The last error line of the ServerApp's log, the part a user needs."""
-    lines = [line.strip() for line in logs.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "Exception" in line or "ERROR" in line]
-    return (errors or lines or ["no logs"])[-1][-500:]
-
-
 def run_arm(link: FlowerConnection, arm: Arm, run_dir: Path, work: Path, progress: Progress,
             local: bool, nodes_timeout: float, timeout: float | None) -> dict[str, Any]:
     """One arm as one Flower run; returns {run_id, status, seconds}. Stops the run if interrupted."""
     wait_for_nodes(link, arm.clients.num_clients, nodes_timeout)
     started = time.perf_counter()
-    run_id = link.start_run(APP_DIR, run_config_file(arm, run_dir, work))
+    run_id = link.start_run(APP_DIR, write_run_config(work / f"run-config-{arm.name}.toml", [arm], run_dir))
     metrics = arm_dir(run_dir, arm.name) / "metrics.jsonl"
 
     def poll() -> None:

@@ -8,9 +8,7 @@ Every error names the field that is wrong, as one line.
 from __future__ import annotations
 
 import copy
-import functools
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -397,24 +395,3 @@ def load_scenario(path: str | os.PathLike[str], overrides: list[str] | None = No
     """Read, override and validate a scenario file."""
     raw = apply_overrides(read_raw(path), overrides or [])
     return parse_scenario(raw, source=str(path))
-
-
-def arm_from_json(text: str) -> Arm:
-    return Arm.model_validate_json(text)
-
-
-@functools.lru_cache(maxsize=4)
-def _arm_of(arm_json: str, scenario: str, arm_name: str) -> Arm:
-    if arm_json:
-        return arm_from_json(arm_json)
-    arms = load_scenario(scenario).arms
-    if arm_name not in arms:
-        raise InputError(f"{scenario}: arm {arm_name!r} not found (have {', '.join(arms)})")
-    return arms[arm_name]
-
-
-def arm_from_run_config(run_config: Mapping[str, Any]) -> Arm:
-    """The arm a ServerApp/ClientApp runs: resolved JSON from ``fedmjp simulate`` (``arm-json``),
-    or a scenario file and arm name (``scenario``, ``arm``) for a plain ``flwr run``."""
-    return _arm_of(str(run_config.get("arm-json", "")), str(run_config.get("scenario", "")),
-                   str(run_config.get("arm", "")))

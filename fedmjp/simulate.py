@@ -1,11 +1,13 @@
 """``fedmjp simulate``: every arm of a scenario on Flower's simulation engine (Ray).
 
-Each arm is one Flower run against a private SuperLink; the ServerApp writes the arm's
-per-round metrics into the run directory, which this module polls for progress.
+Consecutive arms with the same federation (clients and their resources) are one Flower run
+against a private SuperLink, run one after the other by the ServerApp; the ServerApp writes each
+arm's per-round metrics into the run directory, which this module polls for progress.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -19,7 +21,8 @@ from .rundir import arm_dir, atomic_json, atomic_write, read_jsonl, versions
 from . import checkpoint
 from .errors import InputError
 from .scenario import Arm, Scenario, parse_scenario
-from .superlink import FlowerError, SimulationSuperLink
+from .runconfig import write_run_config
+from .superlink import FlowerError, SimulationSuperLink, server_error
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -66,35 +69,32 @@ def check_resumable(run_dir: Path, scenario: Scenario) -> None:
             raise InputError(f"--resume: arm {arm.name}: {exc} (corrupted run directory)") from None
 
 
-def _run_config_file(arm: Arm, run_dir: Path, work: Path, resume: bool) -> Path:
-    path = work / f"run-config-{arm.name}.toml"
-    # TOML basic strings are JSON strings, so json.dumps quotes them correctly.
-    path.write_text(f"arm-json = {json.dumps(arm.model_dump_json())}\nrun-dir = {json.dumps(str(run_dir))}\n"
-                    f"resume = {'true' if resume else 'false'}\n")
-    return path
+def federation_of(arm: Arm) -> tuple[int, float, float]:
+    """What a Flower simulation run fixes for all its arms: nodes and their resources."""
+    return arm.clients.num_clients, arm.clients.cpus, arm.clients.gpus
 
 
-def run_arm(link: SimulationSuperLink, arm: Arm, run_dir: Path, work: Path, progress: Progress,
-            resume: bool = False) -> None:
-    run_id = link.submit(APP_DIR, _run_config_file(arm, run_dir, work, resume), arm.clients.num_clients,
-                         arm.clients.cpus, arm.clients.gpus)
-    metrics = arm_dir(run_dir, arm.name) / "metrics.jsonl"
-    poll = lambda: progress(arm.name, len(read_jsonl(metrics)), arm.training.rounds)  # noqa: E731
-    status = link.wait(run_id, poll)
+def run_arms(link: SimulationSuperLink, arms: list[Arm], run_dir: Path, work: Path, progress: Progress,
+             resume: bool = False) -> None:
+    """Arms that share a federation, one after the other in one Flower run."""
+    config = write_run_config(work / f"run-config-{arms[0].name}.toml", arms, run_dir, resume)
+    run_id = link.submit(APP_DIR, config, *federation_of(arms[0]))
+
+    def poll() -> None:
+        for arm in arms:
+            if arm_dir(run_dir, arm.name).is_dir():  # the ServerApp has started it
+                progress(arm.name, len(read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl")), arm.training.rounds)
+
+    # The last arm's final weights are the ServerApp's last write: read the status as soon as they appear.
+    status = link.wait(run_id, poll, finished_hint=(arm_dir(run_dir, arms[-1].name) / "final_weights.pt").exists)
     poll()
     if not status.succeeded:
+        failed = next((arm for arm in arms if not arm_finished(run_dir, arm)), arms[-1])
         logs = link.logs(run_id)
         # The whole log beside the arm's results: the one-line error rarely carries the traceback.
-        log_path = arm_dir(run_dir, arm.name) / "flower-run.log"
+        log_path = arm_dir(run_dir, failed.name) / "flower-run.log"
         atomic_write(log_path, logs.encode())
-        raise FlowerError(f"arm {arm.name}: run {run_id} {status.status}: {_server_error(logs)} (log: {log_path})")
-
-
-def _server_error(logs: str) -> str:
-    """The last error line of the ServerApp's log, the part a user needs."""
-    lines = [line.strip() for line in logs.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "Exception" in line or "ERROR" in line]
-    return (errors or lines or ["no logs"])[-1][-500:]
+        raise FlowerError(f"arm {failed.name}: run {run_id} {status.status}: {server_error(logs)} (log: {log_path})")
 
 
 def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None,
@@ -105,13 +105,14 @@ def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None
     run_dir = (out if resume else prepare_run_dir(scenario, out)).resolve()
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     summary: dict[str, Any] = {}
+    pending = [arm for arm in scenario.arms.values() if not (resume and arm_finished(run_dir, arm))]
     with tempfile.TemporaryDirectory(prefix="fedmjp-sim-") as tmp:
         work = Path(tmp)
-        for arm in scenario.arms.values():
-            if resume and arm_finished(run_dir, arm):
-                continue
-            with SimulationSuperLink(work, arm.ray.address or ray_address) as link:
-                run_arm(link, arm, run_dir, work, progress, resume)
+        # One SuperLink per Ray cluster; one Flower run per stretch of arms with the same federation.
+        for address, joining in itertools.groupby(pending, key=lambda arm: arm.ray.address or ray_address):
+            with SimulationSuperLink(work, address) as link:
+                for _, arms in itertools.groupby(joining, key=federation_of):
+                    run_arms(link, list(arms), run_dir, work, progress, resume)
     for arm in scenario.arms.values():
         rounds = read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl")
         summary[arm.name] = rounds[-1] if rounds else {}

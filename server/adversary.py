@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.adversary import Adversary, Outcome
 from fedmjp.audit.guard import ACTIONS
+from fedmjp.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
 
 RECEIPT = "query.receipt"
@@ -20,7 +21,7 @@ def _array(t: torch.Tensor) -> Array:
     return Array(t.detach().cpu().numpy())
 
 
-def receipt_request(server_round: int, patch: int, outcomes: list[Outcome], want_truth: bool) -> RecordDict:
+def receipt_request(arm: str, server_round: int, patch: int, outcomes: list[Outcome], want_truth: bool) -> RecordDict:
     arrays = {}
     for i, outcome in enumerate(outcomes):
         rec = outcome.reconstruction
@@ -29,7 +30,8 @@ def receipt_request(server_round: int, patch: int, outcomes: list[Outcome], want
             arrays[f"start-{i}"] = _array(rec.start)
         if rec.labels is not None:
             arrays[f"labels-{i}"] = _array(rec.labels)
-    config = ConfigRecord({"round": server_round, "patch": patch, "count": len(outcomes), "truth": want_truth})
+    config = ConfigRecord({ARM_KEY: arm, "round": server_round, "patch": patch, "count": len(outcomes),
+                           "truth": want_truth})
     return RecordDict({"recon": ArrayRecord(arrays), "config": config})
 
 
@@ -112,7 +114,7 @@ class AdversaryTap:
         """Ask the client to score the reconstructions; returns ({i: (metrics, baseline)}, truth, shuffled, error)."""
         if not attacked:
             return {}, None, [], ""
-        content = receipt_request(server_round, self.patch, attacked, self.arm.audit.store_ground_truth)
+        content = receipt_request(self.arm.name, server_round, self.patch, attacked, self.arm.audit.store_ground_truth)
         question = Message(content=content, dst_node_id=node, message_type=RECEIPT)
         replies = list(self.grid.send_and_receive([question], timeout=600))
         if not replies or replies[0].has_error():

@@ -1,4 +1,4 @@
-"""fedmjp ServerApp: discovers partitions, runs the rounds, evaluates, writes the run directory."""
+"""fedmjp ServerApp: discovers partitions, runs each arm's rounds, evaluates, writes the run directory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedmjp import checkpoint
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.rundir import append_jsonl, arm_dir, atomic_torch_save
-from fedmjp.scenario import Arm, arm_from_run_config
+from fedmjp.runconfig import ARM_KEY, arms_from_run_config
+from fedmjp.scenario import Arm
 from fedmjp.train import resolve_device
 from fedmjp.workload import build_model, evaluate_global
 
@@ -55,7 +56,17 @@ def record_faults(store: AuditStore, arm: Arm, server_round: int, faults: list[t
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    arm = arm_from_run_config(context.run_config)
+    """Run the arms of the run config one after the other on the same nodes."""
+    arms = list(arms_from_run_config(context.run_config).values())
+    sizes = {arm.clients.num_clients for arm in arms}
+    if len(sizes) != 1:
+        raise ValueError(f"the arms of one run must share clients.num_clients (got {sorted(sizes)})")
+    partitions = discover_partitions(grid, sizes.pop())
+    for arm in arms:
+        run_arm(grid, context, arm, partitions)
+
+
+def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) -> None:
     run_dir = run_dir_of(context, arm)
     out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +78,7 @@ def main(grid: Grid, context: Context) -> None:
         kind,
         arm.training.server_optimizer,
         arm.training.server_lr,
-        discover_partitions(grid, arm.clients.num_clients),
+        partitions,
         arm.clients.sampled_per_round,
         arm.seed,
         taps=[AdversaryTap(arm, grid, store, model.patch_embed.patch_size[0])],
@@ -85,7 +96,7 @@ def main(grid: Grid, context: Context) -> None:
     for server_round in range(first, arm.training.rounds + 1):
         started = time.perf_counter()
         arrays = ArrayRecord(model.state_dict())
-        messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+        messages = strategy.configure_train(server_round, arrays, ConfigRecord({ARM_KEY: arm.name}), grid)
         replies = list(grid.send_and_receive(messages, timeout=arm.clients.timeout))
         _, train_metrics = strategy.aggregate_train(server_round, replies)
         record_faults(store, arm, server_round, strategy.faults)

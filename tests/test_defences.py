@@ -13,6 +13,7 @@ from clients.defence_mods import local_dp_mod, prune_mod
 from fedmjp.audit.adversary import Adversary
 from fedmjp.defences import from_weights, l2_norm, prune, sincos_pos_embed, to_weights
 from fedmjp.errors import InputError
+from fedmjp.runconfig import run_config
 from fedmjp.scenario import Arm, parse_scenario
 from fedmjp.train import trainable
 from fedmjp.workload import build_model, client_round
@@ -49,7 +50,7 @@ def gradient(plain: Arm, sent) -> dict[str, torch.Tensor]:
 
 def context_of(arm: Arm) -> Context:
     return Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(),
-                   run_config={"arm-json": arm.model_dump_json()})
+                   run_config=run_config([arm]))
 
 
 def train_message(weights: dict[str, torch.Tensor]) -> Message:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
@@ -80,6 +79,8 @@ def first_per_class(targets: np.ndarray, limit: int | None) -> np.ndarray:
 
 def stratified_split(targets: np.ndarray, split: str, seed: int, test_fraction: float = 0.2) -> np.ndarray:
     """Sorted indices of ``split`` in a seeded, stratified train/test split."""
+    from sklearn.model_selection import train_test_split  # imported here: it costs every process 0.5 s
+
     train, test = train_test_split(
         np.arange(len(targets)), test_size=test_fraction, stratify=targets, random_state=seed
     )

@@ -7,7 +7,6 @@ from functools import cache
 import numpy as np
 import skimage.data
 import torch
-from sklearn.datasets import load_digits as _sklearn_digits
 
 from fedmjp.data.arrays import ImageArrayDataset, first_per_class, resize_batch, stratified_split
 
@@ -32,7 +31,9 @@ def load_digits(
     split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
 ) -> ImageArrayDataset:
     """scikit-learn's 1,797 handwritten digits (8x8 grey, 17 levels) as RGB."""
-    digits = _sklearn_digits()
+    from sklearn.datasets import load_digits as sklearn_digits  # here: scikit-learn costs a process 0.5 s
+
+    digits = sklearn_digits()
     targets = digits.target.astype(np.int64)
     idx = stratified_split(targets, split, seed, TEST_FRACTION)
     idx = idx[first_per_class(targets[idx], limit_per_class)]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-import datasets
 import numpy as np
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner, ShardPartitioner
 
 METHODS = ("iid", "dirichlet", "shards")
 # flwr-datasets' default minimum partition size, lowered for small data sets so that
@@ -34,6 +32,10 @@ def partition(
         cut into ``num_partitions * shards_per_partition`` equal shards, deal them out;
         the remainder of the division is left out).
     """
+    # Imported here: the server and the CLI never partition, and these cost a process 0.7 s.
+    import datasets
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner, ShardPartitioner
+
     targets = np.asarray(targets)
     _check(targets, num_partitions, method, alpha, shards_per_partition)
     num_partitions, shards_per_partition = int(num_partitions), int(shards_per_partition)  # flwr wants int
