@@ -6,10 +6,11 @@ tests show it stays exact after training. Every image is one client with batch s
 own jigsaw draw. Prints a table and writes it as markdown to bench/results/attacks_table.md.
 
 Environment: FEDMJP_BENCH_ALL=1 uses all 32 ImageNet samples and 100 CIFAR images (default 8 and
-16); FEDMJP_BENCH_IG_IMAGES sets how many images per setting the optimisation attack gets (default
-2, 32-px family only: a double backward through a 224-px ViT-S is minutes per image on a CPU);
-FEDMJP_BENCH_IG_STEPS its steps (default 200). The MJP-aware ``adaptive`` attacker runs on every
-image of the MJP models (it does not apply to a plain ViT).
+16); FEDMJP_BENCH_OPT_IMAGES sets how many images per setting the optimisation attacks (ig, dlg,
+april-opt) get (default 2, 32-px family only: a double backward through a 224-px ViT-S is minutes
+per image on a CPU); FEDMJP_BENCH_OPT_STEPS their steps (default 200, one restart). The MJP-aware
+``adaptive`` attacker runs on every image of the MJP models (it does not apply to a plain ViT).
+About 20 minutes on 2 cores with the defaults.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from fedmjp.attacks.single import build_client_model, load_image, run_single  # 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results" / "attacks_table.md"
 ALL = os.environ.get("FEDMJP_BENCH_ALL") == "1"
-IG_IMAGES = int(os.environ.get("FEDMJP_BENCH_IG_IMAGES", "2"))
-IG_STEPS = int(os.environ.get("FEDMJP_BENCH_IG_STEPS", "200"))
+OPT_IMAGES = int(os.environ.get("FEDMJP_BENCH_OPT_IMAGES", "2"))
+OPT_STEPS = int(os.environ.get("FEDMJP_BENCH_OPT_STEPS", "200"))
+OPTIMISATION = ("ig", "dlg", "april-opt")
 # (label, mjp mode, ratio): None ratio = the plain timm ViT.
 SETTINGS = [("ViT", None, None), ("naive shuffle 0.25", "naive", 0.25)] + [
     (f"MJP {r:g}", "mjp", r) for r in (0.05, 0.1, 0.25, 0.5)
@@ -82,15 +84,10 @@ def data_sets() -> list[DataSet]:
 
 
 def attacks() -> list[tuple[str, dict]]:
-    """april and adaptive always; ig when the optimisation module is there."""
-    try:
-        importlib.import_module("fedmjp.attacks.optimization")  # registers ig, dlg, april-opt
-    except ImportError as exc:
-        console.print(f"ig skipped: the optimisation attacks are missing ({exc})")
-    chosen = [("april", {}), ("adaptive", {})]
-    if "ig" in attack_names():
-        chosen.append(("ig", {"steps": IG_STEPS, "restarts": 1, "seed": 0}))
-    return chosen
+    """april and adaptive, then the optimisation attacks with the bench's budget."""
+    importlib.import_module("fedmjp.attacks.optimization")  # registers ig, dlg, april-opt
+    budget = {"steps": OPT_STEPS, "restarts": 1, "seed": 0}
+    return [("april", {}), ("adaptive", {}), *((name, budget) for name in OPTIMISATION if name in attack_names())]
 
 
 def run_setting(data: DataSet, attack: str, options: dict, mode: str | None, ratio: float | None) -> dict | None:
@@ -98,7 +95,7 @@ def run_setting(data: DataSet, attack: str, options: dict, mode: str | None, rat
     (None when the attack does not apply to the model)."""
     name = data.plain_model if mode is None else data.mjp_model
     client = build_client_model(name, ratio, mode or "mjp", seed=0)
-    images = data.images[:IG_IMAGES] if attack == "ig" else data.images
+    images = data.images[:OPT_IMAGES] if attack in OPTIMISATION else data.images
     rows, seconds = [], []
     for index, (path, label) in enumerate(images):
         try:
@@ -150,7 +147,7 @@ def main() -> None:
     chosen = attacks()
     for data in data_sets():
         for attack, options in chosen:
-            if attack == "ig" and data.name.startswith("ImageNet"):
+            if attack in OPTIMISATION and data.name.startswith("ImageNet"):
                 console.print(f"{attack} on {data.name}: skipped (32-px family only, see the module docstring)")
                 continue
             for label, mode, ratio in SETTINGS:
@@ -165,7 +162,8 @@ def main() -> None:
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     note = (f"Random-init models, batch size 1, one jigsaw draw per image; mean ± std over images. "
-            f"ig: {IG_STEPS} steps, 1 restart, {IG_IMAGES} image(s) per setting. adaptive: MJP models only "
+            f"ig, dlg, april-opt: {OPT_STEPS} steps, 1 restart, {OPT_IMAGES} image(s) per setting (32-px family). "
+            f"adaptive: MJP models only "
             f"(it does not apply to a plain ViT).\n\n")
     RESULTS.write_text(f"# Attack leakage table\n\n{note}{markdown}\n")
     console.print(f"written: {RESULTS}")
