@@ -493,6 +493,7 @@ def strength_figure(data: dict[str, Any], table: list[dict[str, Any]]) -> Any:
         twin.plot(xs, [math.nan if a is None else a for a in acc], color="black", linestyle="--", marker="s",
                   label="test top-1")
         twin.set_ylabel("test top-1 (dashed)")
+        twin.set_ylim(0, 1)  # the whole range: a free axis makes a 0.004 difference look like a cliff
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
     figure.suptitle("Leakage and accuracy against defence strength (0: standard ViT)")

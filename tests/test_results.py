@@ -24,7 +24,7 @@ from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.summary import summarize
 from fedmjp.metrics import leakage_metrics
 from fedmjp.results import CONTENT_NOT_REDUCED, COLUMNS, EXACT_DB, MARGIN_DB, NO_REDUCTION, WORST_NOT_REDUCED, judge
-from fedmjp.results import write_results
+from fedmjp.results import collect, rows, strength_figure, write_results
 from fedmjp.rundir import atomic_json, atomic_write, versions
 from tests.flower_runs import finish
 
@@ -210,6 +210,25 @@ def test_strongest_attack_table_and_figures_are_written(results: Path) -> None:
     assert "local DP C 1, ε 1000" in text  # the defence column is read from the resolved arm
     data = json.loads((results / "results.json").read_text())
     assert {r["arm"] for r in data["rows"]} == set(NOISE)
+
+
+def test_the_strength_figure_shows_accuracy_on_its_whole_range(results: Path) -> None:
+    """A free right axis made a 0.004 accuracy difference look like a cliff beside the leakage curves."""
+    data = collect(results)
+    figure = strength_figure(data, rows(data))
+    twins = [ax for ax in figure.axes if ax.get_ylabel().startswith("test top-1")]
+    assert twins and all(ax.get_ylim() == (0, 1) for ax in twins)
+
+
+def test_the_readme_table_is_the_published_full_results_table() -> None:
+    """The README shows the strongest-attack table of docs/results/results.md (written by `fedmjp results`),
+    arm names spelled out; every other cell must be the same."""
+    root = Path(__file__).resolve().parent.parent
+    readme = table_rows((root / "README.md").read_text(), "arm | strongest attack")
+    published = table_rows((root / "docs" / "results" / "results.md").read_text(), "arm | strongest attack")
+    assert len(readme) == len(published) > 0
+    for shown, source in zip(readme, published):
+        assert {k: v for k, v in shown.items() if k != "arm"} == {k: source[k] for k in shown if k != "arm"}
 
 
 # --------------------------------------------------------------------------- a real, reduced quick run
