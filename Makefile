@@ -32,7 +32,7 @@ results: $(STAMP)
 	rm -rf results/runs
 	$(BIN)/fedmjp results --quick --out results
 
-# The full setting (about an hour on 2 cores): results-full/results.md.
+# The full setting (about 33 minutes on 2 cores): results-full/results.md.
 results-full: $(STAMP)
 	rm -rf results-full/runs
 	$(BIN)/fedmjp results --out results-full
