@@ -1,9 +1,11 @@
 """Optimisation attacks: time per iteration over the floor (one forward + backward + double backward).
 
-The floor is measured in the same run, on the same model and the same stacked batch (restarts x
-examples): one pass over all restarts at once, the least any gradient-matching iteration could
-cost if per-restart gradients came for free. Each attack runs with 1 restart (the plain path) and
-with 2 restarts, simulated one after the other (``loop``) or vectorised (``vmap``, the default).
+Two floors, measured in the same run on the same model: one forward + backward + double backward
+of one image (an iteration of R restarts does R of them, so ``per restart`` divides by R times
+it), and the same pass over the stacked batch of all R restarts at once (``stacked``: what an
+iteration would cost if per-restart gradients came for free, which they do not: each restart
+needs its own parameter gradient). Each attack runs with 1 restart (the plain path) and with 2
+restarts, simulated one after the other (``loop``) or vectorised (``vmap``, the default).
 Timings take the minimum over interleaved repeats, which is robust to other work on shared cores.
 """
 
@@ -92,18 +94,22 @@ def measure(name: str, kwargs: dict) -> list[tuple[str, str, int, str, float, fl
             # STEPS iterations plus the final scoring pass (about a third of an iteration).
             best[key] = min(best[key], _elapsed(run) / (STEPS + 1 / 3))
     label = name + (f" depth={kwargs['depth']}" if "depth" in kwargs else "")
-    return [(label, a, r, b, best[r], best[(a, r, b)], best[(a, r, b)] / best[r]) for a, r, b in runs]
+    return [(label, a, r, b, best[1], best[r], best[(a, r, b)], best[(a, r, b)] / (r * best[1]),
+             best[(a, r, b)] / best[r]) for a, r, b in runs]
 
 
 def main() -> None:
     torch.manual_seed(0)
     rows = [row for name, kwargs in CASES for row in measure(name, kwargs)]
-    header = "| model | attack | restarts | batching | floor (s) | per iteration (s) | ratio |\n" + "|---" * 7 + "|\n"
-    body = "".join(f"| {m} | {a} | {r} | {b} | {f:.3f} | {t:.3f} | {q:.2f} |\n" for m, a, r, b, f, t, q in rows)
+    header = ("| model | attack | restarts | batching | floor, 1 image (s) | floor, stacked (s) | per iteration (s) "
+              "| ratio per restart | ratio to stacked |\n" + "|---" * 9 + "|\n")
+    body = "".join(f"| {m} | {a} | {r} | {b} | {f1:.3f} | {fs:.3f} | {t:.3f} | {q1:.2f} | {qs:.2f} |\n"
+                   for m, a, r, b, f1, fs, t, q1, qs in rows)
     text = (
         f"# Optimisation attacks: time per iteration over the floor\n\n"
-        f"Floor: one forward + backward + double backward of the same model on the same stacked batch "
-        f"(restarts x 1 image). {torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
+        f"Floor: one forward + backward + double backward of the same model on one image (ratio per restart: "
+        f"iteration / (restarts x that floor)) or on the stacked batch of all restarts (ratio to stacked). "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
         + header + body
     )
     print(text)
