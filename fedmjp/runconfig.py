@@ -29,7 +29,8 @@ def run_config(arms: list[Arm], run_dir: Path | str = "", resume: bool = False) 
 
 def write_run_config(path: Path, arms: list[Arm], run_dir: Path, resume: bool = False) -> Path:
     """``run_config`` as a ``--run-config`` TOML file (JSON strings and booleans are TOML values)."""
-    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in run_config(arms, run_dir, resume).items()))
+    values = run_config(arms, run_dir, resume)
+    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
     return path
 
 

@@ -80,10 +80,17 @@ def run_arms(link: SimulationSuperLink, arms: list[Arm], run_dir: Path, work: Pa
     config = write_run_config(work / f"run-config-{arms[0].name}.toml", arms, run_dir, resume)
     run_id = link.submit(APP_DIR, config, *federation_of(arms[0]))
 
+    done: set[str] = set()
+
     def poll() -> None:
+        """Report the arms the ServerApp has started; a finished arm once more, then no longer read."""
         for arm in arms:
-            if arm_dir(run_dir, arm.name).is_dir():  # the ServerApp has started it
-                progress(arm.name, len(read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl")), arm.training.rounds)
+            folder = arm_dir(run_dir, arm.name)
+            if arm.name in done or not folder.is_dir():
+                continue
+            if arm_finished(run_dir, arm):  # checked first: its metrics are complete once the weights exist
+                done.add(arm.name)
+            progress(arm.name, len(read_jsonl(folder / "metrics.jsonl")), arm.training.rounds)
 
     # The last arm's final weights are the ServerApp's last write: read the status as soon as they appear.
     status = link.wait(run_id, poll, finished_hint=(arm_dir(run_dir, arms[-1].name) / "final_weights.pt").exists)

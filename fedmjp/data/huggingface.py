@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import datasets
 import numpy as np
 
 from fedmjp.data.arrays import ImageArrayDataset, first_per_class, stack_images
 
 # Preferred label columns when a data set has several (CIFAR-100 has fine and coarse).
 LABEL_COLUMNS = ("label", "labels", "fine_label")
-
-if TYPE_CHECKING:
-    import datasets
 
 
 def load_huggingface(
@@ -26,8 +23,6 @@ def load_huggingface(
     if root is not None and not Path(root).expanduser().exists():
         raise ValueError(f"data.root: {root} does not exist")
     data_dir = str(Path(root).expanduser()) if root is not None else None
-    import datasets  # here, not at the top: only this source needs it and every process would pay 0.4 s
-
     try:
         table = datasets.load_dataset(name, split=split, data_dir=data_dir)
     except (OSError, ValueError) as error:  # not found, offline, unknown split
@@ -43,8 +38,6 @@ def load_huggingface(
 
 
 def _image_column(features: datasets.Features, name: str) -> str:
-    import datasets
-
     for column, feature in features.items():
         if isinstance(feature, datasets.Image):
             return column
@@ -53,8 +46,6 @@ def _image_column(features: datasets.Features, name: str) -> str:
 
 def _label_column(table: datasets.Dataset, name: str) -> tuple[str, list[str]]:
     """The label column and its class names (from ClassLabel, else the label values)."""
-    import datasets
-
     class_labels = [c for c, f in table.features.items() if isinstance(f, datasets.ClassLabel)]
     preferred = [c for c in LABEL_COLUMNS if c in table.features]
     candidates = [c for c in preferred if c in class_labels] + class_labels

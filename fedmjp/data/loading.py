@@ -6,10 +6,18 @@ from collections.abc import Callable
 
 from fedmjp.data.arrays import ImageArrayDataset
 from fedmjp.data.builtin import load_digits, load_photos
-from fedmjp.data.huggingface import load_huggingface
 from fedmjp.data.torchvision_sets import load_cifar10, load_cifar100, load_imagefolder
 
 SPLITS = ("train", "test")
+
+
+def load_huggingface(*args, **kwargs) -> ImageArrayDataset:
+    """Imported on use: only this source needs Hugging Face ``datasets``, which costs a process 0.4 s."""
+    from fedmjp.data.huggingface import load_huggingface as load
+
+    return load(*args, **kwargs)
+
+
 LOADERS: dict[str, Callable[..., ImageArrayDataset]] = {
     "digits": load_digits,
     "photos": load_photos,
