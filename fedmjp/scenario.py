@@ -154,6 +154,27 @@ class AttackSpec(Strict):
         return self
 
 
+class ServerImages(Strict):
+    """The dishonest server's own images (thresholds of its planted bins): a public set, never a client's."""
+
+    source: str = "photos"
+    root: str | None = None
+    count: Annotated[int, Field(ge=1)] = 256
+
+
+class DishonestServer(Strict):
+    """``audit.server``: in these rounds the server plants weights for these clients and attacks their replies."""
+
+    kind: Literal["honest", "imprint"] = "honest"
+    rounds: Literal["all"] | list[Annotated[int, Field(ge=1)]] = "all"
+    # "all", a number of clients per round (the lowest partition ids sampled), or partition ids.
+    clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = 1
+    images: ServerImages = ServerImages()
+
+    def plants(self, server_round: int) -> bool:
+        return self.kind != "honest" and (self.rounds == "all" or server_round in self.rounds)
+
+
 class Audit(Strict):
     """The adversarial server: which attacks, on which rounds and clients."""
 
@@ -165,6 +186,8 @@ class Audit(Strict):
     clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = "all"
     # Simulation only: store the clients' true images beside reconstructions for the report.
     store_ground_truth: bool = False
+    # Honest-but-curious by default; ``kind: imprint`` makes the server plant weights (dishonest).
+    server: DishonestServer = DishonestServer()
 
     def attacks_round(self, server_round: int) -> bool:
         if self.rounds != "all" and server_round not in self.rounds:
@@ -190,6 +213,8 @@ class Guard(Strict):
     action: Literal["withhold", "noise"] = "withhold"
     # Gaussian noise std relative to the update's RMS, for action "noise".
     noise_scale: Annotated[float, Field(gt=0)] = 1.0
+    # Before training, refuse received weights with planted structure (fedmjp.model_check).
+    model_check: bool = False
 
 
 # --- defences (issue 8): client-side DP (Flower's LocalDpMod) and gradient pruning --------------

@@ -1,14 +1,16 @@
 """Gradient inversion attacks: one interface, closed-form, optimisation and adaptive attacks."""
 
-from . import adaptive, april, optimization  # noqa: F401  (each registers its attacks)
+from . import adaptive, april, imprint, optimization  # noqa: F401  (each registers its attacks)
 from .base import (
     Attack,
     NotApplicable,
     Observation,
+    PlantingAttack,
     Reconstruction,
     ThreatModel,
     attack_names,
     build_attack,
+    plants,
     rebuild_model,
     register_attack,
 )
@@ -17,10 +19,12 @@ __all__ = [
     "Attack",
     "NotApplicable",
     "Observation",
+    "PlantingAttack",
     "Reconstruction",
     "ThreatModel",
     "attack_names",
     "build_attack",
+    "plants",
     "rebuild_model",
     "register_attack",
 ]

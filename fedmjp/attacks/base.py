@@ -61,6 +61,8 @@ class ThreatModel:
     local_hyperparameters: bool = False
     num_examples: bool = True
     assumes_mjp: bool = False
+    # "malicious": the server chose the weights it sent (a planting attack), not the global model.
+    server: Literal["honest", "malicious"] = "honest"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +82,10 @@ class Reconstruction:
     shuffled: torch.Tensor | None = None
     # The attack's data-free starting point (the baseline a leakage score is relative to).
     start: torch.Tensor | None = None
+    # Patch-reading attacks (imprint): (M, 3*P*P) recovered patches in [0, 1] and (M,) the position each
+    # was recovered at (-1 where unknown), scored by ``batch_metrics.patch_recovery``.
+    patches: torch.Tensor | None = None
+    patch_positions: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +97,22 @@ class Attack(Protocol):
     name: str
 
     def __call__(self, obs: Observation) -> Reconstruction: ...
+
+
+class PlantingAttack(Attack, Protocol):
+    """An attack of a dishonest server: it first chooses the weights a client gets, then decodes the reply.
+
+    ``plant`` takes the global weights and the server's own images (never a client's) and returns the weights
+    to send, same names and shapes; the reply's ``Observation.weights`` are those planted weights.
+    """
+
+    def plant(self, model_name: str, weights: dict[str, torch.Tensor], images: torch.Tensor,
+              model_kwargs: dict[str, Any] | None = None) -> dict[str, torch.Tensor]: ...
+
+
+def plants(attack: Attack) -> bool:
+    """Whether an attack has a planting step (honest-but-curious attacks do not)."""
+    return callable(getattr(attack, "plant", None))
 
 
 _ATTACKS: dict[str, Callable[..., Attack]] = {}

@@ -1,0 +1,357 @@
+"""Imprint: a dishonest server plants weights in a timm ViT so that one gradient spells out the patches.
+
+Weight-only (the clients build the architecture from the scenario; only the weights sent change), after
+Robbing the Fed's imprint bins (Fowl et al., ICLR 2022), built from the ViT's own blocks:
+
+- the patch embedding copies each patch's p = 3*P*P normalised values into channels [0, p) and writes a
+  known constant ``A`` into channel p, so LayerNorm can be undone (a known-zero channel reads -mu/sigma,
+  the constant one (A - mu)/sigma);
+- ``pos_embed`` writes a one-hot position code into N spare channels (an MJP-masked position carries the
+  shared unknown embedding, planted to zero: its code is absent and its position is reported -1);
+- the CLS token carries a flag that every measurement direction weighs so negatively that CLS is in no bin;
+- in every block but the last (nothing reads patch tokens after the last attention) attention is silenced
+  and the MLP becomes a bank of cumulative bins along a random direction w of the patch channels: fc1 rows
+  ``k * w`` with thresholds at quantiles of ``w . token`` over the server's own images, fc2 columns equal and
+  tiny, writing into one sink channel so the residual stream stays clean for the next block.
+
+For consecutive thresholds, (dW_j - dW_{j+1}) / (db_j - db_{j+1}) is the LayerNorm-ed token of a token alone
+between them, exactly. Blocks bin along different directions, so a token sharing a bin in one is alone in
+another. MJP hides where a patch was, not what it held: contents come back all the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from ..models import from_model_input, to_model_input
+from ..patches import from_tiles
+from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_offset, register_attack
+
+__all__ = ["Imprint", "ImprintLayout", "binning_blocks", "plant_imprint", "server_images"]
+
+CONSTANT = 1.0  # the known constant channel's value (before LayerNorm)
+CODE = 1.0  # the position code's value in the position's own channel
+FLAG = 1.0  # the CLS token's flag channel
+FLAG_WEIGHT = 10.0  # how strongly each measurement pushes the flagged CLS below every threshold
+SHARPNESS = 500.0  # k in gaps between thresholds: GELU's soft step spans about 1% of a bin
+SINK_WEIGHT = 1e-9  # fc2's equal columns: tiny, so the sink channel stays small over all blocks
+VALID_TOLERANCE = 0.1  # a lone token's recovered u has mean 0 and mean square 1 (LayerNorm output)
+CODE_TOLERANCE = 0.05  # ... and its position code channels read 0 or CODE, at most one lit
+
+
+@dataclass(frozen=True)
+class ImprintLayout:
+    """Which residual channel carries what: patch values, constant, position code, flag, known zero, sink."""
+
+    pixels: int  # p = 3*P*P
+    positions: int  # N patch positions
+    dim: int  # D
+
+    @property
+    def constant(self) -> int:
+        return self.pixels
+
+    @property
+    def code(self) -> slice:
+        return slice(self.pixels + 1, self.pixels + 1 + self.positions)
+
+    @property
+    def flag(self) -> int:
+        return self.pixels + 1 + self.positions
+
+    @property
+    def zero(self) -> slice:
+        """Channels no token ever writes (at least one): they read -mu/sigma after LayerNorm."""
+        return slice(self.flag + 1, self.dim - 1)
+
+    @property
+    def sink(self) -> int:
+        return self.dim - 1
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ImprintLayout:
+        """The layout for a model, or NotApplicable with the reason in one line."""
+        if getattr(model, "pos_embed", None) is None or not isinstance(model.pos_embed, nn.Parameter):
+            raise NotApplicable("imprint: needs a learnable absolute position embedding (pos_embed)")
+        if getattr(model, "dynamic_img_size", False):
+            raise NotApplicable("imprint: needs a fixed-size position embedding (dynamic_img_size is set)")
+        if model.cls_token is None or getattr(model, "reg_token", None) is not None or model.global_pool != "token":
+            raise NotApplicable("imprint: needs a CLS token read by the head and no register tokens")
+        if not isinstance(model.norm_pre, nn.Identity) or not isinstance(model.patch_embed.norm, nn.Identity):
+            raise NotApplicable("imprint: a LayerNorm before the blocks is not planted (norm_pre / patch norm)")
+        if len(model.blocks) < 2:
+            raise NotApplicable("imprint: needs at least two blocks (the last one cannot bin)")
+        patch = model.patch_embed.patch_size[0]
+        layout = cls(3 * patch * patch, model.patch_embed.num_patches, model.embed_dim)
+        if layout.zero.stop - layout.zero.start < 1:
+            raise NotApplicable(
+                f"imprint: a patch has {layout.pixels} values and the grid {layout.positions} positions, more than "
+                f"the {layout.dim} channels hold with 4 reserved (only a projection of each patch would fit)"
+            )
+        return layout
+
+
+def binning_blocks(model: nn.Module) -> range:
+    """Every block but the last: the last block's attention is what carries patch tokens into the loss."""
+    return range(len(model.blocks) - 1)
+
+
+def server_images(image_size: int, count: int = 256, *, source: str = "photos", root: str | None = None,
+                  seed: int = 0) -> Tensor:
+    """The server's own images (a built-in public set by default, never a client's partition): (count, 3, S, S)."""
+    from ..data import load_dataset
+
+    dataset = load_dataset(source, "train", image_size, root=root, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(dataset), generator=generator)[:count]
+    return torch.stack([dataset[int(i)][0] for i in index])
+
+
+def _build(model_name: str, model_kwargs: dict[str, Any], weights: dict[str, Tensor]) -> nn.Module:
+    model = timm.create_model(model_name, **model_kwargs)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def plant_imprint(
+    model_name: str,
+    weights: dict[str, Tensor],
+    images: Tensor,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """The weights to send: the global ``weights`` with the imprint planted, thresholds from ``images``.
+
+    ``images`` are the server's own (B, 3, H, W) in [0, 1]. Raises NotApplicable where the model cannot be
+    planted. Every parameter keeps its name, shape and dtype.
+    """
+    model = _build(model_name, model_kwargs or {}, weights)
+    layout = ImprintLayout.of(model)
+    generator = torch.Generator().manual_seed(seed)
+    _plant_embedding(model, layout)
+    # The server's tokens block by block through the planted model: each block's thresholds see what its
+    # bins will see (earlier blocks' sink writes included).
+    tokens = model._pos_embed(model.patch_embed(to_model_input(model, images.float())))
+    for index in binning_blocks(model):
+        block = model.blocks[index]
+        _silence_attention(block)
+        # A random direction over the patch values and the position code: equal patches at two positions
+        # (flat sky) still measure apart.
+        w = torch.zeros(layout.dim)
+        w[: layout.code.stop] = torch.randn(layout.code.stop, generator=generator)
+        w[layout.constant] = 0.0
+        w /= w.norm()
+        # CLS reads +sqrt(D-1) on the flag and about 0 on the known zeros; a patch reads the same on both.
+        w[layout.flag], w[layout.zero.start] = -FLAG_WEIGHT, FLAG_WEIGHT
+        measured = block.norm2(tokens[:, model.num_prefix_tokens :]).reshape(-1, layout.dim).double() @ w.double()
+        thresholds = _quantile_thresholds(measured, block.mlp.fc1.out_features)
+        sharpness = SHARPNESS / float(thresholds.diff().median().clamp(min=1e-6))
+        mlp = block.mlp
+        mlp.fc1.weight.copy_(sharpness * w.expand_as(mlp.fc1.weight))
+        mlp.fc1.bias.copy_(-sharpness * thresholds)
+        mlp.fc2.weight.zero_()
+        mlp.fc2.weight[layout.sink] = SINK_WEIGHT
+        mlp.fc2.bias.zero_()
+        tokens = block(tokens)
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def _plant_embedding(model: nn.Module, layout: ImprintLayout) -> None:
+    proj = model.patch_embed.proj
+    proj.weight.zero_()
+    proj.weight.view(layout.dim, -1)[: layout.pixels].copy_(torch.eye(layout.pixels))
+    proj.bias.zero_()
+    proj.bias[layout.constant] = CONSTANT
+    model.pos_embed.zero_()
+    offset = patch_offset(model)
+    rows = torch.arange(layout.positions)
+    model.pos_embed[0, offset + rows, layout.code.start + rows] = CODE
+    model.cls_token.zero_()
+    model.cls_token[0, 0, layout.flag] = FLAG
+    if getattr(model, "unk_pos_embed", None) is not None:
+        model.unk_pos_embed.zero_()  # a masked MJP position: no code
+
+
+def _silence_attention(block: nn.Module) -> None:
+    """Attention adds nothing (its projection is zero); norm2 is a plain LayerNorm; layer scale passes."""
+    block.attn.proj.weight.zero_()
+    block.attn.proj.bias.zero_()
+    block.norm2.weight.fill_(1.0)
+    block.norm2.bias.zero_()
+    for scale in (block.ls1, block.ls2):
+        if hasattr(scale, "gamma"):
+            scale.gamma.fill_(1.0)
+
+
+def _quantile_thresholds(measured: Tensor, hidden: int) -> Tensor:
+    """``hidden`` ascending thresholds at the (j + 0.5)/hidden quantiles of the server's measurements."""
+    levels = (torch.arange(hidden, dtype=torch.float64) + 0.5) / hidden
+    return torch.quantile(measured, levels).float()
+
+
+# --- decoding: what the reply says ---------------------------------------------------------------
+
+
+def _lone_tokens(grad_w: Tensor, grad_b: Tensor, planted_b: Tensor) -> Tensor:
+    """Recovered LayerNorm-ed tokens (M, D) of the bins that held one token, from one binning block."""
+    order = torch.argsort(planted_b, descending=True)  # ascending thresholds (-b / k)
+    dw, db = grad_w.double()[order], grad_b.double()[order]
+    dw = torch.cat([dw[:-1] - dw[1:], dw[-1:]])
+    db = torch.cat([db[:-1] - db[1:], db[-1:]])
+    nonzero = db != 0
+    u = dw[nonzero] / db[nonzero, None]
+    # A lone token reads as a LayerNorm output: mean 0 and mean square 1. Empty bins and mixtures do not.
+    valid = (u.mean(1).abs() < VALID_TOLERANCE) & ((u.pow(2).mean(1) - 1).abs() < VALID_TOLERANCE)
+    return u[valid]
+
+
+def _undo_layernorm(u: Tensor, layout: ImprintLayout) -> Tensor:
+    """Tokens before LayerNorm: the known-zero channels give -mu/sigma, the constant (A - mu)/sigma."""
+    zero = u[:, layout.zero].mean(1, keepdim=True)
+    sigma = CONSTANT / (u[:, layout.constant : layout.constant + 1] - zero)
+    return u * sigma - zero * sigma
+
+
+def _clean_code(tokens: Tensor, layout: ImprintLayout) -> Tensor:
+    """(M,) bool: a single token's code is one-hot or empty; a mixture of tokens at two positions is neither."""
+    code = tokens[:, layout.code]
+    near = torch.minimum(code.abs(), (code - CODE).abs()) < CODE_TOLERANCE
+    return near.all(1) & ((code > CODE / 2).sum(1) <= 1)
+
+
+def _positions(tokens: Tensor, layout: ImprintLayout) -> Tensor:
+    """(M,) position from the one-hot code, -1 where no single code channel is lit (MJP's unknown embedding)."""
+    code = tokens[:, layout.code]
+    lit = code > CODE / 2
+    return torch.where(lit.sum(1) == 1, code.argmax(1), torch.full_like(code[:, 0], -1, dtype=torch.long))
+
+
+def _dedupe(patches: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+    """One copy of each token seen in several blocks (same position, same values at 8-bit precision)."""
+    key = torch.cat([(patches * 255).round(), positions[:, None].to(patches.dtype)], dim=1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(inverse)), reduce="amin")
+    return patches[first], positions[first]
+
+
+def assemble(patches: Tensor, positions: Tensor, batch: int, grid: tuple[int, int], patch: int) -> Tensor:
+    """(B, 3, H, W) images from recovered patches; gaps stay grey (0.5).
+
+    Position by position in raster order, the patches recovered there are assigned to the images by edge
+    continuity with the left and upper neighbours already placed (Hungarian); patches without a position
+    then fill the remaining gaps the same way.
+    """
+    n = grid[0] * grid[1]
+    tiles = torch.full((batch, n, 3, patch, patch), 0.5)
+    filled = torch.zeros(batch, n, dtype=torch.bool)
+    shaped = patches.reshape(-1, 3, patch, patch)
+    for pos in range(n):
+        _place(tiles, filled, shaped[positions == pos], [(b, pos) for b in range(batch)], grid)
+    unplaced = shaped[positions < 0]
+    gaps = (~filled).nonzero().tolist()
+    if len(unplaced) and gaps:
+        _place(tiles, filled, unplaced, [tuple(g) for g in gaps], grid)
+    return from_tiles(tiles, grid)
+
+
+def _place(tiles: Tensor, filled: Tensor, candidates: Tensor, slots: list[tuple[int, int]],
+           grid: tuple[int, int]) -> None:
+    slots = [s for s in slots if not filled[s]]
+    if not len(candidates) or not slots:
+        return
+    cost = torch.stack([_edge_cost(tiles, filled, candidates, b, pos, grid) for b, pos in slots], dim=1)
+    rows, cols = linear_sum_assignment(cost.numpy())
+    for r, c in zip(rows, cols):
+        b, pos = slots[c]
+        tiles[b, pos], filled[b, pos] = candidates[r], True
+
+
+def _edge_cost(tiles: Tensor, filled: Tensor, candidates: Tensor, b: int, pos: int, grid: tuple[int, int]) -> Tensor:
+    """(K,) squared difference of each candidate's borders with the placed neighbours of slot (b, pos)."""
+    row, col = divmod(pos, grid[1])
+    cost = torch.zeros(len(candidates))
+    neighbours = [(pos - 1, lambda t: t[..., :, -1], lambda t: t[..., :, 0]) if col > 0 else None,
+                  (pos + 1, lambda t: t[..., :, 0], lambda t: t[..., :, -1]) if col < grid[1] - 1 else None,
+                  (pos - grid[1], lambda t: t[..., -1, :], lambda t: t[..., 0, :]) if row > 0 else None,
+                  (pos + grid[1], lambda t: t[..., 0, :], lambda t: t[..., -1, :]) if row < grid[0] - 1 else None]
+    for entry in neighbours:
+        if entry is not None and filled[b, entry[0]]:
+            other, mine = entry[1](tiles[b, entry[0]]), entry[2](candidates)
+            cost += (mine - other).pow(2).flatten(1).sum(1)
+    return cost
+
+
+class Imprint:
+    """Plant imprint bins in the weights a client gets, then read its patches off its gradient.
+
+    ``plant`` is the server's step before sending; ``__call__`` decodes the reply to the planted weights
+    (``obs.weights`` are the planted weights that were sent).
+    """
+
+    name = "imprint"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def plant(self, model_name: str, weights: dict[str, Tensor], images: Tensor,
+              model_kwargs: dict[str, Any] | None = None) -> dict[str, Tensor]:
+        return plant_imprint(model_name, weights, images, model_kwargs=model_kwargs, seed=self.seed)
+
+    def __call__(self, obs: Observation) -> Reconstruction:
+        if obs.kind == "update" and (obs.local_steps not in (None, 1) or obs.local_optimizer not in (None, "sgd")):
+            raise NotApplicable("imprint: reads one gradient (or one plain SGD step), not a multi-step update")
+        with torch.device("meta"):
+            model = timm.create_model(obs.model_name, **obs.model_kwargs)
+        layout = ImprintLayout.of(model)
+        if POS_EMBED not in obs.tensors:
+            raise NotApplicable("imprint: the reply has no pos_embed gradient (the clients' position embedding is "
+                                "not learnable, so the planted position code never reaches them)")
+        blocks = [i for i in binning_blocks(model) if _is_planted(obs.weights, i)]
+        if not blocks:
+            raise NotApplicable("imprint: the weights sent carry no planted block")
+        capacity = sum(int(obs.weights[f"blocks.{i}.mlp.fc1.bias"].numel()) for i in blocks)
+        tokens = obs.num_examples * layout.positions
+        if tokens > capacity:
+            raise NotApplicable(f"imprint: {tokens} patch tokens are more than the {capacity} bins hold")
+        with Timer() as timer:
+            found = [_lone_tokens(obs.tensors[f"blocks.{i}.mlp.fc1.weight"], obs.tensors[f"blocks.{i}.mlp.fc1.bias"],
+                                  obs.weights[f"blocks.{i}.mlp.fc1.bias"]) for i in blocks]
+            raw = _undo_layernorm(torch.cat(found), layout)
+            raw = raw[_clean_code(raw, layout)]
+            positions = _positions(raw, layout)
+            patch = model.patch_embed.patch_size[0]
+            normalised = raw[:, : layout.pixels].float().reshape(-1, 3, patch, patch)
+            values = from_model_input(model, normalised).clamp(0, 1).flatten(1)
+            patches, positions = _dedupe(values, positions)
+            images = assemble(patches, positions, obs.num_examples, tuple(model.patch_embed.grid_size), patch)
+        return Reconstruction(
+            images=images,
+            threat_model=ThreatModel(architecture=obs.model_name, labels="none", server="malicious"),
+            seconds=timer.seconds,
+            start=torch.full_like(images, 0.5),
+            patches=patches,
+            patch_positions=positions,
+            info={"binning_blocks": len(blocks), "patches_recovered": len(patches),
+                  "patches_with_position": int((positions >= 0).sum()), "tokens": tokens},
+        )
+
+
+def _is_planted(weights: dict[str, Tensor], index: int) -> bool:
+    proj = weights.get(f"blocks.{index}.attn.proj.weight")
+    return proj is not None and not bool(proj.any()) and f"blocks.{index}.mlp.fc1.bias" in weights
+
+
+@register_attack("imprint")
+def build_imprint(seed: int = 0, **budget: Any) -> Imprint:
+    """Imprint (planting). Budget options (steps, restarts) are accepted and ignored: it reads the reply once."""
+    return Imprint(seed=seed)
+

@@ -1,0 +1,149 @@
+"""Imprint, the dishonest server's planting attack: what it reads from one gradient of planted weights,
+on the ViT and its MJP twin, and where it says it cannot serve."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import timm
+import torch
+
+from fedmjp.attacks import NotApplicable, Observation, build_attack, plants
+from fedmjp.attacks.imprint import Imprint, plant_imprint, server_images
+from fedmjp.batch_metrics import match_images, patch_recovery
+from fedmjp.metrics import pairwise_mse
+from fedmjp.train import compute_gradient, seed_jigsaw
+
+from .conftest import SHARED_DATA
+
+CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
+ARMS = {"vit": ("vit_tiny_patch4_32", {}), "mjp": ("mjp_vit_tiny_patch4_32", {"mjp_ratio": 0.25})}
+
+
+@pytest.fixture(scope="module")
+def cifar() -> tuple[torch.Tensor, torch.Tensor]:
+    """16 CIFAR-10 test images and labels (the client's batch)."""
+    if not os.path.isdir(CIFAR):
+        pytest.skip(f"{CIFAR} not present")
+    from fedmjp.data import load_dataset
+
+    test = load_dataset("imagefolder", "test", 32, root=CIFAR)
+    index = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:16]
+    return torch.stack([test[int(i)][0] for i in index]), torch.tensor([test[int(i)][1] for i in index])
+
+
+@pytest.fixture(scope="module")
+def own_images() -> torch.Tensor:
+    """The server's own images: the built-in photographs, not the clients' data."""
+    return server_images(32, 128)
+
+
+@pytest.fixture(scope="module")
+def planted(own_images) -> dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor]]]:
+    """Each arm's model (as its client builds it) loaded with the weights the server plants."""
+    out = {}
+    for arm, (name, kwargs) in ARMS.items():
+        torch.manual_seed(0)
+        model = timm.create_model(name, **kwargs)
+        weights = Imprint().plant(name, model.state_dict(), own_images, kwargs)
+        model.load_state_dict(weights)
+        out[arm] = (model, weights)
+    return out
+
+
+def attack(planted, arm: str, images: torch.Tensor, labels: torch.Tensor):
+    """One FedSGD gradient of the planted model on the batch, decoded; and the client's jigsaw draw."""
+    name, kwargs = ARMS[arm]
+    model, weights = planted[arm]
+    if hasattr(model, "jigsaw_generator"):
+        seed_jigsaw(model, 1)
+    result = compute_gradient(model, images, labels)
+    obs = Observation(name, weights, result.tensors, num_examples=len(images), model_kwargs=kwargs)
+    return Imprint()(obs), result.jigsaws[0]
+
+
+def unshuffled_share(jigsaw, batch: int) -> float:
+    return 1.0 if jigsaw is None else 1 - float(jigsaw.mask.expand(batch, -1).float().mean())
+
+
+def test_imprint_is_a_planting_attack_and_honest_attacks_are_not() -> None:
+    assert plants(build_attack("imprint")) and not plants(build_attack("april"))
+
+
+def test_planted_weights_keep_every_name_shape_and_dtype(planted) -> None:
+    name, kwargs = ARMS["mjp"]
+    honest = timm.create_model(name, **kwargs).state_dict()
+    _, weights = planted["mjp"]
+    assert {k: (v.shape, v.dtype) for k, v in weights.items()} == {k: (v.shape, v.dtype) for k, v in honest.items()}
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_batch_of_one_recovers_every_patch_exactly(planted, cifar, arm: str) -> None:
+    images, labels = cifar[0][:1], cifar[1][:1]
+    rec, jigsaw = attack(planted, arm, images, labels)
+    scores = patch_recovery(rec.patches, rec.patch_positions, images, 4)
+    assert scores["patches_exact"] >= 0.99
+    assert rec.threat_model.server == "malicious"
+    if arm == "vit":
+        assert scores["patches_placed"] == scores["patches_exact"]
+        # Every patch has its place: the assembled image is the image.
+        mse = pairwise_mse(rec.images.flatten(1), images.flatten(1))
+        assert float(-10 * torch.log10(mse.clamp(min=1e-10))) >= 40
+    else:
+        # MJP hides where a shuffled patch was, not what it held: only unshuffled patches are placed.
+        share = unshuffled_share(jigsaw, 1)
+        assert share < 1 and scores["patches_placed"] <= share + 1e-9
+        assert scores["patches_placed"] >= share - (1 - scores["patches_exact"]) - 1e-9
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_batch_of_sixteen_recovers_nine_in_ten_patches(planted, cifar, arm: str) -> None:
+    images, labels = cifar
+    rec, jigsaw = attack(planted, arm, images, labels)
+    scores = patch_recovery(rec.patches, rec.patch_positions, images, 4)
+    assert scores["patches_exact"] >= 0.90
+    if arm == "vit":
+        assert scores["patches_placed"] == scores["patches_exact"]
+    else:
+        assert scores["patches_placed"] <= unshuffled_share(jigsaw, 16) + 1e-9
+    assert rec.images.shape == images.shape and match_images(rec.images, images).shape == (16,)
+
+
+def test_more_tokens_than_bins_is_not_applicable(own_images) -> None:
+    name = "vit_tiny_patch4_32"
+    model = timm.create_model(name, depth=2)  # one binning block: 768 bins
+    weights = plant_imprint(name, model.state_dict(), own_images, model_kwargs={"depth": 2})
+    obs = Observation(name, weights, {k: torch.zeros_like(v) for k, v in weights.items()}, num_examples=16,
+                      model_kwargs={"depth": 2})
+    with pytest.raises(NotApplicable, match="more than the 768 bins"):
+        Imprint()(obs)
+
+
+def test_model_without_learnable_position_embedding_is_not_applicable(own_images) -> None:
+    model = timm.create_model("vit_tiny_patch4_32", depth=2, pos_embed="none")
+    with pytest.raises(NotApplicable, match="learnable absolute position embedding"):
+        plant_imprint("vit_tiny_patch4_32", model.state_dict(), own_images,
+                      model_kwargs={"depth": 2, "pos_embed": "none"})
+
+
+def test_a_frozen_position_embedding_on_the_client_is_not_applicable(planted) -> None:
+    _, weights = planted["vit"]
+    gradient = {k: torch.zeros_like(v) for k, v in weights.items() if k != "pos_embed"}
+    with pytest.raises(NotApplicable, match="pos_embed"):
+        Imprint()(Observation("vit_tiny_patch4_32", weights, gradient, num_examples=1))
+
+
+def test_patch_with_more_values_than_spare_channels_is_not_applicable() -> None:
+    name = "mjp_vit_tiny_patch16_224"  # 768 values per patch, 192 channels
+    model = timm.create_model(name, depth=2)
+    with pytest.raises(NotApplicable, match="768 values"):
+        plant_imprint(name, model.state_dict(), torch.rand(2, 3, 224, 224), model_kwargs={"depth": 2})
+
+
+def test_honest_weights_carry_nothing_to_decode(planted) -> None:
+    name = "vit_tiny_patch4_32"
+    honest = timm.create_model(name).state_dict()
+    obs = Observation(name, honest, {k: torch.zeros_like(v) for k, v in honest.items()}, num_examples=1)
+    with pytest.raises(NotApplicable, match="no planted block"):
+        Imprint()(obs)

@@ -1,0 +1,113 @@
+"""The client's model check: planted weights are refused, honest ones (at init and after training) are not."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, MetricRecord, RecordDict
+
+from clients.model_check import MODEL_REFUSED, model_check_mod
+from fedmjp.attacks.imprint import plant_imprint, server_images
+from fedmjp.model_check import check_weights
+from fedmjp.runconfig import run_config
+from fedmjp.scenario import parse_scenario
+from fedmjp.train import compute_gradient
+
+ARMS = {"vit": ("vit_tiny_patch4_32", {}), "mjp": ("mjp_vit_tiny_patch4_32", {"mjp_ratio": 0.25})}
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    return server_images(32, 48)
+
+
+def honest_and_planted(arm: str, photos: torch.Tensor) -> tuple[dict, dict]:
+    name, kwargs = ARMS[arm]
+    torch.manual_seed(0)
+    honest = timm.create_model(name, depth=4, **kwargs).state_dict()
+    planted = plant_imprint(name, honest, photos, model_kwargs={"depth": 4, **kwargs})
+    return honest, planted
+
+
+def trained(arm: str, weights: dict, photos: torch.Tensor, steps: int = 20) -> dict:
+    """The honest model after some plain SGD steps on real photographs."""
+    name, kwargs = ARMS[arm]
+    model = timm.create_model(name, depth=4, **kwargs)
+    model.load_state_dict(weights)
+    labels = torch.arange(len(photos)) % 10
+    for step in range(steps):
+        batch = slice(8 * (step % 6), 8 * (step % 6) + 8)
+        grads = compute_gradient(model, photos[batch], labels[batch]).tensors
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                p -= 0.05 * grads[pname]
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_planted_model_is_flagged_by_each_weight_test(arm: str, photos) -> None:
+    honest, planted = honest_and_planted(arm, photos)
+    fired = {f.test for f in check_weights(planted)}
+    assert {"fc1_stable_rank", "fc2_equal_columns", "attention_zero"} <= fired
+    assert "norm_jump" in {f.test for f in check_weights(planted, honest)}
+
+
+@pytest.mark.parametrize("arm", ARMS)
+def test_honest_model_is_not_flagged_at_init_or_after_training(arm: str, photos) -> None:
+    honest, _ = honest_and_planted(arm, photos)
+    assert check_weights(honest) == []
+    after = trained(arm, honest, photos)
+    assert not torch.equal(after["blocks.0.mlp.fc1.weight"], honest["blocks.0.mlp.fc1.weight"])
+    assert check_weights(after, honest) == []
+
+
+def test_a_tensor_whose_norm_jumps_a_thousandfold_is_flagged(photos) -> None:
+    honest, _ = honest_and_planted("vit", photos)
+    scaled = dict(honest, **{"head.weight": honest["head.weight"] * 1e3})
+    [finding] = check_weights(scaled, honest)
+    assert (finding.test, finding.tensor) == ("norm_jump", "head.weight")
+
+
+# --------------------------------------------------------------------------- the Flower client mod
+
+SCENARIO = {
+    "name": "model-check", "device": "cpu", "data": {"source": "photos", "test_limit": 8},
+    "clients": {"num_clients": 2}, "training": {"rounds": 1, "mode": "fedsgd", "batch_size": 1},
+    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 4}},
+}
+
+
+def context(model_check: bool) -> Context:
+    arm = parse_scenario({**SCENARIO, "arms": {"a": {"guard": {"model_check": model_check}}}}).arms["a"]
+    return Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(),
+                   run_config=run_config([arm]))
+
+
+def train_message(weights: dict[str, torch.Tensor], server_round: int = 1) -> Message:
+    content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord({"server-round": server_round})})
+    metadata = Metadata(run_id=1, message_id=f"m{server_round}", src_node_id=0, dst_node_id=1,
+                        reply_to_message_id="", group_id="", created_at=time.time(), ttl=3600.0,
+                        message_type=MessageType.TRAIN)
+    return Message(content=content, metadata=metadata)
+
+
+def trains(msg: Message, _: Context) -> Message:
+    """A ClientApp stand-in that says it trained."""
+    return Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+
+def test_client_mod_refuses_a_planted_model_naming_the_test(photos) -> None:
+    honest, planted = honest_and_planted("vit", photos)
+    ctx = context(model_check=True)
+    assert not model_check_mod(train_message(honest, 1), ctx, trains).has_error()
+    reply = model_check_mod(train_message(planted, 2), ctx, trains)
+    assert reply.has_error() and reply.error.code == MODEL_REFUSED
+    assert "fc1_stable_rank" in reply.error.reason
+
+
+def test_client_mod_trains_on_a_planted_model_when_the_check_is_off(photos) -> None:
+    _, planted = honest_and_planted("vit", photos)
+    assert not model_check_mod(train_message(planted), context(model_check=False), trains).has_error()
