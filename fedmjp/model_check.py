@@ -4,7 +4,7 @@ the global weights it last accepted.
 A planting attack (imprint bins, trap weights) leaves marks no honest training produces: an MLP whose fc1
 rows are all one direction (stable rank 1, where honest ViT blocks measure 74 to 89 at init and after
 training), fc2 columns that are all equal, an attention projection that is exactly zero, and tensors whose
-norm jumps by orders of magnitude between rounds. Any one of them refuses the model. A planting made to look
+RMS jumps by orders of magnitude between rounds. Any one of them refuses the model. A planting made to look
 honest is open research: this check catches the published constructions, not every possible one.
 """
 
@@ -20,7 +20,8 @@ __all__ = ["Finding", "check_weights"]
 
 MIN_STABLE_RANK = 5.0  # an fc1 of a binning bank is 1.0; honest ViT blocks are far above
 EQUAL_COLUMNS = 1e-3  # spread of fc2's columns around their mean, relative to fc2's norm
-MAX_NORM_RATIO = 100.0  # a tensor's norm against the last accepted one, either way
+MAX_NORM_RATIO = 100.0  # a tensor's RMS against the last accepted one, either way
+RMS_FLOOR = 0.01  # added to both RMS values: a tensor initialised near zero (cls_token, biases) may grow
 
 _FC1 = re.compile(r"(.*)\.mlp\.fc1\.weight$")
 _FC2 = re.compile(r"(.*)\.mlp\.fc2\.weight$")
@@ -68,15 +69,15 @@ def check_weights(weights: dict[str, Tensor], accepted: dict[str, Tensor] | None
         if _ATTN_PROJ.match(name) and not bool(value.any()):
             findings.append(Finding("attention_zero", name, 0.0, 0.0))
         if accepted is not None and name in accepted:
-            ratio = _norm_ratio(value, accepted[name])
-            if ratio is not None and not 1 / MAX_NORM_RATIO <= ratio <= MAX_NORM_RATIO:
+            ratio = _rms_ratio(value, accepted[name])
+            if not 1 / MAX_NORM_RATIO <= ratio <= MAX_NORM_RATIO:
                 findings.append(Finding("norm_jump", name, ratio, MAX_NORM_RATIO))
     return findings
 
 
-def _norm_ratio(new: Tensor, old: Tensor) -> float | None:
-    """||new|| / ||old||, or None where the old tensor was all zero (a fresh bias: no scale to compare)."""
-    before = float(old.detach().double().norm())
-    if before == 0 or new.shape != old.shape:
-        return None
-    return float(new.detach().double().norm()) / before
+def _rms_ratio(new: Tensor, old: Tensor) -> float:
+    """(RMS(new) + floor) / (RMS(old) + floor): orders of magnitude, not the growth of a near-zero init."""
+    def rms(t: Tensor) -> float:
+        return float(t.detach().double().pow(2).mean().sqrt()) if t.numel() else 0.0
+
+    return (rms(new) + RMS_FLOOR) / (rms(old) + RMS_FLOOR)

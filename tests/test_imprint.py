@@ -36,17 +36,25 @@ def cifar() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def own_images() -> torch.Tensor:
     """The server's own images: the built-in photographs, not the clients' data."""
-    return server_images(32, 128)
+    return server_images(32, 64)
 
 
 @pytest.fixture(scope="module")
-def planted(own_images) -> dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor]]]:
+def public_cifar() -> torch.Tensor:
+    """The server's own images from the public CIFAR-10 training split (the client's batch is from test)."""
+    if not os.path.isdir(CIFAR):
+        pytest.skip(f"{CIFAR} not present")
+    return server_images(32, 128, source="imagefolder", root=CIFAR)
+
+
+@pytest.fixture(scope="module")
+def planted(public_cifar) -> dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor]]]:
     """Each arm's model (as its client builds it) loaded with the weights the server plants."""
     out = {}
     for arm, (name, kwargs) in ARMS.items():
         torch.manual_seed(0)
         model = timm.create_model(name, **kwargs)
-        weights = Imprint().plant(name, model.state_dict(), own_images, kwargs)
+        weights = Imprint().plant(name, model.state_dict(), public_cifar, kwargs)
         model.load_state_dict(weights)
         out[arm] = (model, weights)
     return out

@@ -32,7 +32,7 @@ def honest_and_planted(arm: str, photos: torch.Tensor) -> tuple[dict, dict]:
     return honest, planted
 
 
-def trained(arm: str, weights: dict, photos: torch.Tensor, steps: int = 20) -> dict:
+def trained(arm: str, weights: dict, photos: torch.Tensor, steps: int = 10) -> dict:
     """The honest model after some plain SGD steps on real photographs."""
     name, kwargs = ARMS[arm]
     model = timm.create_model(name, depth=4, **kwargs)
