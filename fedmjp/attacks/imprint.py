@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from ..models import from_model_input, to_model_input
 from ..patches import from_tiles
-from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_offset, register_attack
+from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_offset
+from .base import register_attack
 
 __all__ = ["Imprint", "ImprintLayout", "binning_blocks", "plant_imprint", "server_images"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ..batch_metrics import patch_recovery
 from ..metrics import leakage_metrics
 
 
@@ -59,6 +60,12 @@ def client_receipt(
         baseline = score(start[: len(truth)], truth, patch, shuffled) if start is not None else {}
         receipts.append((metrics, baseline))
     return receipts
+
+
+def patch_scores(truth: torch.Tensor, patch: int, patches: torch.Tensor, positions: torch.Tensor) -> dict[str, float]:
+    """A patch-reading attack's (imprint) recovered patches, with their positions (-1: unknown), against the
+    batch: ``patches_exact`` and ``patches_placed`` (:func:`fedmjp.batch_metrics.patch_recovery`)."""
+    return patch_recovery(patches, positions, truth, patch)
 
 
 # The receipt travels as one flat MetricRecord: "{i}.m.{key}" for reconstruction i's metrics and
