@@ -11,16 +11,18 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmjp.audit.receipt import client_receipt, encode_scores
+from fedmjp.audit.receipt import client_receipt, encode_scores, patch_scores
 from fedmjp.faults import before_training, corrupt, injected_fault
 from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
 from .defence_mods import local_dp_mod, prune_mod
 from .guard import guard_mod
+from .model_check import model_check_mod
 from .context import arm_of, partition_of, remember_round, round_batch
 
-# The first mod is the outermost: a reply is pruned, then noised (DP), then checked by the guard.
-app = ClientApp(mods=[guard_mod, local_dp_mod, prune_mod])
+# The first mod is the outermost: received weights are checked before anything trains on them (model
+# check); a reply is pruned, then noised (DP), then checked by the guard.
+app = ClientApp(mods=[model_check_mod, guard_mod, local_dp_mod, prune_mod])
 
 
 @app.train()
@@ -84,6 +86,9 @@ def receipt(msg: Message, context: Context) -> Message:
         for i in range(int(config["count"]))
     ]
     scored = client_receipt(truth, labels, shuffled, int(config["patch"]), reconstructions)
+    for i, (metrics, _) in enumerate(scored):
+        if f"patches-{i}" in arrays:
+            metrics.update(patch_scores(truth, int(config["patch"]), arrays[f"patches-{i}"], arrays[f"positions-{i}"]))
     metrics = MetricRecord(encode_scores(scored))
     content = RecordDict({"metrics": metrics, "config": ConfigRecord({"shuffled": steps})})
     if bool(config["truth"]):

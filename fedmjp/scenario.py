@@ -29,8 +29,11 @@ class Partitioning(Strict):
     shards_per_partition: Annotated[int, Field(ge=1)] = 2
 
 
+ImageSource = Literal["digits", "photos", "cifar10", "cifar100", "imagefolder", "huggingface"]
+
+
 class Data(Strict):
-    source: Literal["digits", "photos", "cifar10", "cifar100", "imagefolder", "huggingface"] = "digits"
+    source: ImageSource = "digits"
     root: str | None = None
     name: str | None = None
     partitioning: Partitioning = Partitioning()
@@ -165,10 +168,20 @@ class AttackSpec(Strict):
         return self
 
 
+def chosen(clients: Literal["all"] | int | list[int], partition_ids: list[int]) -> list[int]:
+    """The partitions a ``clients:`` setting picks among those sampled: all, the lowest n, or these ids."""
+    ordered = sorted(partition_ids)
+    if clients == "all":
+        return ordered
+    if isinstance(clients, int):
+        return ordered[:clients]
+    return [p for p in ordered if p in clients]
+
+
 class ServerImages(Strict):
     """The dishonest server's own images (thresholds of its planted bins): a public set, never a client's."""
 
-    source: str = "photos"
+    source: ImageSource = "photos"
     root: str | None = None
     count: Annotated[int, Field(ge=1)] = 256
 
@@ -184,6 +197,9 @@ class DishonestServer(Strict):
 
     def plants(self, server_round: int) -> bool:
         return self.kind != "honest" and (self.rounds == "all" or server_round in self.rounds)
+
+    def targets(self, partition_ids: list[int]) -> list[int]:
+        return chosen(self.clients, partition_ids)
 
 
 class Audit(Strict):
@@ -208,12 +224,7 @@ class Audit(Strict):
         return (server_round - 1) % self.every == 0
 
     def targets(self, partition_ids: list[int]) -> list[int]:
-        ordered = sorted(partition_ids)
-        if self.clients == "all":
-            return ordered
-        if isinstance(self.clients, int):
-            return ordered[: self.clients]
-        return [p for p in ordered if p in self.clients]
+        return chosen(self.clients, partition_ids)
 
 
 class Guard(Strict):

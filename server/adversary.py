@@ -12,6 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedmjp.audit import AuditRecord, AuditStore
+from fedmjp.attacks import NotApplicable
 from fedmjp.audit.adversary import Adversary, Outcome
 from fedmjp.audit.receipt import decode_scores
 from fedmjp.audit.store import GUARD_ACTIONS
@@ -36,6 +37,9 @@ def receipt_request(arm: str, server_round: int, patch: int, outcomes: list[Outc
             arrays[f"start-{i}"] = _array(rec.start)
         if rec.labels is not None:
             arrays[f"labels-{i}"] = _array(rec.labels)
+        if rec.patches is not None:
+            arrays[f"patches-{i}"] = _array(rec.patches)
+            arrays[f"positions-{i}"] = _array(rec.patch_positions)
     config = ConfigRecord({ARM_KEY: arm, "round": server_round, "patch": patch, "count": len(outcomes),
                            "truth": want_truth})
     return RecordDict({"recon": ArrayRecord(arrays), "config": config})
@@ -74,14 +78,48 @@ class RoundAuditor:
         self.patch = patch
         self.adversary = Adversary(arm)
 
-    def audit(self, server_round: int, sent: ArrayRecord, checked: CheckedReplies) -> None:
-        """Attack, collect receipts and append the round's records: guards, attacks, faults."""
+    def plant(self, server_round: int, messages: list[Message], partition_of: dict[int, int]
+              ) -> tuple[list[Message], dict[int, dict[str, torch.Tensor]]]:
+        """A dishonest round: the targets' messages carry planted weights instead of the global ones.
+
+        Returns the messages to send and {partition id: the weights it got} for the planted ones. A model
+        the attack cannot plant is sent honestly and the audit records why.
+        """
+        server = self.arm.audit.server
+        if not server.plants(server_round):
+            return messages, {}
+        targets = set(server.targets([partition_of[m.metadata.dst_node_id] for m in messages]))
+        if not targets:
+            return messages, {}
+        content = messages[0].content
+        try:
+            weights = self.adversary.plant(content["arrays"].to_torch_state_dict())
+        except NotApplicable as exc:
+            for partition_id in sorted(targets):
+                self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
+                                              attack=server.kind, status="not-applicable", reason=str(exc)))
+            return messages, {}
+        planted_content = RecordDict({"arrays": ArrayRecord(weights), "config": content["config"]})
+        out = [Message(content=planted_content, dst_node_id=m.metadata.dst_node_id,
+                       message_type=m.metadata.message_type)
+               if partition_of[m.metadata.dst_node_id] in targets else m for m in messages]
+        return out, {p: weights for p in targets}
+
+    def audit(self, server_round: int, sent: ArrayRecord, checked: CheckedReplies,
+              planted: dict[int, dict[str, torch.Tensor]] | None = None) -> None:
+        """Attack, collect receipts and append the round's records: guards, attacks, faults.
+
+        Replies to planted weights go to the planting attack (and never into the aggregate)."""
         self._record_guards(server_round, checked)
         audit = self.arm.audit
+        planted = planted or {}
+        attacked = [self._attack_planted(planted[r.partition_id], r)
+                    for r in checked.usable if r.partition_id in planted]
         if audit.attacks and audit.attacks_round(server_round):
             weights = sent.to_torch_state_dict()
-            by_partition = {r.partition_id: r for r in checked.usable}
-            attacked = [self._attack(weights, by_partition[p]) for p in audit.targets(list(by_partition))]
+            by_partition = {r.partition_id: r for r in checked.usable if r.partition_id not in planted}
+            attacked += [self._attack(weights, by_partition[p]) for p in audit.targets(list(by_partition))]
+        if attacked:
             self._collect_receipts(server_round, attacked)
             for item in attacked:
                 self._record_attacks(server_round, item)
@@ -90,6 +128,10 @@ class RoundAuditor:
     def _attack(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
         obs = self.adversary.observation(weights, reply.tensors, reply.num_examples)
         return Attacked(reply, self.adversary.run(obs))
+
+    def _attack_planted(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
+        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples)
+        return Attacked(reply, self.adversary.run_planted(obs))
 
     def _collect_receipts(self, server_round: int, attacked: list[Attacked]) -> None:
         """Every client with a reconstruction scores it; the questions go out together."""

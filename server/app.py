@@ -26,7 +26,7 @@ from fedmjp.train import reply_kind, resolve_device
 from fedmjp.workload import build_model, evaluate_global, server_evaluates
 
 from .adversary import RoundAuditor
-from .strategy import CheckedReplies, FedMJP
+from .strategy import CheckedReplies, FedMJP, Reply
 
 app = ServerApp()
 
@@ -127,18 +127,22 @@ def resume_or_start(run: ArmRun, resume: bool) -> int:
 
 
 def run_round(run: ArmRun, server_round: int) -> None:
-    """send -> collect -> check -> audit -> aggregate -> evaluate -> record -> checkpoint."""
+    """send (planted weights to a dishonest round's targets) -> collect -> check -> audit -> aggregate
+    (honest replies) -> evaluate -> record -> checkpoint."""
     started = time.perf_counter()
     sent = ArrayRecord(run.model.state_dict())
     messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM_KEY: run.arm.name}), run.grid)
+    messages, planted = run.auditor.plant(server_round, messages, run.strategy.node_partitions)
     replies = run.grid.send_and_receive(messages, timeout=run.arm.clients.timeout)
     checked = run.strategy.check_replies(messages, replies)
-    run.auditor.audit(server_round, sent, checked)
-    train_metrics = run.strategy.aggregate_replies(checked.usable)
+    run.auditor.audit(server_round, sent, checked, planted)
+    # Replies to planted weights are the adversary's alone: training continues from the real global model.
+    honest = [r for r in checked.usable if r.partition_id not in planted]
+    train_metrics = run.strategy.aggregate_replies(honest)
     if train_metrics is None:
         stop(run.arm, server_round, checked)
     test = evaluate(run, server_round, [r.partition_id for r in checked.usable])
-    record(run, server_round, train_metrics, test, checked, time.perf_counter() - started)
+    record(run, server_round, train_metrics, test, checked, honest, time.perf_counter() - started)
     save_checkpoint(run, server_round)
 
 
@@ -163,7 +167,7 @@ def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> dict[str,
 
 
 def record(run: ArmRun, server_round: int, train: MetricRecord, test: dict[str, float | str],
-           checked: CheckedReplies, seconds: float) -> None:
+           checked: CheckedReplies, aggregated: list[Reply], seconds: float) -> None:
     append_jsonl(run.metrics_path, {
         "round": server_round,
         "accuracy": test["accuracy"],
@@ -171,6 +175,7 @@ def record(run: ArmRun, server_round: int, train: MetricRecord, test: dict[str, 
         "evaluated_on": test["evaluated_on"],
         "train_loss": float(train["loss"]),
         "clients": len(checked.usable),
+        "aggregated": sorted(r.partition_id for r in aggregated),
         "faults": [{"partition_id": p, "reason": r} for p, r in checked.faults],
         "seconds": seconds,
     })

@@ -1,13 +1,18 @@
-"""The honest-but-curious server's attacks on one client reply (no Flower, no client data)."""
+"""The server's attacks on one client reply (no Flower, no client data): the honest-but-curious ones on
+the weights it sent everyone, and, in a dishonest round, the planting attack on the weights it planted."""
 
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
 
+from functools import cached_property
+
+import timm
 import torch
 
-from ..attacks import Attack, NotApplicable, Observation, Reconstruction, build_attack
+from ..attacks import Attack, NotApplicable, Observation, PlantingAttack, Reconstruction, build_attack
+from ..attacks.imprint import server_images
 from ..scenario import Arm, AttackSpec
 from ..train import reply_kind
 
@@ -54,6 +59,28 @@ class Adversary:
     def __init__(self, arm: Arm) -> None:
         self.arm = arm
         self.attacks = [(spec, build_attack(spec.name, **spec.options)) for spec in arm.audit.attacks]
+        server = arm.audit.server
+        self.planting: tuple[AttackSpec, PlantingAttack] | None = None
+        if server.kind != "honest":
+            self.planting = (AttackSpec(name=server.kind), build_attack(server.kind, seed=arm.seed))
+
+    @cached_property
+    def own_images(self) -> torch.Tensor:
+        """The dishonest server's own images (audit.server.images), at the model's input size."""
+        spec = self.arm.audit.server.images
+        with torch.device("meta"):
+            size = timm.create_model(self.arm.model.name, **self.arm.model.create_kwargs()).patch_embed.img_size[0]
+        return server_images(size, spec.count, source=spec.source, root=spec.root, seed=self.arm.seed)
+
+    def plant(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weights a target of a dishonest round gets instead of the global ones."""
+        assert self.planting is not None, "plant() on an honest server"
+        return self.planting[1].plant(self.arm.model.name, weights, self.own_images, self.arm.model.create_kwargs())
+
+    def run_planted(self, obs: Observation) -> list[Outcome]:
+        """The planting attack on a reply to planted weights (``obs.weights``: what that client got)."""
+        assert self.planting is not None, "run_planted() on an honest server"
+        return [run_attack(*self.planting, obs)]
 
     def observation(self, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                     num_examples: int) -> Observation:
