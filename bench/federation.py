@@ -26,7 +26,7 @@ from rich.table import Table
 from fedmjp.aggregate import ServerOptimizer
 from fedmjp.rundir import read_jsonl
 from fedmjp.scenario import load_scenario, parse_scenario
-from fedmjp.superlink import processes_with_env
+from fedmjp.processes import processes_with_env
 from fedmjp.workload import build_model, client_round, evaluate_global
 
 from ._report import write_markdown

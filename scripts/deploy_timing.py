@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedmjp.deploy import LoopbackDeployment  # noqa: E402
+from tests.loopback import LoopbackDeployment  # noqa: E402
 from fedmjp.rundir import read_jsonl  # noqa: E402
 
 SCENARIO = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedmjp import checkpoint
@@ -17,26 +17,11 @@ from fedmjp.train import resolve_device
 from fedmjp.workload import build_model, evaluate_global
 
 from .adversary import AdversaryTap
+from .exchange import send_and_receive
+from .partitions import Partitions, find_partitions
 from .strategy import FedMJP
 
 app = ServerApp()
-
-
-def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, int]:
-    """Partition id -> node id, asked of every node (node ids are random per run)."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(nodes)} of {expected} client nodes connected after {timeout:.0f} s")
-        time.sleep(1)
-    questions = [Message(content=RecordDict(), dst_node_id=n, message_type="query.partition") for n in nodes]
-    mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(questions, timeout=timeout):
-        if not reply.has_error():
-            mapping[int(reply.content["config"]["partition-id"])] = reply.metadata.src_node_id
-    if len(mapping) < expected:
-        raise RuntimeError(f"only {len(mapping)} of {expected} nodes reported a partition id")
-    return mapping
 
 
 def run_dir_of(context: Context, arm: Arm) -> Path:
@@ -61,12 +46,12 @@ def main(grid: Grid, context: Context) -> None:
     sizes = {arm.clients.num_clients for arm in arms}
     if len(sizes) != 1:
         raise ValueError(f"the arms of one run must share clients.num_clients (got {sorted(sizes)})")
-    partitions = discover_partitions(grid, sizes.pop())
+    partitions = find_partitions(grid, sizes.pop())
     for arm in arms:
         run_arm(grid, context, arm, partitions)
 
 
-def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) -> None:
+def run_arm(grid: Grid, context: Context, arm: Arm, partitions: Partitions) -> None:
     run_dir = run_dir_of(context, arm)
     out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +63,7 @@ def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) 
         kind,
         arm.training.server_optimizer,
         arm.training.server_lr,
-        partitions,
+        partitions.nodes,
         arm.clients.sampled_per_round,
         arm.seed,
         taps=[AdversaryTap(arm, grid, store, model.patch_embed.patch_size[0])],
@@ -97,7 +82,7 @@ def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) 
         started = time.perf_counter()
         arrays = ArrayRecord(model.state_dict())
         messages = strategy.configure_train(server_round, arrays, ConfigRecord({ARM_KEY: arm.name}), grid)
-        replies = list(grid.send_and_receive(messages, timeout=arm.clients.timeout))
+        replies = send_and_receive(grid, partitions.address(messages), timeout=arm.clients.timeout)
         _, train_metrics = strategy.aggregate_train(server_round, replies)
         record_faults(store, arm, server_round, strategy.faults)
         if train_metrics is None:
