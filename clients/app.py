@@ -11,7 +11,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmjp.audit.receipt import client_receipt
+from fedmjp.audit.receipt import client_receipt, encode_scores
 from fedmjp.faults import before_training, corrupt, injected_fault
 from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
@@ -83,12 +83,7 @@ def receipt(msg: Message, context: Context) -> Message:
         for i in range(int(config["count"]))
     ]
     scored = client_receipt(truth, labels, shuffled, int(config["patch"]), reconstructions)
-    metrics = MetricRecord({
-        f"{i}.{part}.{key}": value
-        for i, (own, base) in enumerate(scored)
-        for part, values in (("m", own), ("b", base))
-        for key, value in values.items()
-    })
+    metrics = MetricRecord(encode_scores(scored))
     content = RecordDict({"metrics": metrics, "config": ConfigRecord({"shuffled": steps})})
     if bool(config["truth"]):
         content["truth"] = ArrayRecord({"images": Array(truth.numpy())})

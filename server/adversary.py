@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.adversary import Adversary, Outcome
 from fedmjp.audit.guard import ACTIONS
+from fedmjp.audit.receipt import decode_scores
 from fedmjp.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
 
@@ -123,12 +124,7 @@ class AdversaryTap:
         answer = replies[0].content
         if "error" in answer["config"]:
             return {}, None, [], f"receipt: {answer['config']['error']}"
-        metrics = answer["metrics"]
-        scored = {}
-        for i in range(len(attacked)):
-            own = {k.split(".", 2)[2]: float(v) for k, v in metrics.items() if k.startswith(f"{i}.m.")}
-            base = {k.split(".", 2)[2]: float(v) for k, v in metrics.items() if k.startswith(f"{i}.b.")}
-            scored[i] = (own, base)
+        scored = decode_scores(dict(answer["metrics"]), len(attacked))
         truth = answer["truth"]["images"].numpy() if "truth" in answer else None
         shuffled = [bool(s) for s in answer["config"]["shuffled"]]
         return scored, None if truth is None else torch.from_numpy(np.asarray(truth)), shuffled, ""
