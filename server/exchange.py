@@ -1,7 +1,7 @@
 """One exchange of messages with the nodes, polled at a short interval.
 
 Flower 1.42's ``Grid.send_and_receive`` sleeps 3 s between pulls in deployment (hard-coded in
-its gRPC grid), so every exchange there cost up to 3 s of waiting after the last reply had
+its deployment grid, flwr/superlink/grid/http_grid.py), so every exchange there cost up to 3 s of waiting after the last reply had
 arrived. The grid's public ``push_messages`` / ``pull_messages`` let the ServerApp poll at its
 own pace; a pull is one local call to the SuperLink (in simulation, a lookup in memory).
 """
