@@ -31,7 +31,6 @@ QUIET_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
-    "TIMM_FUSED_ATTN": "0",
 }
 # Flower's SuperExec looks for tasks (a ServerApp or ClientApp to start) every second by default;
 # every message a SuperNode receives is such a task, so every message waited up to 1 s for it.

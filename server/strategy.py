@@ -124,6 +124,9 @@ class FedMJP(FedAvg):
             if reply.has_error():
                 faults.append((partition_id, f"error: {reply.error.reason}"))
                 continue
+            if self.arrayrecord_key not in reply.content or "metrics" not in reply.content:
+                faults.append((partition_id, "malformed reply: no arrays or metrics"))
+                continue
             tensors = reply.content[self.arrayrecord_key].to_torch_state_dict()
             problem = reply_problem(tensors, self.expected)
             if problem is None:
