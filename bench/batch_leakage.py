@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from fedmjp.attacks import NotApplicable, build_attack  # noqa: E402
-from fedmjp.attacks.single import build_client_model, load_image, run_single  # noqa: E402
+from fedmjp.attack_case import build_client_model, load_image, run_single  # noqa: E402
 from fedmjp.train import train_epochs  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"

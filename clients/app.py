@@ -51,11 +51,12 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Federated evaluation of the global model on the shared held-out split."""
+    """Federated evaluation: the global model on the shard of the held-out split the server names."""
     arm = arm_of(msg, context)
+    config = msg.content["config"]
     model = build_model(arm)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    out = evaluate_global(arm, model)
+    out = evaluate_global(arm, model, int(config["shard"]), int(config["shards"]))
     metrics = MetricRecord({"num-examples": int(out["count"]), "accuracy": out["accuracy"], "loss": out["loss"]})
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 

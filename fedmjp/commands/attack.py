@@ -101,8 +101,8 @@ def attack(
     import torch
 
     from ..attacks import NotApplicable, build_attack
-    from ..attacks.single import build_client_model, comparison_grid, load_image, load_weights, make_private_dir
-    from ..attacks.single import run_single, write_private_png
+    from ..attack_case import build_client_model, comparison_grid, load_image, load_weights, make_private_dir
+    from ..attack_case import run_single, write_private_png
 
     if (image is None) == (images_dir is None):
         raise InputError("--image: give either --image FILE or --images DIR (with --batch-size)")

@@ -9,24 +9,20 @@ own jigsaw mask, which this local tool knows because it played the client).
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# Optimisation attacks differentiate twice; timm's fused attention cannot on the CPU.
-os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+import timm
+import torch
+from PIL import Image
+from torch import nn
 
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import timm  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ..audit.receipt import client_receipt  # noqa: E402
-from ..batch_metrics import align_batch  # noqa: E402
-from ..train import compute_gradient, seed_jigsaw  # noqa: E402
-from .base import Attack, Observation, Reconstruction, Timer  # noqa: E402
+from .attacks.base import Attack, Observation, Reconstruction, Timer
+from .audit.receipt import client_receipt
+from .batch_metrics import align_batch
+from .train import compute_gradient, seed_jigsaw
 
 
 @dataclass
