@@ -57,6 +57,7 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
     """The whole page as a string."""
     records = read_records(run_dir)
     rounds = {arm: read_metrics(run_dir, arm) for arm in summary["arms"]}
+    seeds = sibling_seeds(run_dir)
     packages = ", ".join(f"{name} {version}" for name, version in read_versions(run_dir).items())
     return _templates().get_template(TEMPLATE).render(
         csp=CSP,
@@ -66,7 +67,7 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
         summary_headers=("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1"),
         summary_rows=summary_rows(summary),
         guard={arm: entry["guard"] for arm, entry in summary["arms"].items() if "guard" in entry},
-        plots=plots(summary, records, rounds),
+        plots=plots(summary, records, rounds, seeds),
         grids=grids(run_dir, summary, records),
         scenario_text=_read_text(run_dir / "scenario.yaml"),
     )
@@ -113,15 +114,33 @@ def fmt(value: Any, digits: int) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def plots(summary: dict[str, Any], records: list[AuditRecord], rounds: dict[str, list[dict]]) -> list[dict[str, str]]:
-    """The figures of the page (PNG data URIs) with their alt text and caption; empty ones left out."""
-    found = [(accuracy_figure(rounds), "test accuracy over rounds, all arms",
-              "Test top-1 accuracy of the global model after each round.")]
+def plots(summary: dict[str, Any], records: list[AuditRecord], rounds: dict[str, list[dict]],
+          seeds: list[Path] | None = None) -> list[dict[str, str]]:
+    """The figures of the page (PNG data URIs) with their alt text and caption; empty ones left out.
+
+    ``seeds``: the run directories of every seed of a multi-seed run, for the accuracy curves' bands.
+    """
+    by_seed = [{arm: read_metrics(path, arm) for arm in summary["arms"]} for path in seeds] if seeds else [rounds]
+    found = [(accuracy_figure({arm: [r[arm] for r in by_seed] for arm in summary["arms"]}),
+              "test accuracy over rounds, all arms",
+              "Test top-1 accuracy of the global model after each round" + (
+                  f": mean and 95% band over {len(seeds)} seeds." if seeds else "."))]
     for arm, entry in summary["arms"].items():
         series = {attack: leakage_by_round(records, arm, attack) for attack in entry["attacks"]}
         found.append((arm_figure(arm, series, rounds[arm]), f"arm {arm}: leakage and accuracy",
                       f"Arm {arm}: mean PSNR of each attack (left) and test top-1 (right) per round."))
     return [{"uri": uri, "alt": alt, "caption": caption} for uri, alt, caption in found if uri is not None]
+
+
+def sibling_seeds(run_dir: Path) -> list[Path] | None:
+    """Every seed's run directory when ``run_dir`` is one seed of a multi-seed run (``OUT/seed-S``)."""
+    from ..simulate import read_seeds, seed_dirs
+
+    parent = run_dir.resolve().parent
+    if not run_dir.resolve().name.startswith("seed-") or not read_seeds(parent):
+        return None
+    found = list(seed_dirs(parent).values())
+    return found if len(found) > 1 else None
 
 
 def _figure(width: float = 8.0, height: float = 3.6) -> Any:
@@ -147,17 +166,23 @@ def _png_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def accuracy_figure(rounds: dict[str, list[dict]]) -> str | None:
-    """Test accuracy over rounds, one line per arm; None when no arm has a round."""
-    series = {arm: [(r["round"], r["accuracy"]) for r in rows if r.get("accuracy") is not None]
-              for arm, rows in rounds.items()}
+def accuracy_figure(rounds: dict[str, list[list[dict]]]) -> str | None:
+    """Test accuracy over rounds, one line per arm (arm -> one list of rounds per seed): with several seeds
+    their mean and 95% t band; None when no arm has a round."""
+    from ..results.stats import curve_band
+
+    series = {arm: [s for s in ([(r["round"], r["accuracy"]) for r in rows if r.get("accuracy") is not None]
+                                for rows in runs) if s] for arm, runs in rounds.items()}
     if not any(series.values()):
         return None
     figure = _figure()
     ax = figure.add_subplot()
-    for arm, points in series.items():
-        if points:
-            ax.plot(*zip(*points), marker="o", label=arm)
+    for arm, runs in series.items():
+        if runs:
+            steps, mean, low, high = curve_band(runs)
+            (line,) = ax.plot(steps, mean, marker="o", label=arm)
+            if len(runs) > 1:
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set(xlabel="round", ylabel="test top-1", title="Test accuracy per arm")
     _round_axis(ax)
     ax.legend()

@@ -8,7 +8,7 @@ from typing import Any
 from ..audit.summary import leakage_by_round
 from .judging import COLUMNS, accuracy_of, ordered_attacks
 from .settings import REFERENCE
-from .stats import t_interval
+from .stats import curve_band
 
 
 def _figure(width: float, height: float) -> Any:
@@ -121,18 +121,6 @@ def strength_figure(data: dict[str, Any], table: list[dict[str, Any]]) -> Any:
         ax.legend(fontsize=7, loc="upper right")
     figure.suptitle("Leakage and accuracy against defence strength (0: standard ViT)")
     return figure
-
-
-def curve_band(series: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Rounds, mean and the 95% t band over seeds at every round all seeds reached (no band from one seed)."""
-    common = sorted(set.intersection(*(set(r for r, _ in s) for s in series))) if series else []
-    means, lows, highs = [], [], []
-    for rnd in common:
-        mean, low, high = t_interval([dict(s)[rnd] for s in series])
-        means.append(mean)
-        lows.append(mean if low is None else low)
-        highs.append(mean if high is None else high)
-    return common, means, lows, highs
 
 
 def accuracy_curves_figure(curves: dict[int, dict[str, list[dict[str, Any]]]]) -> Any:

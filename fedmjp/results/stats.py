@@ -61,3 +61,15 @@ def reading(values: Sequence[float], reference: Sequence[float], is_reference: b
         return NO_DIFFERENCE.format(n=n)
     lower = float(np.mean(values)) < float(np.mean(reference))
     return (LOWER if lower else HIGHER).format(alpha=alpha, n=n)
+
+
+def curve_band(series: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Rounds, mean and the 95% t band over seeds at every round all seeds reached (no band from one seed)."""
+    common = sorted(set.intersection(*(set(r for r, _ in s) for s in series))) if series else []
+    means, lows, highs = [], [], []
+    for rnd in common:
+        mean, low, high = t_interval([dict(s)[rnd] for s in series])
+        means.append(mean)
+        lows.append(mean if low is None else low)
+        highs.append(mean if high is None else high)
+    return common, means, lows, highs
