@@ -63,6 +63,30 @@ def step_ratio(name: str, size: int, batch: int, reps: int = 7) -> tuple[float, 
     return p, m, m / p
 
 
+def set_fused_attention(model: torch.nn.Module, fused: bool) -> None:
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = fused
+
+
+def fused_attention_ratio(name: str, size: int, batch: int, reps: int = 7) -> tuple[float, float, float]:
+    """Median seconds per client training step with timm's fused attention off and on, interleaved
+    (clients no longer run with TIMM_FUSED_ATTN=0; only the attacker's copy turns it off)."""
+    torch.manual_seed(0)
+    model = timm.create_model(f"mjp_{name}", mjp_ratio=0.25).train()
+    seed_jigsaw(model, 0)
+    images, labels = torch.rand(batch, 3, size, size), torch.randint(0, 10, (batch,))
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for rep in range(reps + 1):
+        for fused in (False, True):
+            set_fused_attention(model, fused)
+            seconds = step_seconds(model, images, labels)
+            if rep:  # the first pass is warm-up
+                times[fused].append(seconds)
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    return off, on, off / on
+
+
 def centralised_cifar(epochs: int, per_class: int) -> list[tuple[str, float, float]]:
     train = load_dataset("imagefolder", "train", 32, root=str(CIFAR), limit_per_class=per_class)
     test = load_dataset("imagefolder", "test", 32, root=str(CIFAR))
@@ -92,7 +116,14 @@ def main() -> None:
         plain, mjp, ratio = step_ratio(name, size, batch)
         table.add_row(name, str(size), str(batch), f"{plain:.3f}", f"{mjp:.3f}", f"{ratio:.3f}")
     console.print(table)
-    tables = [table]
+    fused = Table(title="client training step (MJP 0.25): timm attention unfused over fused, CPU, median of 7")
+    for column in ("model", "px", "batch", "unfused s/step", "fused s/step", "unfused / fused"):
+        fused.add_column(column, justify="left" if column == "model" else "right")
+    for name, size, batch in PAIRS[:3]:
+        off, on, ratio = fused_attention_ratio(name, size, batch)
+        fused.add_row(name, str(size), str(batch), f"{off:.3f}", f"{on:.3f}", f"{ratio:.3f}")
+    console.print(fused)
+    tables = [table, fused]
     if CIFAR.is_dir():
         epochs = int(os.environ.get("FEDMJP_BENCH_EPOCHS", "2"))
         per_class = int(os.environ.get("FEDMJP_BENCH_TRAIN_PER_CLASS", "300"))

@@ -11,7 +11,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmjp.audit.receipt import client_receipt
+from fedmjp.audit.receipt import client_receipt, encode_scores
 from fedmjp.faults import before_training, corrupt, injected_fault
 from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
 
@@ -49,11 +49,12 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Federated evaluation of the global model on the shared held-out split."""
+    """Federated evaluation: the global model on the shard of the held-out split the server names."""
     arm = arm_of(msg, context)
+    config = msg.content["config"]
     model = build_model(arm)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    out = evaluate_global(arm, model)
+    out = evaluate_global(arm, model, int(config["shard"]), int(config["shards"]))
     metrics = MetricRecord({"num-examples": int(out["count"]), "accuracy": out["accuracy"], "loss": out["loss"]})
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
@@ -83,12 +84,7 @@ def receipt(msg: Message, context: Context) -> Message:
         for i in range(int(config["count"]))
     ]
     scored = client_receipt(truth, labels, shuffled, int(config["patch"]), reconstructions)
-    metrics = MetricRecord({
-        f"{i}.{part}.{key}": value
-        for i, (own, base) in enumerate(scored)
-        for part, values in (("m", own), ("b", base))
-        for key, value in values.items()
-    })
+    metrics = MetricRecord(encode_scores(scored))
     content = RecordDict({"metrics": metrics, "config": ConfigRecord({"shuffled": steps})})
     if bool(config["truth"]):
         content["truth"] = ArrayRecord({"images": Array(truth.numpy())})

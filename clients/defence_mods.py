@@ -19,6 +19,7 @@ from flwr.clientapp.mod import LocalDpMod
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedmjp.defences import from_weights, prune, to_weights
+from fedmjp.train import reply_kind
 from fedmjp.workload import derive_seed
 
 from .context import arm_of, partition_of
@@ -47,7 +48,7 @@ def local_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     dp = arm.defence.dp
     if dp is None:
         return call_next(msg, context)
-    kind = "gradient" if arm.training.mode == "fedsgd" else "update"
+    kind = reply_kind(arm.training.mode)
     sent = msg.content["arrays"].to_torch_state_dict()
     names: list[str] = []
     seed = derive_seed(arm.seed, "local-dp", int(msg.content["config"]["server-round"]), partition_of(context))

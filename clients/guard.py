@@ -5,7 +5,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.audit.guard import ACTIONS, add_noise, inspect
+from fedmjp.audit.guard import add_noise, inspect
+from fedmjp.audit.store import GUARD_ACTIONS
 from fedmjp.workload import dataset, derive_seed, stack
 
 from .context import arm_of, partition_of, round_batch
@@ -34,7 +35,7 @@ def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
         seed = derive_seed(arm.seed, "guard", server_round, partition_of(context))
         reply.content["arrays"] = ArrayRecord(add_noise(tensors, arm.guard.noise_scale, seed))
     metrics = reply.content["metrics"]
-    metrics["guard.action"] = ACTIONS.index(verdict.action)
+    metrics["guard.action"] = GUARD_ACTIONS.index(verdict.action)
     metrics["guard.seconds"] = verdict.seconds
     if verdict.psnr is not None:
         metrics["guard.psnr"] = verdict.psnr

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .train import make_optimizer, trainable
+from .train import ReplyKind, make_optimizer, step_sign, trainable
 
 
 def weighted_mean(tensors: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
@@ -28,7 +28,7 @@ def weighted_mean(tensors: Sequence[dict[str, torch.Tensor]], weights: Sequence[
 class ServerOptimizer:
     """Applies aggregated client tensors to the global model with a stateful optimiser."""
 
-    def __init__(self, model: nn.Module, kind: str, name: str, lr: float) -> None:
+    def __init__(self, model: nn.Module, kind: ReplyKind, name: str, lr: float) -> None:
         self.model = model
         self.kind = kind
         self.params = trainable(model)
@@ -36,7 +36,8 @@ class ServerOptimizer:
 
     def step(self, tensors: Sequence[dict[str, torch.Tensor]], num_examples: Sequence[float]) -> None:
         mean = weighted_mean(tensors, num_examples)
-        sign = 1.0 if self.kind == "gradient" else -1.0
+        # The optimiser descends param.grad: a gradient as it is, an update reversed.
+        sign = -step_sign(self.kind)
         for name, param in self.params.items():
             param.grad = (sign * mean[name]).to(param.device, param.dtype)
         self.optimizer.step()

@@ -21,6 +21,8 @@ import torch
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from torch import nn
 
+from .train import ReplyKind, step_sign
+
 
 def sincos_pos_embed(model: nn.Module) -> torch.Tensor:
     """A 2-D sin-cos table shaped like ``model.pos_embed`` (prefix-token rows zero, as in MAE)."""
@@ -58,27 +60,21 @@ def prune(tensors: Mapping[str, torch.Tensor], fraction: float) -> dict[str, tor
 
 
 def to_weights(sent: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor],
-               kind: str) -> dict[str, torch.Tensor]:
+               kind: ReplyKind) -> dict[str, torch.Tensor]:
     """The new weights a reply stands for, keyed (and ordered) like ``sent``, in float64.
 
     Entries the reply does not carry (buffers, frozen parameters) are the sent weights unchanged.
     """
-    sign = _sign(kind)
+    sign = step_sign(kind)
     return {name: value.double() + sign * tensors[name].double() if name in tensors else value.clone()
             for name, value in sent.items()}
 
 
-def from_weights(sent: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], kind: str,
+def from_weights(sent: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], kind: ReplyKind,
                  names: list[str]) -> dict[str, torch.Tensor]:
     """Back from new weights to the reply's tensors (only ``names``, in that order), float32."""
-    sign = _sign(kind)
+    sign = step_sign(kind)
     return {name: (sign * (weights[name].double() - sent[name].double())).float() for name in names}
-
-
-def _sign(kind: str) -> float:
-    if kind not in ("gradient", "update"):
-        raise ValueError(f"kind must be 'gradient' or 'update', got {kind!r}")
-    return -1.0 if kind == "gradient" else 1.0
 
 
 def l2_norm(tensors: Mapping[str, torch.Tensor]) -> float:

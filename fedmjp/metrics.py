@@ -28,6 +28,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from .patches import flat_tiles
+
 __all__ = [
     "LPIPS_MIN_SIZE",
     "PSNR_CAP",
@@ -86,11 +88,11 @@ def _mse(x: Tensor, y: Tensor) -> Tensor:
     return (x - y).pow(2).flatten(1).mean(dim=1)
 
 
-def _tiles(x: Tensor, patch: int) -> Tensor:
-    """(B, C, H, W) -> (B, N, C*patch*patch), tiles in row-major order (the MJP patch index)."""
-    b, c, _, _ = x.shape
-    t = x.unfold(2, patch, patch).unfold(3, patch, patch)  # (B, C, H/p, W/p, p, p)
-    return t.permute(0, 2, 3, 1, 4, 5).reshape(b, -1, c * patch * patch)
+def pairwise_mse(a: Tensor, b: Tensor) -> Tensor:
+    """(..., M, D) x (..., N, D) -> (..., M, N) mean squared error in float64."""
+    # Direct (not matmul-based) distances so exact copies cost exactly 0; float64 keeps ties clean.
+    dist = torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    return dist.pow(2) / a.shape[-1]
 
 
 def _prepare(reconstruction: Tensor, truth: Tensor, patch: int | None = None) -> tuple[Tensor, Tensor]:
@@ -112,9 +114,7 @@ def _prepare(reconstruction: Tensor, truth: Tensor, patch: int | None = None) ->
 
 def _match(rec_tiles: Tensor, true_tiles: Tensor) -> Tensor:
     """Optimal one-to-one assignment (B, N): entry [b, j] is the reconstructed tile matched to true tile j."""
-    # Direct (not matmul-based) distances so exact copies cost exactly 0; float64 keeps ties clean.
-    cost = torch.cdist(rec_tiles.double(), true_tiles.double(), compute_mode="donot_use_mm_for_euclid_dist")
-    cost = cost.pow(2) / rec_tiles.shape[-1]  # tile MSE
+    cost = pairwise_mse(rec_tiles, true_tiles)
     assignment = torch.empty(true_tiles.shape[:2], dtype=torch.long)
     for b, matrix in enumerate(cost.cpu().numpy()):
         rows, cols = linear_sum_assignment(matrix)
@@ -124,7 +124,7 @@ def _match(rec_tiles: Tensor, true_tiles: Tensor) -> Tensor:
 
 def _matched_tiles(x: Tensor, y: Tensor, patch: int) -> tuple[Tensor, Tensor, Tensor]:
     """Reconstructed tiles reordered onto their matched true positions, the true tiles, and the assignment."""
-    rec, true = _tiles(x, patch), _tiles(y, patch)
+    rec, true = flat_tiles(x, patch), flat_tiles(y, patch)
     assignment = _match(rec, true)
     matched = torch.gather(rec, 1, assignment.unsqueeze(-1).expand_as(rec))
     return matched, true, assignment
@@ -267,10 +267,10 @@ def _masked_mean(values: Tensor, mask: Tensor) -> list[float | None]:
 def _split_columns(
     x: Tensor, y: Tensor, patch: int, mask: Tensor, ssim_map: Tensor, matched: Tensor, true: Tensor
 ) -> dict[str, list[float | None]]:
-    rec = _tiles(x, patch)
+    rec = flat_tiles(x, patch)
     tile_sq_err = (rec - true).pow(2)
     # SSIM map per tile; the 11x11 window straddles tile borders, so tile edges mix both sets slightly.
-    ssim_tiles = _tiles(ssim_map.mean(dim=1, keepdim=True), patch)
+    ssim_tiles = flat_tiles(ssim_map.mean(dim=1, keepdim=True), patch)
     columns: dict[str, list[float | None]] = {}
     for suffix, selected in (("shuffled", mask), ("unshuffled", ~mask)):
         columns[f"mse_{suffix}"] = _masked_mean(tile_sq_err, selected)

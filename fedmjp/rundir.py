@@ -66,12 +66,24 @@ def arm_dir(run_dir: Path, arm: str) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line (a crash can leave half a last line, which is skipped)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def append_jsonl(path: Path, record: dict[str, Any], mode: int = 0o644) -> None:
-    """Append one record by rewriting the file atomically (a crash never leaves half a line)."""
-    existing = path.read_bytes() if path.exists() else b""
-    atomic_write(path, existing + (json.dumps(record, sort_keys=True) + "\n").encode(), mode)
+    """Append one line with a single write on an O_APPEND descriptor, fsynced (nothing is rewritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -34,8 +34,12 @@ class Data(Strict):
     root: str | None = None
     name: str | None = None
     partitioning: Partitioning = Partitioning()
-    # Cap on the held-out test images the server evaluates on each round (None: all).
+    # Cap on the held-out test images evaluated each round (None: all).
     test_limit: Annotated[int, Field(ge=1)] | None = None
+    # Where the global model is evaluated each round: on the server's own copy of the test split, or
+    # on the clients (each a shard of it; a deployed server need not hold client data). "auto": the
+    # server when it can load the test split, else the clients.
+    evaluate_on: Literal["auto", "server", "clients"] = "auto"
 
     @model_validator(mode="after")
     def _paths(self) -> Data:
@@ -123,6 +127,13 @@ class Model(Strict):
             raise ValueError(f"model.mjp: {self.name!r} is not an MJP model (use its mjp_ twin)")
         return self
 
+    def num_classes(self) -> int | None:
+        """Outputs of the classifier head (None when the model's registration does not say)."""
+        if "num_classes" in self.kwargs:
+            return int(self.kwargs["num_classes"])
+        cfg = timm.models.get_pretrained_cfg(self.name)
+        return cfg.num_classes if cfg else None
+
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``timm.create_model`` (architecture plus MJP settings)."""
         kwargs: dict[str, Any] = dict(self.kwargs)
@@ -165,6 +176,8 @@ class Audit(Strict):
     clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = "all"
     # Simulation only: store the clients' true images beside reconstructions for the report.
     store_ground_truth: bool = False
+    # Seconds the server waits for the round's leakage receipts.
+    receipt_timeout: Annotated[float, Field(gt=0)] = 600.0
 
     def attacks_round(self, server_round: int) -> bool:
         if self.rounds != "all" and server_round not in self.rounds:
@@ -255,12 +268,25 @@ class Arm(Strict):
     @model_validator(mode="after")
     def _attacks_apply(self) -> Arm:
         steps = 1 if self.training.mode == "fedsgd" else (self.training.local_steps or 0)
-        for i, spec in enumerate(self.audit.attacks):
+        placed = [(f"audit.attacks.{i}", spec) for i, spec in enumerate(self.audit.attacks)]
+        if self.guard.enabled:
+            placed.append(("guard.attack", self.guard.attack))
+        for where, spec in placed:
             if spec.name == "april" and (self.training.batch_size > 1 or steps != 1):
                 raise ValueError(
-                    f"audit.attacks.{i}: april's closed form needs one example and one local step "
+                    f"{where}: april's closed form needs one example and one local step "
                     f"(training.batch_size is {self.training.batch_size}, mode {self.training.mode})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _head_covers_classes(self) -> Arm:
+        from .data import class_count
+
+        classes, head = class_count(self.data.source, self.data.root), self.model.num_classes()
+        if classes is not None and head is not None and head < classes:
+            raise ValueError(f"model.kwargs.num_classes: the model has {head} outputs but data.source "
+                             f"{self.data.source!r} has {classes} classes")
         return self
 
 
@@ -408,7 +434,9 @@ def read_raw(path: str | os.PathLike[str]) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise InputError(f"{path}: not valid YAML{where}") from None
-    return raw if raw is not None else {}
+    if raw is None:  # an empty or comment-only file is a mistake, not the default scenario
+        raise InputError(f"{path}: the scenario file is empty (it needs at least a model, data or arms)")
+    return raw
 
 
 def load_scenario(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Scenario:

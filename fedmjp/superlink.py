@@ -32,7 +32,6 @@ QUIET_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
-    "TIMM_FUSED_ATTN": "0",
 }
 CONNECTION = "fedmjp"
 # Seconds between status reads when a local hint says when to read (see FlowerConnection.wait),

@@ -55,11 +55,25 @@ def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+# What a client replies: a gradient (FedSGD) or the change of its weights after local training (FedAvg).
+ReplyKind = Literal["gradient", "update"]
+
+
+def reply_kind(mode: str) -> ReplyKind:
+    """The reply of a training mode: ``fedsgd`` sends a gradient, ``fedavg`` an update."""
+    return "gradient" if mode == "fedsgd" else "update"
+
+
+def step_sign(kind: ReplyKind) -> float:
+    """+1 when the reply is a step in weight space (an update), -1 when it points uphill (a gradient)."""
+    return 1.0 if kind == "update" else -1.0
+
+
 @dataclass
 class LocalResult:
     """What a client computed: a gradient (FedSGD) or an update (FedAvg), by parameter name."""
 
-    kind: Literal["gradient", "update"]
+    kind: ReplyKind
     tensors: dict[str, torch.Tensor]
     num_examples: int
     loss: float

@@ -141,12 +141,27 @@ def heldout_indices(arm: Arm) -> np.ndarray:
     return np.sort(rng.choice(count, size=arm.data.test_limit, replace=False))
 
 
-def heldout_batches(arm: Arm, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    data, indices = dataset(arm, "test"), heldout_indices(arm)
+def heldout_batches(arm: Arm, shard: int = 0, shards: int = 1,
+                    batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out examples in batches; shard ``k`` of ``n`` is every n-th from the k-th, so the
+    shards of a federated evaluation together cover the held-out set exactly once."""
+    data, indices = dataset(arm, "test"), heldout_indices(arm)[shard::shards]
     for start in range(0, len(indices), batch_size):
         yield stack(data, indices[start : start + batch_size])
 
 
-def evaluate_global(arm: Arm, model: nn.Module) -> dict[str, float]:
-    """Top-1 and loss of the global model on the held-out test split."""
-    return evaluate(model, heldout_batches(arm))
+def evaluate_global(arm: Arm, model: nn.Module, shard: int = 0, shards: int = 1) -> dict[str, float]:
+    """Top-1 and loss of the global model on the held-out test split (or one shard of it)."""
+    return evaluate(model, heldout_batches(arm, shard, shards))
+
+
+def server_evaluates(arm: Arm) -> bool:
+    """Whether the server evaluates on its own copy of the test split (``data.evaluate_on``; "auto":
+    when it can load it, which a deployed server without the clients' data cannot)."""
+    if arm.data.evaluate_on != "auto":
+        return arm.data.evaluate_on == "server"
+    try:
+        dataset(arm, "test")
+    except (ValueError, OSError, RuntimeError):
+        return False
+    return True

@@ -1,7 +1,10 @@
-"""The adversary tap: attacks every selected reply before aggregation, then asks the client
-that sent it for a leakage receipt (numbers only) and appends audit records."""
+"""The round's audit: the curious server attacks the selected replies before aggregation, asks the
+clients that sent them for leakage receipts (numbers only, all in one exchange) and appends the
+audit records; it also records what the clients' guards reported and the round's faults."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -10,9 +13,12 @@ from flwr.serverapp import Grid
 
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.adversary import Adversary, Outcome
-from fedmjp.audit.guard import ACTIONS
+from fedmjp.audit.receipt import decode_scores
+from fedmjp.audit.store import GUARD_ACTIONS
 from fedmjp.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
+
+from .strategy import CheckedReplies, Fault, Reply
 
 RECEIPT = "query.receipt"
 
@@ -35,8 +41,31 @@ def receipt_request(arm: str, server_round: int, patch: int, outcomes: list[Outc
     return RecordDict({"recon": ArrayRecord(arrays), "config": config})
 
 
-class AdversaryTap:
-    """A FedMJP reply tap; one per arm. It never sees client data."""
+@dataclass
+class Receipt:
+    """What a client answered about one reply's reconstructions."""
+
+    scored: dict[int, tuple[dict[str, float], dict[str, float]]]
+    truth: torch.Tensor | None = None
+    shuffled: list[bool] | None = None
+    error: str = ""
+
+
+@dataclass
+class Attacked:
+    """One reply the server attacked, with its outcomes and (later) the client's receipt."""
+
+    reply: Reply
+    outcomes: list[Outcome]
+    receipt: Receipt | None = None
+
+    @property
+    def reconstructed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "attacked"]
+
+
+class RoundAuditor:
+    """The arm's adversary and audit trail; it never sees client data."""
 
     def __init__(self, arm: Arm, grid: Grid, store: AuditStore, patch: int) -> None:
         self.arm = arm
@@ -45,90 +74,106 @@ class AdversaryTap:
         self.patch = patch
         self.adversary = Adversary(arm)
 
-    def __call__(self, server_round: int, sent: ArrayRecord, replies: list[Message],
-                 failed: list[tuple[int, str]]) -> None:
-        self._record_guards(server_round, replies, failed)
+    def audit(self, server_round: int, sent: ArrayRecord, checked: CheckedReplies) -> None:
+        """Attack, collect receipts and append the round's records: guards, attacks, faults."""
+        self._record_guards(server_round, checked)
         audit = self.arm.audit
-        if not audit.attacks or not audit.attacks_round(server_round):
-            return
-        by_partition = {int(r.content["metrics"]["partition-id"]): r for r in replies}
-        weights = sent.to_torch_state_dict()
-        for partition_id in audit.targets(list(by_partition)):
-            self._audit_reply(server_round, partition_id, weights, by_partition[partition_id])
+        if audit.attacks and audit.attacks_round(server_round):
+            weights = sent.to_torch_state_dict()
+            by_partition = {r.partition_id: r for r in checked.usable}
+            attacked = [self._attack(weights, by_partition[p]) for p in audit.targets(list(by_partition))]
+            self._collect_receipts(server_round, attacked)
+            for item in attacked:
+                self._record_attacks(server_round, item)
+        self._record_faults(server_round, checked.faults)
 
-    def _record_guards(self, server_round: int, replies: list[Message], failed: list[tuple[int, str]]) -> None:
+    def _attack(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
+        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples)
+        return Attacked(reply, self.adversary.run(obs))
+
+    def _collect_receipts(self, server_round: int, attacked: list[Attacked]) -> None:
+        """Every client with a reconstruction scores it; the questions go out together."""
+        asking = [item for item in attacked if item.reconstructed]
+        questions = [
+            Message(content=receipt_request(self.arm.name, server_round, self.patch, item.reconstructed,
+                                            self.arm.audit.store_ground_truth),
+                    dst_node_id=item.reply.message.metadata.src_node_id, message_type=RECEIPT)
+            for item in asking
+        ]
+        if not questions:
+            return
+        answers = list(self.grid.send_and_receive(questions, timeout=self.arm.audit.receipt_timeout))
+        by_question = {a.metadata.reply_to_message_id: a for a in answers}
+        for item, question in zip(asking, questions):
+            item.receipt = read_receipt(by_question.get(question.metadata.message_id), len(item.reconstructed))
+
+    def _record_attacks(self, server_round: int, item: Attacked) -> None:
+        reply, receipt = item.reply, item.receipt
+        truth_image = None
+        if receipt is not None and receipt.truth is not None:
+            truth_image = self.store.save_images(self.arm.name, f"r{server_round:03d}-p{reply.partition_id}-truth",
+                                                 receipt.truth)
+        reconstructed = item.reconstructed
+        for outcome in item.outcomes:
+            record = AuditRecord(
+                arm=self.arm.name, round=server_round, partition_id=reply.partition_id, attack=outcome.spec.name,
+                status=outcome.status, num_examples=reply.num_examples, reason=outcome.reason,
+            )
+            if outcome.status == "attacked":
+                rec = outcome.reconstruction
+                name = f"r{server_round:03d}-p{reply.partition_id}-{outcome.spec.name}"
+                record.image = self.store.save_images(self.arm.name, name, rec.images)
+                record.truth_image = truth_image
+                record.seconds = rec.seconds
+                record.threat_model = rec.threat_model.to_dict()
+                record.labels_recovered = [] if rec.labels is None else [int(v) for v in rec.labels]
+                record.shuffled_steps = (receipt.shuffled or []) if receipt else []
+                scored = receipt.scored.get(reconstructed.index(outcome)) if receipt else None
+                if scored is None:
+                    record.status, record.reason = "receipt-failed", receipt.error if receipt else "receipt: no reply"
+                else:
+                    record.status = "scored"
+                    record.metrics, record.baseline = scored
+            self.store.append(record)
+
+    def _record_guards(self, server_round: int, checked: CheckedReplies) -> None:
         """What each client's guard measured and allowed out (it reports it in its metrics)."""
         if not self.arm.guard.enabled:
             return
         name = self.arm.guard.attack.name
-        for reply in replies:
-            metrics = reply.content["metrics"]
+        for reply in checked.usable:
+            metrics = reply.metrics
             if "guard.action" not in metrics:
                 continue
-            action = ACTIONS[int(metrics["guard.action"])]
             psnr = {"psnr": float(metrics["guard.psnr"])} if "guard.psnr" in metrics else {}
             self.store.append(AuditRecord(
-                arm=self.arm.name, round=server_round, partition_id=int(metrics["partition-id"]), attack=name,
+                arm=self.arm.name, round=server_round, partition_id=reply.partition_id, attack=name,
                 status="scored" if psnr else "not-applicable", source="client-guard", metrics=psnr,
-                seconds=float(metrics["guard.seconds"]), reason=action, num_examples=int(metrics["num-examples"]),
+                seconds=float(metrics["guard.seconds"]), reason=GUARD_ACTIONS[int(metrics["guard.action"])],
+                num_examples=reply.num_examples,
             ))
-        for partition_id, reason in failed:
+        for partition_id, reason in checked.faults:
             if "client guard" in reason:
                 self.store.append(AuditRecord(
                     arm=self.arm.name, round=server_round, partition_id=partition_id, attack=name,
                     status="withheld", source="client-guard", reason=reason,
                 ))
 
-    def _audit_reply(self, server_round: int, partition_id: int, weights: dict, reply: Message) -> None:
-        num_examples = int(reply.content["metrics"]["num-examples"])
-        obs = self.adversary.observation(weights, reply.content["arrays"].to_torch_state_dict(), num_examples)
-        outcomes = self.adversary.run(obs)
-        attacked = [o for o in outcomes if o.status == "attacked"]
-        receipts, truth, info, error = self._receipts(server_round, reply.metadata.src_node_id, attacked)
-        truth_image = None
-        if truth is not None:
-            truth_image = self.store.save_images(self.arm.name, f"r{server_round:03d}-p{partition_id}-truth", truth)
-        for outcome in outcomes:
-            record = AuditRecord(
-                arm=self.arm.name, round=server_round, partition_id=partition_id, attack=outcome.spec.name,
-                status=outcome.status, num_examples=num_examples, reason=outcome.reason,
-            )
-            if outcome.status == "attacked":
-                rec = outcome.reconstruction
-                name = f"r{server_round:03d}-p{partition_id}-{outcome.spec.name}"
-                record.image = self.store.save_images(self.arm.name, name, rec.images)
-                record.truth_image = truth_image
-                record.seconds = rec.seconds
-                record.threat_model = rec.threat_model.to_dict()
-                record.labels_recovered = [] if rec.labels is None else [int(v) for v in rec.labels]
-                record.shuffled_steps = info
-                scored = receipts.get(attacked.index(outcome))
-                if scored is None:
-                    record.status, record.reason = "receipt-failed", error
-                else:
-                    record.status = "scored"
-                    record.metrics, record.baseline = scored
-            self.store.append(record)
+    def _record_faults(self, server_round: int, faults: list[Fault]) -> None:
+        for partition_id, reason in faults:
+            self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
+                                          attack="none", status="fault", source="fault", reason=reason))
 
-    def _receipts(self, server_round: int, node: int, attacked: list[Outcome]):
-        """Ask the client to score the reconstructions; returns ({i: (metrics, baseline)}, truth, shuffled, error)."""
-        if not attacked:
-            return {}, None, [], ""
-        content = receipt_request(self.arm.name, server_round, self.patch, attacked, self.arm.audit.store_ground_truth)
-        question = Message(content=content, dst_node_id=node, message_type=RECEIPT)
-        replies = list(self.grid.send_and_receive([question], timeout=600))
-        if not replies or replies[0].has_error():
-            reason = replies[0].error.reason if replies else "no reply"
-            return {}, None, [], f"receipt: {reason}"
-        answer = replies[0].content
-        if "error" in answer["config"]:
-            return {}, None, [], f"receipt: {answer['config']['error']}"
-        metrics = answer["metrics"]
-        scored = {}
-        for i in range(len(attacked)):
-            own = {k.split(".", 2)[2]: float(v) for k, v in metrics.items() if k.startswith(f"{i}.m.")}
-            base = {k.split(".", 2)[2]: float(v) for k, v in metrics.items() if k.startswith(f"{i}.b.")}
-            scored[i] = (own, base)
-        truth = answer["truth"]["images"].numpy() if "truth" in answer else None
-        shuffled = [bool(s) for s in answer["config"]["shuffled"]]
-        return scored, None if truth is None else torch.from_numpy(np.asarray(truth)), shuffled, ""
+
+def read_receipt(answer: Message | None, count: int) -> Receipt:
+    """A client's receipt for ``count`` reconstructions, or why there is none."""
+    if answer is None:
+        return Receipt({}, error="receipt: no reply")
+    if answer.has_error():
+        return Receipt({}, error=f"receipt: {answer.error.reason}")
+    content = answer.content
+    if "error" in content["config"]:
+        return Receipt({}, error=f"receipt: {content['config']['error']}")
+    truth = torch.from_numpy(np.asarray(content["truth"]["images"].numpy())) if "truth" in content else None
+    shuffled = [bool(s) for s in content["config"]["shuffled"]]
+    return Receipt(decode_scores(dict(content["metrics"]), count), truth, shuffled)

@@ -1,23 +1,32 @@
-"""fedmjp ServerApp: discovers partitions, runs each arm's rounds, evaluates, writes the run directory."""
+"""fedmjp ServerApp: finds the partitions, runs each arm's rounds, writes the run directory.
+
+One round, top to bottom (``run_round``): send the global weights to the sampled clients, collect
+their replies, check them (usable / faults), audit them (the curious server attacks before it
+aggregates; clients score the reconstructions by receipts), aggregate the usable ones into the global
+model, evaluate it, record the round and checkpoint it.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedmjp import checkpoint
-from fedmjp.audit import AuditRecord, AuditStore
+from fedmjp.audit import AuditStore
 from fedmjp.rundir import append_jsonl, arm_dir, atomic_torch_save
 from fedmjp.runconfig import ARM_KEY, arms_from_run_config
 from fedmjp.scenario import Arm
-from fedmjp.train import resolve_device
-from fedmjp.workload import build_model, evaluate_global
+from fedmjp.train import reply_kind, resolve_device
+from fedmjp.workload import build_model, evaluate_global, server_evaluates
 
-from .adversary import AdversaryTap
-from .strategy import FedMJP
+from .adversary import RoundAuditor
+from .strategy import CheckedReplies, FedMJP
 
 app = ServerApp()
 
@@ -48,12 +57,6 @@ class RunStopped(RuntimeError):
     """A round had fewer usable replies than the scenario's minimum."""
 
 
-def record_faults(store: AuditStore, arm: Arm, server_round: int, faults: list[tuple[int, str]]) -> None:
-    for partition_id, reason in faults:
-        store.append(AuditRecord(arm=arm.name, round=server_round, partition_id=partition_id, attack="none",
-                                 status="fault", source="fault", reason=reason))
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the arms of the run config one after the other on the same nodes."""
@@ -66,57 +69,113 @@ def main(grid: Grid, context: Context) -> None:
         run_arm(grid, context, arm, partitions)
 
 
+@dataclass
+class ArmRun:
+    """Everything one arm's rounds share: the global model, the strategy, the audit, the files."""
+
+    arm: Arm
+    grid: Grid
+    model: torch.nn.Module
+    strategy: FedMJP
+    auditor: RoundAuditor
+    store: AuditStore
+    out: Path
+    on_server: bool
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
 def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) -> None:
+    run = open_arm(grid, context, arm, partitions)
+    first = resume_or_start(run, resume=bool(context.run_config.get("resume", False)))
+    for server_round in range(first, arm.training.rounds + 1):
+        run_round(run, server_round)
+    atomic_torch_save(run.out / "final_weights.pt", {k: v.cpu() for k, v in run.model.state_dict().items()})
+
+
+def open_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) -> ArmRun:
     run_dir = run_dir_of(context, arm)
     out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
     store = AuditStore(run_dir)
     model = build_model(arm).to(resolve_device(arm.device))
-    kind = "gradient" if arm.training.mode == "fedsgd" else "update"
-    strategy = FedMJP(
-        model,
-        kind,
-        arm.training.server_optimizer,
-        arm.training.server_lr,
-        partitions,
-        arm.clients.sampled_per_round,
-        arm.seed,
-        taps=[AdversaryTap(arm, grid, store, model.patch_embed.patch_size[0])],
-        min_replies=arm.clients.min_per_round,
-    )
-    metrics_path, checkpoint_path = out / "metrics.jsonl", out / "checkpoint.pt"
-    first = 1
-    if bool(context.run_config.get("resume", False)) and (saved := checkpoint.load(checkpoint_path)):
-        model.load_state_dict(saved.model)
-        strategy.optimizer.load_state_dict(saved.optimizer)
-        strategy.sampler.setstate(saved.sampler)
-        checkpoint.cut_back(metrics_path, saved.metrics_bytes)
-        checkpoint.cut_back(store.records_path, saved.audit_bytes)
-        first = saved.round + 1
-    for server_round in range(first, arm.training.rounds + 1):
-        started = time.perf_counter()
-        arrays = ArrayRecord(model.state_dict())
-        messages = strategy.configure_train(server_round, arrays, ConfigRecord({ARM_KEY: arm.name}), grid)
-        replies = list(grid.send_and_receive(messages, timeout=arm.clients.timeout))
-        _, train_metrics = strategy.aggregate_train(server_round, replies)
-        record_faults(store, arm, server_round, strategy.faults)
-        if train_metrics is None:
-            reasons = "; ".join(f"partition {p}: {r}" for p, r in strategy.faults) or "no replies"
-            raise RunStopped(f"round {server_round}: fewer than clients.min_per_round "
-                             f"({arm.clients.min_per_round}) usable replies ({reasons})")
-        test = evaluate_global(arm, model)
-        append_jsonl(
-            metrics_path,
-            {
-                "round": server_round,
-                "accuracy": test["accuracy"],
-                "loss": test["loss"],
-                "train_loss": float(train_metrics["loss"]),
-                "clients": len(strategy.sampled) - len(strategy.faults),
-                "faults": [{"partition_id": p, "reason": r} for p, r in strategy.faults],
-                "seconds": time.perf_counter() - started,
-            },
-        )
-        checkpoint.save(checkpoint_path, server_round, model, strategy.optimizer,
-                        strategy.sampler.getstate(), metrics_path, store.records_path)
-    atomic_torch_save(out / "final_weights.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    t = arm.training
+    strategy = FedMJP(model, reply_kind(t.mode), t.server_optimizer, t.server_lr, partitions,
+                      arm.clients.sampled_per_round, arm.seed, min_replies=arm.clients.min_per_round)
+    auditor = RoundAuditor(arm, grid, store, model.patch_embed.patch_size[0])
+    return ArmRun(arm, grid, model, strategy, auditor, store, out, server_evaluates(arm))
+
+
+def resume_or_start(run: ArmRun, resume: bool) -> int:
+    """The first round to run. A fresh arm checkpoints "round 0" before its first round, so a crash
+    anywhere in round 1 is cut back to the files as they were when the arm started."""
+    if resume and (saved := checkpoint.load(run.checkpoint_path)):
+        run.model.load_state_dict(saved.model)
+        run.strategy.optimizer.load_state_dict(saved.optimizer)
+        run.strategy.sampler.setstate(saved.sampler)
+        checkpoint.cut_back(run.metrics_path, saved.metrics_bytes)
+        checkpoint.cut_back(run.store.records_path, saved.audit_bytes)
+        return saved.round + 1
+    save_checkpoint(run, 0)
+    return 1
+
+
+def run_round(run: ArmRun, server_round: int) -> None:
+    """send -> collect -> check -> audit -> aggregate -> evaluate -> record -> checkpoint."""
+    started = time.perf_counter()
+    sent = ArrayRecord(run.model.state_dict())
+    messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM_KEY: run.arm.name}), run.grid)
+    replies = run.grid.send_and_receive(messages, timeout=run.arm.clients.timeout)
+    checked = run.strategy.check_replies(messages, replies)
+    run.auditor.audit(server_round, sent, checked)
+    train_metrics = run.strategy.aggregate_replies(checked.usable)
+    if train_metrics is None:
+        stop(run.arm, server_round, checked)
+    test = evaluate(run, server_round, [r.partition_id for r in checked.usable])
+    record(run, server_round, train_metrics, test, checked, time.perf_counter() - started)
+    save_checkpoint(run, server_round)
+
+
+def stop(arm: Arm, server_round: int, checked: CheckedReplies) -> NoReturn:
+    reasons = "; ".join(f"partition {p}: {r}" for p, r in checked.faults) or "no replies"
+    raise RunStopped(f"round {server_round}: fewer than clients.min_per_round "
+                     f"({arm.clients.min_per_round}) usable replies ({reasons})")
+
+
+def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> dict[str, float | str]:
+    """Top-1 and loss of the global model on the held-out split: on the server's copy of it, or
+    federated over the round's clients (each a shard, weighted by example count)."""
+    if run.on_server:
+        return {**evaluate_global(run.arm, run.model), "evaluated_on": "server"}
+    messages = run.strategy.configure_evaluate(
+        server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM_KEY: run.arm.name}), run.grid,
+        partitions=partitions)
+    replies = run.grid.send_and_receive(messages, timeout=run.arm.clients.timeout)
+    metrics = run.strategy.aggregate_evaluate(server_round, replies) or MetricRecord({})
+    return {"accuracy": float(metrics.get("accuracy", float("nan"))), "loss": float(metrics.get("loss", float("nan"))),
+            "evaluated_on": "clients"}
+
+
+def record(run: ArmRun, server_round: int, train: MetricRecord, test: dict[str, float | str],
+           checked: CheckedReplies, seconds: float) -> None:
+    append_jsonl(run.metrics_path, {
+        "round": server_round,
+        "accuracy": test["accuracy"],
+        "loss": test["loss"],
+        "evaluated_on": test["evaluated_on"],
+        "train_loss": float(train["loss"]),
+        "clients": len(checked.usable),
+        "faults": [{"partition_id": p, "reason": r} for p, r in checked.faults],
+        "seconds": seconds,
+    })
+
+
+def save_checkpoint(run: ArmRun, server_round: int) -> None:
+    checkpoint.save(run.checkpoint_path, server_round, run.model, run.strategy.optimizer,
+                    run.strategy.sampler.getstate(), run.metrics_path, run.store.records_path)

@@ -1,9 +1,10 @@
-"""FedMJP: FedAvg's round hooks with seeded sampling, a server optimiser and a reply tap."""
+"""FedMJP: FedAvg's round hooks with seeded sampling, checked replies and a server optimiser."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -12,10 +13,34 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedmjp.aggregate import ServerOptimizer
 from fedmjp.faults import reply_problem
+from fedmjp.train import ReplyKind
 
-# A tap sees every valid reply with the global weights it answered, before aggregation, and
-# the failed ones as (partition id, reason).
-ReplyTap = Callable[[int, ArrayRecord, list[Message], list[tuple[int, str]]], None]
+Fault = tuple[int, str]  # (partition id, reason)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A usable training reply: who sent it (by the message it answers) and its tensors, converted once."""
+
+    partition_id: int
+    message: Message
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def metrics(self) -> MetricRecord:
+        return self.message.content["metrics"]
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.metrics["num-examples"])
+
+
+@dataclass(frozen=True)
+class CheckedReplies:
+    """A round's replies split into usable ones and faults, both in partition order."""
+
+    usable: list[Reply]
+    faults: list[Fault]
 
 
 class FedMJP(FedAvg):
@@ -25,7 +50,7 @@ class FedMJP(FedAvg):
     ----------
     model : torch.nn.Module
         The global model; stepped in place by the server optimiser.
-    kind : str
+    kind : ReplyKind
         ``"gradient"`` (FedSGD replies) or ``"update"`` (FedAvg replies).
     server_optimizer : str
         ``sgd``, ``adam`` or ``adamw``; applied to the weighted mean of the replies.
@@ -38,9 +63,6 @@ class FedMJP(FedAvg):
         Clients sampled per round.
     seed : int
         Seeds the sampler (Flower's own sampler uses the global ``random``).
-    taps : list of ReplyTap
-        Called with every round's usable replies and its faults before aggregation
-        (the adversary).
     min_replies : int
         Fewest usable replies a round may aggregate; below it nothing is aggregated.
     """
@@ -48,83 +70,88 @@ class FedMJP(FedAvg):
     def __init__(
         self,
         model: torch.nn.Module,
-        kind: str,
+        kind: ReplyKind,
         server_optimizer: str,
         server_lr: float,
         partition_nodes: dict[int, int],
         per_round: int,
         seed: int,
-        taps: Iterable[ReplyTap] = (),
         min_replies: int = 1,
     ) -> None:
-        super().__init__(fraction_evaluate=0.0, min_train_nodes=per_round, min_available_nodes=per_round)
+        super().__init__(min_train_nodes=per_round, min_available_nodes=per_round)
         self.model = model
         self.optimizer = ServerOptimizer(model, kind, server_optimizer, server_lr)
         self.partition_nodes = dict(partition_nodes)
+        self.node_partitions = {node: pid for pid, node in self.partition_nodes.items()}
         self.per_round = per_round
         self.sampler = random.Random(seed)
-        self.taps = list(taps)
         self.min_replies = min_replies
-        self.sent: ArrayRecord | None = None
-        self.sampled: list[int] = []
-        self.sent_messages: list[Message] = []
-        self.faults: list[tuple[int, str]] = []
         self.expected = {name: p.shape for name, p in self.optimizer.params.items()}
 
     def sample_partitions(self) -> list[int]:
         return sorted(self.sampler.sample(sorted(self.partition_nodes), self.per_round))
 
-    def check_replies(
-        self, replies: list[Message]
-    ) -> tuple[list[tuple[Message, dict[str, torch.Tensor]]], list[tuple[int, str]]]:
-        """Split replies into usable ones (with their tensors, converted once) and faults
-        (partition id, reason): errors, missing replies, non-finite or mis-shaped tensors.
-
-        Replies map to partitions by the message they answer: an error reply for an
-        unreachable node comes from the SuperLink, not from the node.
-        """
-        asked = {m.metadata.message_id: pid for m, pid in zip(self.sent_messages, self.sampled)}
-
-        def partition_of(reply: Message) -> int:
-            return asked.get(reply.metadata.reply_to_message_id, -1)
-
-        valid, errors = self._check_and_log_replies(replies, is_train=True, validate=False)
-        faults = [(partition_of(m), f"error: {m.error.reason}") for m in errors]
-        replied = {partition_of(m) for m in replies}
-        faults += [(pid, "no reply before the round's timeout") for pid in self.sampled if pid not in replied]
-        usable = []
-        for msg in valid:
-            tensors = msg.content[self.arrayrecord_key].to_torch_state_dict()
-            problem = reply_problem(tensors, self.expected)
-            if problem is None:
-                usable.append((msg, tensors))
-            else:
-                faults.append((partition_of(msg), problem))
-        return usable, sorted(faults)
+    def _messages(self, content: RecordDict | list[RecordDict], partitions: list[int], kind: str) -> list[Message]:
+        contents = content if isinstance(content, list) else [content] * len(partitions)
+        return [Message(content=c, dst_node_id=self.partition_nodes[p], message_type=kind)
+                for c, p in zip(contents, partitions)]
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    ) -> list[Message]:
+        """One training message to each partition sampled this round (seeded, so runs repeat)."""
         config["server-round"] = server_round
-        self.sent = arrays
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        self.sampled = self.sample_partitions()
-        nodes = [self.partition_nodes[p] for p in self.sampled]
-        # Kept so replies map back to partitions (Flower sets their ids when it pushes them).
-        self.sent_messages = list(self._construct_messages(record, nodes, MessageType.TRAIN))
-        return self.sent_messages
+        return self._messages(record, self.sample_partitions(), MessageType.TRAIN)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the usable replies; faults are kept in ``self.faults`` for the round's record."""
-        usable, self.faults = self.check_replies(list(replies))
-        for tap in self.taps:
-            tap(server_round, self.sent, [msg for msg, _ in usable], self.faults)
-        if len(usable) < self.min_replies:
-            return None, None
-        contents = [msg.content for msg, _ in usable]
-        examples = [float(c["metrics"][self.weighted_by_key]) for c in contents]
-        self.optimizer.step([tensors for _, tensors in usable], examples)
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        return ArrayRecord(self.model.state_dict()), metrics
+    def check_replies(self, sent: list[Message], replies: Iterable[Message]) -> CheckedReplies:
+        """Usable replies (tensors converted once) and faults: errors, missing replies, non-finite or
+        mis-shaped tensors.
+
+        A reply maps to its partition by the message it answers (Flower set the sent messages' ids
+        when it pushed them): an error reply for an unreachable node comes from the SuperLink, not
+        from the node, and a node's own metrics are not trusted for it.
+        """
+        asked = {m.metadata.message_id: self.node_partitions[m.metadata.dst_node_id] for m in sent}
+        usable: list[Reply] = []
+        faults: list[Fault] = []
+        answered: set[int] = set()
+        for reply in replies:
+            partition_id = asked.get(reply.metadata.reply_to_message_id)
+            if partition_id is None:
+                continue  # not an answer to this round's messages
+            answered.add(partition_id)
+            if reply.has_error():
+                faults.append((partition_id, f"error: {reply.error.reason}"))
+                continue
+            if self.arrayrecord_key not in reply.content or "metrics" not in reply.content:
+                faults.append((partition_id, "malformed reply: no arrays or metrics"))
+                continue
+            tensors = reply.content[self.arrayrecord_key].to_torch_state_dict()
+            problem = reply_problem(tensors, self.expected)
+            if problem is None:
+                usable.append(Reply(partition_id, reply, tensors))
+            else:
+                faults.append((partition_id, problem))
+        faults += [(pid, "no reply before the round's timeout") for pid in asked.values() if pid not in answered]
+        return CheckedReplies(sorted(usable, key=lambda r: r.partition_id), sorted(faults))
+
+    def aggregate_replies(self, replies: list[Reply]) -> MetricRecord | None:
+        """Step the global model on the example-weighted mean of the replies; their mean metrics, or
+        None (nothing aggregated) when fewer than ``min_replies`` are given."""
+        if len(replies) < self.min_replies:
+            return None
+        self.optimizer.step([r.tensors for r in replies], [float(r.num_examples) for r in replies])
+        return self.train_metrics_aggr_fn([r.message.content for r in replies], self.weighted_by_key)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, *, partitions: list[int]
+    ) -> list[Message]:
+        """Federated evaluation: each of ``partitions`` evaluates one shard of the held-out split, so
+        together (weighted by example count) they evaluate all of it once."""
+        contents = []
+        for shard, _ in enumerate(partitions):
+            shard_config = ConfigRecord({**config, "server-round": server_round, "shard": shard,
+                                         "shards": len(partitions)})
+            contents.append(RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: shard_config}))
+        return self._messages(contents, partitions, MessageType.EVALUATE)

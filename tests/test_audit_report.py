@@ -85,9 +85,11 @@ def _write_run(run_dir: Path) -> list[AuditRecord]:
                                    reason="batch size 2 > 1"))
         records.append(AuditRecord(arm=arm, round=2, partition_id=1, attack="inverting", status="failed",
                                    reason="optimizer diverged"))
+    # As the round's auditor writes them: a guard that noised its reply, and one that withheld it.
     records.append(AuditRecord(arm="mjp", round=1, partition_id=0, attack="april", status="scored",
-                               source="client-guard", metrics={"psnr": 11.0, "withheld": 1.0},
-                               reason="update withheld: leakage above threshold"))
+                               source="client-guard", metrics={"psnr": 11.0}, reason="noise"))
+    records.append(AuditRecord(arm="mjp", round=1, partition_id=1, attack="april", status="withheld",
+                               source="client-guard", reason="withheld by client guard: april PSNR 99.0 dB > 30.0"))
     for record in records:
         store.append(record)
     return records
@@ -164,7 +166,7 @@ def test_client_guard_records_are_summarised_apart_from_server_leakage(run) -> N
     arms = summarize(run[0])["arms"]
     assert "guard" not in arms["vit"]
     guard = arms["mjp"]["guard"]
-    assert (guard["count"], guard["withheld"], guard["noised"]) == (1, 1, 0)
+    assert (guard["count"], guard["withheld"], guard["noised"]) == (2, 1, 1)
     assert guard["attacks"]["april"]["psnr_mean"] == 11.0
     # The client's own measurement is not a server-side leak: it does not enter the attack statistics.
     assert arms["mjp"]["attacks"]["april"]["count"] == len(ROUNDS) * len(CLIENTS)

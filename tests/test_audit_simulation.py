@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedmjp.audit import AuditStore
+from fedmjp.audit.summary import summarize
 
 from .flower_runs import finish, kill_marked, scenario, start_simulate
 
@@ -90,3 +91,9 @@ def test_killing_the_simulation_mid_run_leaves_every_written_record_intact(tmp_p
     for record in complete:
         assert record.status == "scored" and (tmp_path / "run" / record.image).exists()
     json.loads(lines[0])
+
+
+def test_guard_records_written_by_the_round_are_counted_by_summarize(audited_run: Path) -> None:
+    """Contract: what the real guard and auditor write is what the summary counts (4 noised replies)."""
+    guard = summarize(audited_run)["arms"]["guarded"]["guard"]
+    assert (guard["count"], guard["noised"], guard["withheld"]) == (4, 4, 0)

@@ -57,6 +57,11 @@ def test_set_overrides_parse_values_as_yaml() -> None:
         ({"arms": {"mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 2}}}}},
          "arms.mjp.model.mjp.ratio: Input should be less than or equal to 1"),
         ({"arms": {"mjp": {"model": {"mjp": {"ratio": 0.2}}}}}, "arms.mjp.model.mjp: 'vit_tiny_patch4_32'"),
+        # The guard's attack must apply to what the client sends (april: one example, one step).
+        ({"training": {"batch_size": 4}, "guard": {"enabled": True}},
+         "guard.attack: april's closed form needs one example"),
+        ({"data": {"source": "cifar100"}}, "model.kwargs.num_classes: the model has 10 outputs but data.source "
+                                           "'cifar100' has 100 classes"),
     ],
 )
 def test_bad_scenarios_name_the_field(raw: dict, field: str) -> None:
@@ -98,6 +103,20 @@ def test_validate_accepts_a_good_file_and_help_works(tmp_path: Path) -> None:
     assert done.returncode == 0 and "2 arm(s)" in done.stdout
     for command in ([], ["simulate"], ["validate"]):
         assert run_cli(*command, "--help").returncode == 0
+
+
+@pytest.mark.parametrize("content", ["", "\n", "# only a comment\n"])
+def test_empty_scenario_file_is_an_error_not_the_default_scenario(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(content)
+    done = run_cli("validate", str(path))
+    assert done.returncode == 2 and "the scenario file is empty" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_head_as_wide_as_the_classes_is_accepted() -> None:
+    raw = {"data": {"source": "cifar100"}, "model": {"kwargs": {"num_classes": 100}}}
+    assert parse_scenario(raw).arms["run"].model.num_classes() == 100
 
 
 def test_missing_scenario_file_is_exit_code_2(tmp_path: Path) -> None:

@@ -87,13 +87,21 @@ def test_nothing_is_left_running_after_simulate(two_mode_run: Path) -> None:
 def test_same_seed_gives_the_same_metrics_alone_and_after_another_arm_in_the_same_run(
         two_mode_run: Path, tmp_path: Path) -> None:
     # The two-mode scenario runs both arms in one Flower run (same clients): fedavg there follows fedsgd
-    # in the same ClientApp processes, and must not notice.
-    again = {**TWO_MODES, "arms": {"fedavg": TWO_MODES["arms"]["fedavg"]}}
+    # in the same ClientApp processes, and must not notice. Its twin evaluated by the clients (each a
+    # shard of the held-out split) must see the accuracy the server sees.
+    fedavg = TWO_MODES["arms"]["fedavg"]
+    again = {**TWO_MODES, "arms": {"fedavg": fedavg, "on-clients": {**fedavg, "data": {"evaluate_on": "clients"}}}}
     done = fedmjp("simulate", str(write_scenario(tmp_path, again)), "--out", str(tmp_path / "run"), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     runs = [read_jsonl(run / "arms" / "fedavg" / "metrics.jsonl") for run in (two_mode_run, tmp_path / "run")]
     without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in runs]
     assert without_time[0] == without_time[1] and len(without_time[0]) == 4
+    on_clients = read_jsonl(tmp_path / "run" / "arms" / "on-clients" / "metrics.jsonl")
+    assert [r["evaluated_on"] for r in on_clients] == ["clients"] * 4
+    assert all(r["evaluated_on"] == "server" for r in runs[0])
+    for server, clients in zip(runs[0], on_clients):
+        assert clients["accuracy"] == pytest.approx(server["accuracy"], abs=1e-9)
+        assert clients["loss"] == pytest.approx(server["loss"], rel=1e-5)
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmjp.scenario import parse_scenario
-from fedmjp.workload import client_batches, dataset, heldout_indices, partition_indices
+from fedmjp.scenario import Arm, parse_scenario
+from fedmjp.workload import client_batches, dataset, heldout_indices, partition_indices, server_evaluates
 
 
 def arm(**sections: dict) -> object:
@@ -34,3 +34,17 @@ def test_fedavg_local_steps_fix_the_number_of_batches() -> None:
     a = arm(clients={"num_clients": 4}, training={"mode": "fedavg", "batch_size": 16, "local_steps": 7})
     batches = client_batches(a, 0, server_round=1)
     assert len(batches) == 7 and all(len(b) == 16 for b in batches)
+
+
+def test_evaluation_shards_cover_the_heldout_set_once() -> None:
+    arm = parse_scenario({"data": {"source": "digits", "test_limit": 50}}).arms["run"]
+    shards = [heldout_indices(arm)[k::3] for k in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == sorted(heldout_indices(arm).tolist())
+
+
+def test_server_evaluates_where_it_has_the_test_split_and_clients_otherwise() -> None:
+    # A deployed server reads the same arm but may lack the clients' data folder.
+    remote = Arm.model_validate({"data": {"source": "imagefolder", "root": "/clients/only/data"}})
+    assert not server_evaluates(remote)
+    assert server_evaluates(Arm.model_validate({"data": {"source": "digits"}}))
+    assert not server_evaluates(Arm.model_validate({"data": {"source": "digits", "evaluate_on": "clients"}}))

@@ -36,6 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import Jigsaw, from_model_input
+from ..patches import from_tiles, to_tiles
 from .april import patches_to_image
 from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
 from .base import rebuild_model, register_attack
@@ -145,21 +146,6 @@ def refine(model: nn.Module, ce_grads: Tensors, mask: Tensor, patches: Tensor, l
 def _lstsq(design: Tensor, dw: Tensor) -> Tensor:
     # float64 SVD-based solve, as APRIL's: the design can be ill-conditioned.
     return torch.linalg.lstsq(design.double().T, dw, driver="gelsd").solution
-
-
-def to_tiles(images: Tensor, patch: int) -> Tensor:
-    """(..., 3, H, W) -> (..., N, 3, P, P) in row-major grid order (the model's patch index)."""
-    *lead, c, h, w = images.shape
-    t = images.reshape(*lead, c, h // patch, patch, w // patch, patch)
-    t = t.movedim(-4, -5).movedim(-2, -4)  # (..., H/P, W/P, c, P, P)
-    return t.reshape(*lead, (h // patch) * (w // patch), c, patch, patch)
-
-
-def from_tiles(tiles: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Inverse of ``to_tiles``."""
-    *lead, _, c, p, _ = tiles.shape
-    t = tiles.reshape(-1, grid[0], grid[1], c, p, p).permute(0, 3, 1, 4, 2, 5)  # (L, c, H/P, P, W/P, P)
-    return t.reshape(*lead, c, grid[0] * p, grid[1] * p)
 
 
 # (row step, col step, edge of the placed tile, facing edge of the neighbour) for the 4 neighbours.

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..models import from_model_input
+from ..patches import from_tiles
 from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
 from .base import register_attack
 from .labels import HEAD_BIAS, HEAD_WEIGHT, recover_labels
@@ -57,9 +58,7 @@ def solve_patches(grad_pos_rows: torch.Tensor, grad_patch_weight: torch.Tensor) 
 
 def patches_to_image(patches: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
     """(n, 3*P*P) rows in row-major grid order -> (1, 3, H, W)."""
-    grid_h, grid_w = grid
-    x = patches.reshape(grid_h, grid_w, 3, patch, patch)
-    return x.permute(2, 0, 3, 1, 4).reshape(1, 3, grid_h * patch, grid_w * patch)
+    return from_tiles(patches.reshape(-1, 3, patch, patch), grid).unsqueeze(0)
 
 
 class April:

@@ -17,6 +17,8 @@ import timm
 import torch
 from torch import nn
 
+from ..train import ReplyKind
+
 POS_EMBED = "pos_embed"
 PATCH_WEIGHT = "patch_embed.proj.weight"
 
@@ -38,7 +40,7 @@ class Observation:
     model_name: str
     weights: dict[str, torch.Tensor]
     tensors: dict[str, torch.Tensor]
-    kind: Literal["gradient", "update"] = "gradient"
+    kind: ReplyKind = "gradient"
     num_examples: int = 1
     # Architecture arguments beyond the registered defaults (depth, num_classes, ...).
     model_kwargs: dict[str, Any] = field(default_factory=dict)

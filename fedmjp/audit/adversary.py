@@ -9,6 +9,7 @@ import torch
 
 from ..attacks import Attack, NotApplicable, Observation, Reconstruction, build_attack
 from ..scenario import Arm, AttackSpec
+from ..train import reply_kind
 
 
 @dataclass
@@ -28,7 +29,7 @@ def observation(arm: Arm, weights: dict[str, torch.Tensor], tensors: dict[str, t
         model_name=arm.model.name,
         weights=weights,
         tensors=tensors,
-        kind="gradient" if fedsgd else "update",
+        kind=reply_kind(t.mode),
         num_examples=num_examples,
         model_kwargs=arm.model.create_kwargs(),
         local_lr=None if fedsgd else t.lr,

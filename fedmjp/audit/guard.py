@@ -15,9 +15,6 @@ from ..scenario import Arm
 from .adversary import observation, run_attack
 from .receipt import score
 
-ACTIONS = ("pass", "noise", "withhold")
-
-
 @dataclass
 class Verdict:
     action: str

@@ -59,3 +59,23 @@ def client_receipt(
         baseline = score(start[: len(truth)], truth, patch, shuffled) if start is not None else {}
         receipts.append((metrics, baseline))
     return receipts
+
+
+# The receipt travels as one flat MetricRecord: "{i}.m.{key}" for reconstruction i's metrics and
+# "{i}.b.{key}" for its attack-start baseline. Encoded and decoded only here.
+_PARTS = (("m", 0), ("b", 1))
+
+
+def encode_scores(scored: list[tuple[dict[str, float], dict[str, float]]]) -> dict[str, float]:
+    """Flatten [(metrics, baseline), ...] into the receipt's metric keys."""
+    return {f"{i}.{part}.{key}": value
+            for i, pair in enumerate(scored) for part, slot in _PARTS for key, value in pair[slot].items()}
+
+
+def decode_scores(metrics: dict[str, float], count: int) -> dict[int, tuple[dict[str, float], dict[str, float]]]:
+    """Inverse of :func:`encode_scores` for ``count`` reconstructions."""
+    scored: dict[int, tuple[dict[str, float], dict[str, float]]] = {i: ({}, {}) for i in range(count)}
+    for name, value in metrics.items():
+        index, part, key = name.split(".", 2)
+        scored[int(index)][dict(_PARTS)[part]][key] = float(value)
+    return scored

@@ -12,7 +12,6 @@ can at worst leave a partial last line, which readers skip. Nothing is ever rewr
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,10 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..rundir import atomic_write
+from ..rundir import append_jsonl, atomic_write, read_jsonl
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+# What a client guard did with its reply; a guard record's ``reason`` is one of these.
+GUARD_ACTIONS = ("pass", "noise", "withhold")
 
 
 @dataclass
@@ -79,24 +80,12 @@ class AuditStore:
 
     def append(self, record: AuditRecord) -> None:
         self._ensure_dir(self.root)
-        line = (json.dumps(record.to_json(), sort_keys=True) + "\n").encode()
-        fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.records_path, record.to_json(), FILE_MODE)
 
     def records(self) -> list[AuditRecord]:
         """Every complete record (a torn last line from a crash is skipped)."""
-        if not self.records_path.exists():
-            return []
         found = []
-        for line in self.records_path.read_text().splitlines():
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for data in read_jsonl(self.records_path):
             data.pop("leakage", None)
             found.append(AuditRecord(**data))
         return found

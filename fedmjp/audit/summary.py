@@ -163,16 +163,11 @@ def guard_stats(records: list[AuditRecord]) -> dict[str, Any]:
     the client's own leakage measurements."""
     return {
         "count": len(records),
-        "withheld": sum(_flagged(r, "withheld") for r in records),
-        "noised": sum(_flagged(r, "noised") for r in records),
+        "withheld": sum(r.status == "withheld" for r in records),
+        "noised": sum(r.reason == "noise" for r in records),
         "attacks": {attack: metric_stats([r for r in records if r.attack == attack])
                     for attack in dict.fromkeys(r.attack for r in records)},
     }
-
-
-def _flagged(record: AuditRecord, word: str) -> bool:
-    """A guard action is recorded either as a truthy metric (``withheld: 1``) or in the reason text."""
-    return bool(record.metrics.get(word)) or word in record.reason.lower()
 
 
 def _finite(value: Any) -> float | None:

@@ -67,8 +67,8 @@ def attack(
 ) -> None:
     """Compute one client's gradient on IMAGE (batch size 1) and attack it; print the leakage metrics."""
     from ..attacks import NotApplicable, build_attack
-    from ..attacks.single import build_client_model, comparison_grid, load_image, make_private_dir, run_single
-    from ..attacks.single import write_private_png
+    from ..attack_case import build_client_model, comparison_grid, load_image, make_private_dir, run_single
+    from ..attack_case import write_private_png
 
     if not image.is_file():
         raise InputError(f"--image: no such file: {image}")

@@ -9,23 +9,19 @@ played the client.
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# Optimisation attacks differentiate twice; timm's fused attention cannot on the CPU.
-os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+import timm
+import torch
+from PIL import Image
+from torch import nn
 
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import timm  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ..metrics import leakage_metrics, psnr  # noqa: E402
-from ..train import compute_gradient, seed_jigsaw  # noqa: E402
-from .base import Attack, Observation, Reconstruction, Timer  # noqa: E402
+from .metrics import leakage_metrics, psnr
+from .train import compute_gradient, seed_jigsaw
+from .attacks.base import Attack, Observation, Reconstruction, Timer
 
 
 @dataclass
