@@ -158,9 +158,11 @@ def seed_dirs(out: Path) -> dict[int, Path]:
 
 
 def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: SeedProgress = lambda *_: None,
-                   ray_address: str | None = None, resume: bool = False) -> dict[int, dict[str, Any]]:
+                   ray_address: str | None = None, resume: bool = False,
+                   in_process: bool = False) -> dict[int, dict[str, Any]]:
     """Every arm once per seed, each seed a run directory ``out/seed-S`` (same split and initial weights
-    for all arms of a seed); with ``resume``, finished seeds are skipped and unfinished ones continued."""
+    for all arms of a seed); with ``resume``, finished seeds are skipped and unfinished ones continued;
+    with ``in_process``, without Flower (``fedmjp.inprocess``)."""
     if not resume:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out: {out} exists and is not empty")
@@ -170,6 +172,12 @@ def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: Se
     for seed in seeds:
         folder = seed_dir(out, seed)
         again = resume and (folder / "scenario.yaml").is_file()
+        if in_process:
+            from .inprocess import simulate_in_process
+
+            summaries[seed] = simulate_in_process(scenario.with_seed(seed), folder,
+                                                  lambda arm, done, total, s=seed: progress(s, arm, done, total))
+            continue
         summaries[seed] = simulate(load_run_dir(folder) if again else scenario.with_seed(seed), folder,
                                    lambda arm, done, total, s=seed: progress(s, arm, done, total), ray_address,
                                    resume=again)

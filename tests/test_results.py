@@ -291,6 +291,19 @@ def test_accuracy_table_has_mean_interval_and_paired_test_over_seeds(seeded_resu
     assert per_seed["leaky"] == {"arm": "leaky", "seed 0": "0.300", "seed 1": "0.330", "seed 2": "0.280"}
 
 
+def test_an_arm_that_did_not_finish_its_rounds_in_a_seed_is_left_out_of_that_seed(seeded_results: Path,
+                                                                                   tmp_path: Path) -> None:
+    import shutil
+
+    out = Path(shutil.copytree(seeded_results, tmp_path / "partial"))
+    metrics = out / "runs" / "accuracy" / "seed-2" / "arms" / "leaky" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # round 1 of 2: still running
+    write_results(out)
+    table = {r["arm"]: r for r in table_rows((out / "accuracy.md").read_text(), "arm | seeds")}
+    assert table["leaky"]["seeds"] == "2" and table["vit"]["seeds"] == "3"
+    assert table["leaky"]["top-1 mean"] == f"{(0.30 + 0.33) / 2:.3f}"
+
+
 def test_results_take_the_mean_over_seeds_and_draw_the_curves_with_a_band(seeded_results: Path) -> None:
     rows_ = table_rows((seeded_results / "results.md").read_text(), "arm | strongest attack")
     by_arm = {r["arm"]: r for r in rows_}

@@ -54,6 +54,10 @@ def simulate(
         Optional[str], typer.Option("--seeds", help="Run every arm once per seed, e.g. 0,1,2 (replaces the "
                                                     "scenario's seeds); each seed in OUT/seed-S.")
     ] = None,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Run the rounds in this process, without Flower or Ray (no "
+                                                "attacks, DP, guard or faults): for a machine without them.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Run every arm of SCENARIO on Flower's simulation engine and write a run directory."""
@@ -65,8 +69,8 @@ def simulate(
         raise InputError("give a SCENARIO to run, or --resume RUN_DIR (not both)")
     chosen = parse_seeds(seeds)
     if resume is not None:
-        if out_dir or set_ or chosen:
-            raise InputError("--resume continues a run as it was: --out, --set and --seeds do not apply")
+        if out_dir or set_ or chosen or in_process:
+            raise InputError("--resume continues a run as it was: --out, --set, --seeds and --in-process do not apply")
         run_dir, chosen = resume, read_seeds(resume)
         # A multi-seed run: the scenario of its first seed (any seed's differs only in the seed).
         loaded = load_run_dir(seed_dir(resume, chosen[0])) if chosen else load_run_dir(resume)
@@ -84,7 +88,12 @@ def simulate(
         try:
             if chosen:
                 summaries = simulate_seeds(loaded, run_dir, chosen, lambda seed, arm, done, _: bar.update(
-                    tasks[seed, arm], completed=done), ray_address, resume=resume is not None)
+                    tasks[seed, arm], completed=done), ray_address, resume=resume is not None, in_process=in_process)
+            elif in_process:
+                from ..inprocess import simulate_in_process
+
+                summaries = {None: simulate_in_process(loaded, run_dir, lambda arm, done, _: bar.update(
+                    tasks[None, arm], completed=done))}
             else:
                 summaries = {None: run(loaded, run_dir, lambda arm, done, _: bar.update(tasks[None, arm],
                                        completed=done), ray_address, resume=resume is not None)}

@@ -34,15 +34,23 @@ def resolved_arms(run_dir: Path) -> dict[str, Any]:
 
 
 def read_curves(runs: dict[int, Path]) -> Curves:
-    return {seed: {arm: read_metrics(run_dir, arm) for arm in resolved_arms(run_dir)} for seed, run_dir in runs.items()}
+    """Seed -> arm -> its rounds; an arm that has not finished all its rounds is left out (no partial run
+    may pass for a final accuracy)."""
+    curves: Curves = {}
+    for seed, run_dir in runs.items():
+        arms = resolved_arms(run_dir)
+        rounds = {arm: read_metrics(run_dir, arm) for arm in arms}
+        curves[seed] = {arm: rows for arm, rows in rounds.items()
+                        if rows and rows[-1].get("round") == (arms[arm].get("training") or {}).get("rounds")}
+    return curves
 
 
 def finals(curves: Curves) -> dict[str, dict[int, float]]:
-    """Arm -> seed -> top-1 after the last round (arms in the scenario's order; unfinished seeds left out)."""
+    """Arm -> seed -> top-1 after the last round (arms in the scenario's order; unfinished ones left out)."""
     out: dict[str, dict[int, float]] = {}
     for seed, arms in curves.items():
         for arm, rounds in arms.items():
-            last = rounds[-1].get("accuracy") if rounds else None
+            last = rounds[-1].get("accuracy")
             out.setdefault(arm, {})
             if last is not None:
                 out[arm][seed] = float(last)
