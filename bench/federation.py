@@ -5,7 +5,7 @@
 2. scale: time per round and peak memory as the number of clients grows (10 sampled per round);
 3. the audit's cost: the quickstart with its audit over the quickstart without it.
 
-FEDMJP_BENCH_SCALE="10,50,100" sets the client counts of (2).
+FEDMJP_BENCH_SCALE="100,1000,10000,100000" sets the client counts of (2) (default 100,1000,10000).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from rich.table import Table
 from fedmjp.aggregate import ServerOptimizer
 from fedmjp.rundir import read_jsonl
 from fedmjp.scenario import load_scenario, parse_scenario
-from fedmjp.superlink import processes_with_env
+from fedmjp.processes import processes_with_env
 from fedmjp.workload import build_model, client_round, evaluate_global
 
 from ._report import write_markdown
@@ -75,8 +75,9 @@ class PeakMemory:
         self._thread.join()
 
 
-def simulate(scenario: dict, sets: list[str] = ()) -> tuple[float, list[dict], int]:
-    """Wall time, per-round metrics and peak memory of one `fedmjp simulate` of one arm."""
+def simulate(scenario: dict, sets: list[str] = ()) -> tuple[float, list[dict], int, float]:
+    """Wall time, per-round metrics, peak memory and start-up (launch to the first round's start:
+    the first metrics line's time less that round's seconds) of one `fedmjp simulate` of one arm."""
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,11 +87,20 @@ def simulate(scenario: dict, sets: list[str] = ()) -> tuple[float, list[dict], i
         command = [sys.executable, "-m", "fedmjp", "simulate", str(path), "--out", f"{tmp}/run", "--json",
                    *[a for s in sets for a in ("--set", s)]]
         start = time.perf_counter()
+        first_line = None
         with PeakMemory(mark) as memory:
-            subprocess.run(command, check=True, capture_output=True, env={**os.environ, "FEDMJP_BENCH_MARK": mark})
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       env={**os.environ, "FEDMJP_BENCH_MARK": mark})
+            while process.poll() is None:
+                if first_line is None and any(Path(tmp, "run", "arms").glob("*/metrics.jsonl")):
+                    first_line = time.perf_counter() - start
+                time.sleep(0.2)
         seconds = time.perf_counter() - start
+        if process.returncode != 0:
+            raise subprocess.CalledProcessError(process.returncode, command, stderr=process.stderr.read())
         rows = [r for arm in sorted(Path(tmp, "run", "arms").iterdir()) for r in read_jsonl(arm / "metrics.jsonl")]
-        return seconds, rows, memory.peak
+        startup = (first_line if first_line is not None else seconds) - rows[0]["seconds"]
+        return seconds, rows, memory.peak, startup
 
 
 def bare_loop(scenario: dict) -> float:
@@ -108,7 +118,7 @@ def bare_loop(scenario: dict) -> float:
 
 
 def overhead_table() -> Table:
-    simulated, rows, _ = simulate(OVERHEAD)
+    simulated, rows, _, _ = simulate(OVERHEAD)
     bare = bare_loop(OVERHEAD)
     in_rounds = sum(r["seconds"] for r in rows)
     table = Table(title="framework overhead: 10 clients x 10 rounds, ViT-Ti/4 (12 blocks), FedSGD batch 32, CIFAR-10")
@@ -122,29 +132,32 @@ def overhead_table() -> Table:
 
 
 def scale_table(counts: list[int]) -> Table:
-    table = Table(title="scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (4 blocks), FedSGD batch 16, photos")
-    for column in ("clients", "s/round (mean)", "wall s", "peak memory GiB"):
+    """Start-up, time per round and peak memory as the population grows, 10 clients a round."""
+    data = ({"source": "imagefolder", "root": str(CIFAR), "test_limit": 100} if CIFAR.is_dir()
+            else {"source": "photos", "test_limit": 80})
+    table = Table(title=f"scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (2 blocks), FedSGD batch 16, "
+                        f"{'CIFAR-10 subset' if CIFAR.is_dir() else 'photos'}")
+    for column in ("clients", "start-up s", "s/round (mean)", "wall s", "peak memory GiB"):
         table.add_column(column, justify="right")
     for count in counts:
-        scenario = {**OVERHEAD, "data": {"source": "photos", "test_limit": 80},
-                    "clients": {"num_clients": count, "per_round": 10, "cpus": 1},
+        scenario = {**OVERHEAD, "data": data, "clients": {"num_clients": count, "per_round": 10, "cpus": 1},
                     "training": {**OVERHEAD["training"], "rounds": 3, "batch_size": 16},
-                    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 4}}}
+                    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}}}
         try:
-            wall, rows, peak = simulate(scenario)
+            wall, rows, peak, startup = simulate(scenario)
         except subprocess.CalledProcessError as exc:
-            table.add_row(str(count), "failed", "", exc.stderr.decode()[-80:])
+            table.add_row(str(count), "failed", "", "", exc.stderr.decode()[-80:])
             continue
         per_round = sum(r["seconds"] for r in rows) / len(rows)
-        table.add_row(str(count), f"{per_round:.2f}", f"{wall:.0f}", f"{peak / 2**30:.2f}")
+        table.add_row(str(count), f"{startup:.1f}", f"{per_round:.2f}", f"{wall:.0f}", f"{peak / 2**30:.2f}")
     return table
 
 
 def audit_table() -> Table:
     quickstart = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
     raw = {"name": "quickstart", "arms": {n: a.model_dump(mode="json") for n, a in quickstart.arms.items()}}
-    with_audit, rows_with, _ = simulate(raw)
-    without, rows_without, _ = simulate(raw, [f"arms.{n}.audit.attacks=[]" for n in quickstart.arms])
+    with_audit, rows_with, _, _ = simulate(raw)
+    without, rows_without, _, _ = simulate(raw, [f"arms.{n}.audit.attacks=[]" for n in quickstart.arms])
     table = Table(title="the audit's cost: quickstart (2 arms x 3 rounds x 2 clients, april on every update)")
     for column in ("run", "wall s", "s in rounds", "ratio (wall)"):
         table.add_column(column, justify="left" if column == "run" else "right")
@@ -186,7 +199,7 @@ def main() -> None:
         tables.append(overhead_table())
     else:
         console.print(f"skipped the overhead run: {CIFAR} not found")
-    counts = [int(c) for c in os.environ.get("FEDMJP_BENCH_SCALE", "10,50,100,200").split(",")]
+    counts = [int(c) for c in os.environ.get("FEDMJP_BENCH_SCALE", "100,1000,10000").split(",")]
     tables += [checkpoint_table(), scale_table(counts), audit_table()]
     for table in tables:
         console.print(table)

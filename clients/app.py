@@ -3,28 +3,56 @@
 The reply carries the tensors as an ArrayRecord keyed by parameter name, and metrics the
 server may see (num-examples, partition-id, losses). What it used (batch indices, jigsaw
 masks) stays in ``context.state`` for the audit's leakage receipts, never in the reply.
+
+In deployment every message starts a fresh ClientApp process (Flower >= 1.21), so this module's
+imports are paid per message: each handler and mod imports what its message type needs (torch,
+timm and the training code for training; the metrics, torchmetrics and scipy for receipts; the
+attacks for a guard) and a partition query imports none of them.
 """
 
 from __future__ import annotations
 
-import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import importlib
+from collections.abc import Callable
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.audit.receipt import client_receipt, encode_scores
-from fedmjp.faults import before_training, corrupt, injected_fault
-from fedmjp.workload import build_model, client_round, dataset, evaluate_global, stack
+from .context import arm_of, partition_mod, partition_of, remember_round, round_batch
 
-from .defence_mods import local_dp_mod, prune_mod
-from .guard import guard_mod
-from .context import arm_of, partition_of, remember_round, round_batch
 
-# The first mod is the outermost: a reply is pruned, then noised (DP), then checked by the guard.
-app = ClientApp(mods=[guard_mod, local_dp_mod, prune_mod])
+def deferred(module: str, name: str, acts: Callable[[Message, Context], bool]) -> ClientAppCallable:
+    """A mod imported from ``module`` only for the messages it ``acts`` on (it passes the others)."""
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if not acts(msg, context):
+            return call_next(msg, context)
+        return getattr(importlib.import_module(module, __package__), name)(msg, context, call_next)
+
+    mod.__name__ = name
+    return mod
+
+
+def training(msg: Message, context: Context) -> bool:
+    return msg.metadata.message_type == MessageType.TRAIN
+
+
+def guarded_training(msg: Message, context: Context) -> bool:
+    return training(msg, context) and arm_of(msg, context).guard.enabled
+
+
+# The first mod is the outermost: a reply is pruned, then noised (DP), then checked by the guard;
+# before them all, a simulated node learns the partition the server assigned it.
+app = ClientApp(mods=[partition_mod, deferred(".guard", "guard_mod", guarded_training),
+                      deferred(".defence_mods", "local_dp_mod", training),
+                      deferred(".defence_mods", "prune_mod", training)])
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    from fedmjp.faults import before_training, corrupt, injected_fault
+    from fedmjp.workload import client_round
+
     arm = arm_of(msg, context)
     partition_id = partition_of(context)
     server_round = int(msg.content["config"]["server-round"])
@@ -50,6 +78,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: the global model on the shard of the held-out split the server names."""
+    from fedmjp.workload import build_model, evaluate_global
+
     arm = arm_of(msg, context)
     config = msg.content["config"]
     model = build_model(arm)
@@ -69,6 +99,11 @@ def partition(msg: Message, context: Context) -> Message:
 @app.query("receipt")
 def receipt(msg: Message, context: Context) -> Message:
     """Score the server's reconstructions against the batch used this round; return numbers only."""
+    import torch
+
+    from fedmjp.audit.receipt import client_receipt, encode_scores
+    from fedmjp.workload import dataset, stack
+
     config = msg.content["config"]
     arm = arm_of(msg, context)
     batch = round_batch(context, arm, int(config["round"]))

@@ -1,28 +1,64 @@
-"""Reading the run config and node config, and keeping per-round state for receipts."""
+"""Reading the run config and node config, and keeping per-round state for receipts.
+
+Imports nothing heavy at module level (a partition query must not pay for torch): what reads
+arms or arrays imports fedmjp and numpy when called.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
+from typing import TYPE_CHECKING
 
-from fedmjp.runconfig import ARM_KEY, arm_named
-from fedmjp.scenario import Arm
-from fedmjp.workload import ClientRound
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message
+from flwr.clientapp.typing import ClientAppCallable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from fedmjp.scenario import Arm
+    from fedmjp.workload import ClientRound
+
+# Config key of a partition the server assigns (simulation, see server/partitions.py), and the
+# context.state record that keeps it for the run.
+PARTITION_KEY = "partition-id"
+ASSIGNED = "assigned-partition"
+WRONG_PARTITION = 7002  # error code: a node was sent a second, different partition
 
 
 def arm_of(msg: Message, context: Context) -> Arm:
     """The arm the server's message is about (one run may carry several, one after the other)."""
+    from fedmjp.runconfig import ARM_KEY, arm_named
+
     config = msg.content["config"] if "config" in msg.content else {}
     return arm_named(context.run_config, str(config[ARM_KEY]) if ARM_KEY in config else None)
 
 
 def partition_of(context: Context) -> int:
-    return int(context.node_config["partition-id"])
+    """The partition this node holds: the one the server assigned it (simulation), else its node
+    config's (a deployed SuperNode's ``--node-config partition-id=K``)."""
+    if ASSIGNED in context.state:
+        return int(context.state[ASSIGNED][PARTITION_KEY])
+    return int(context.node_config[PARTITION_KEY])
+
+
+def partition_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Keep the partition a message assigns (config ``partition-id``) for the run; a node holds
+    one partition, so a different one later is refused with an error reply."""
+    config = msg.content["config"] if msg.has_content() and "config" in msg.content else {}
+    if PARTITION_KEY in config:
+        wanted = int(config[PARTITION_KEY])
+        if ASSIGNED not in context.state:
+            context.state[ASSIGNED] = ConfigRecord({PARTITION_KEY: wanted})
+        elif (held := partition_of(context)) != wanted:
+            return Message(Error(code=WRONG_PARTITION, reason=f"this node holds partition {held}, not {wanted}"),
+                           reply_to=msg)
+    return call_next(msg, context)
 
 
 def remember_round(context: Context, arm: Arm, server_round: int, work: ClientRound) -> None:
     """Keep what a leakage receipt needs: indices and masks, small (never images)."""
+    import numpy as np
+
     arrays = {f"batch-{i}": np.asarray(b, dtype=np.int64) for i, b in enumerate(work.batches)}
     for i, jigsaw in enumerate(work.result.jigsaws):
         if jigsaw is not None:
@@ -38,6 +74,9 @@ def round_batch(context: Context, arm: Arm, server_round: int
                 ) -> tuple[np.ndarray, torch.Tensor | None, list[bool]] | None:
     """(indices of every example used, the shuffle mask of a one-step round, shuffled steps),
     or None when this node kept no state for that arm and round."""
+    import numpy as np
+    import torch
+
     info = context.state["round-info"] if "round-info" in context.state else None
     if info is None or str(info["arm"]) != arm.name or int(info["round"]) != server_round:
         return None

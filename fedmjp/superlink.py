@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from .processes import console_script, free_port, kill_by_env, stop_group, venv_path
+
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -33,23 +32,16 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
 }
+# Flower's SuperExec looks for tasks (a ServerApp or ClientApp to start) every second by default;
+# every message a SuperNode receives is such a task, so every message waited up to 1 s for it.
+# 0.05 s costs a cheap local call 20 times a second per SuperExec. Set wherever a SuperLink or
+# SuperNode starts (fedmjp simulate, the loopback deployment, docker-compose.yml).
+FAST_POLL_ENV = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05"}
 CONNECTION = "fedmjp"
 # Seconds between status reads when a local hint says when to read (see FlowerConnection.wait),
 # and between checks of the hint.
 SLOW_POLL = 10.0
 HINT_POLL = 0.25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _bin(name: str) -> str:
-    """A console script of this environment (the venv running us), else from PATH."""
-    local = Path(sys.executable).parent / name
-    return str(local) if local.exists() else (shutil.which(name) or name)
 
 
 @dataclass
@@ -81,7 +73,7 @@ class FlowerConnection:
         self.env = env
 
     def flwr(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([_bin("flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([console_script("flwr"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def _json(self, done: subprocess.CompletedProcess[str], what: str) -> dict:
         """The JSON reply of a ``--format json`` call (``flwr`` exits 0 on some failures)."""
@@ -168,9 +160,9 @@ class SimulationSuperLink(FlowerConnection):
         self.flwr_home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=work_dir))
         # Ray's socket paths must be short: keep its temp dir at the top of /tmp.
         self.ray_tmp = Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
-        env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(self.flwr_home), "RAY_TMPDIR": str(self.ray_tmp),
+        env = {**os.environ, **QUIET_ENV, **FAST_POLL_ENV, "FLWR_HOME": str(self.flwr_home), "RAY_TMPDIR": str(self.ray_tmp),
                # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+               "PATH": venv_path()}
         if ray_address:
             env["RAY_ADDRESS"] = ray_address
         super().__init__(CONNECTION, env)
@@ -181,7 +173,7 @@ class SimulationSuperLink(FlowerConnection):
     def __enter__(self) -> SimulationSuperLink:
         write_connection(self.flwr_home, CONNECTION, f"127.0.0.1:{self.port}")
         command = [
-            _bin("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
+            console_script("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
             "--port", str(self.port), "--disable-runtime-dependency-installation",
         ]
         with open(self.log_path, "wb") as log:
@@ -204,10 +196,10 @@ class SimulationSuperLink(FlowerConnection):
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the SuperLink's process group, then SIGKILL what is left."""
         if self.process is not None:
-            _stop_group(self.process, timeout)
+            stop_group(self.process, timeout)
             self.process = None
         # Ray workers leave the SuperLink's process group; they all inherit our FLWR_HOME.
-        _kill_by_env("FLWR_HOME", str(self.flwr_home), timeout)
+        kill_by_env("FLWR_HOME", str(self.flwr_home), timeout)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
         shutil.rmtree(self.flwr_home, ignore_errors=True)
 
@@ -230,7 +222,7 @@ class RemoteSuperLink(FlowerConnection):
     def __init__(self, connection: str | None = None, address: str | None = None,
                  root_certificates: Path | None = None, insecure: bool = False) -> None:
         env = {**os.environ, **QUIET_ENV,
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+               "PATH": venv_path()}
         self.private_home: Path | None = None
         if address:
             self.private_home = Path(tempfile.mkdtemp(prefix="fedmjp-flwr-home-"))
@@ -291,48 +283,3 @@ def log_tail(path: Path, lines: int = 20) -> str:
     if not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the group may outlive its leader
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Pids whose environment holds ``key=value`` (Linux /proc)."""
-    needle = f"{key}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _kill_by_env(key: str, value: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    sig = signal.SIGTERM
-    while pids := processes_with_env(key, value):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
-        time.sleep(0.2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -27,8 +28,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedmjp.deploy import LoopbackDeployment  # noqa: E402
 from fedmjp.rundir import read_jsonl  # noqa: E402
+from fedmjp.superlink import FAST_POLL_ENV  # noqa: E402
+from server.exchange import INTERVAL  # noqa: E402
+from tests.loopback import LoopbackDeployment  # noqa: E402
 
 SCENARIO = {
     "name": "timing", "seed": 0, "device": "cpu",
@@ -75,13 +78,21 @@ def fab_install_seconds(log: str) -> float | None:
     return None if first is None or installed is None else round(installed - first, 2)
 
 
-def cold_import_seconds(repeat: int = 3) -> float:
+# What a fresh ClientApp process imports for each kind of message (clients/app.py defers the rest).
+COLD_IMPORTS = {
+    "partition query": "import clients.app",
+    "train": "import clients.app, clients.defence_mods, fedmjp.faults, fedmjp.workload",
+    "receipt": "import clients.app, fedmjp.audit.receipt, fedmjp.workload",
+}
+
+
+def cold_import_seconds(code: str, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import clients.app"], check=True, cwd=ROOT, timeout=300)
+        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=300)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return round(statistics.median(times), 2)
 
 
 def main() -> None:
@@ -89,7 +100,7 @@ def main() -> None:
     parser.add_argument("scenario", nargs="?", type=Path)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    figures: dict = {}
+    figures: dict = {"load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="fedmjp-timing-") as tmp:
         tmp = Path(tmp)
         scenario = args.scenario or tmp / "scenario.yaml"
@@ -123,8 +134,11 @@ def main() -> None:
         app = [f for f in (tmp / "work" / "home-supernode-1" / "apps").rglob("*") if f.is_file()]
         figures["fab_files"], figures["fab_bytes_unpacked"] = len(app), sum(f.stat().st_size for f in app)
         figures["fab_install_s"] = fab_install_seconds(logs[0])
-    figures["cold_clientapp_import_s"] = cold_import_seconds()
-    figures["poll_interval_s"] = {"supernode pull": 3.0, "serverapp send_and_receive": 3.0}
+    figures["cold_clientapp_import_s"] = {kind: cold_import_seconds(code) for kind, code in COLD_IMPORTS.items()}
+    figures["load_average_after"] = os.getloadavg()
+    # The SuperNode's 3 s is hard-coded in Flower 1.42 (flwr/supernode/start_client_internal.py).
+    figures["poll_interval_s"] = {"supernode pull": 3.0, "serverapp exchange": INTERVAL,
+                                  "superexec tasks": float(FAST_POLL_ENV["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"])}
     sim_round = statistics.mean(figures["simulate_round_s"])
     dep_round = statistics.mean(figures["deploy_round_s"])
     figures["ratio_deploy_over_simulate"] = dep_round / sim_round
@@ -135,9 +149,10 @@ def main() -> None:
     print(f"deployment: {dep_round:.1f} s/round {figures['deploy_round_s']}  ({figures['ratio_deploy_over_simulate']:.1f}x)")
     print(f"on a SuperNode, pull to reply (median): {figures['node_seconds_per_message']}")
     print(f"messages per node per run: {figures['messages_per_node']}")
-    print(f"cold ClientApp import (a process per message): {figures['cold_clientapp_import_s']:.1f} s")
+    print(f"cold ClientApp import per message type (a process per message), s: {figures['cold_clientapp_import_s']}")
     print(f"FAB: {figures['fab_files']} files, {figures['fab_bytes_unpacked']} bytes, installed in "
-          f"{figures['fab_install_s']} s; polling: SuperNode every 3 s, ServerApp every 3 s")
+          f"{figures['fab_install_s']} s; polling (s): {figures['poll_interval_s']}")
+    print(f"load average (1, 5, 15 min) before {figures['load_average_before']}, after {figures['load_average_after']}")
 
 
 if __name__ == "__main__":

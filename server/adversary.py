@@ -18,6 +18,7 @@ from fedmjp.audit.store import GUARD_ACTIONS
 from fedmjp.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
 
+from .exchange import send_and_receive
 from .strategy import CheckedReplies, Fault, Reply
 
 RECEIPT = "query.receipt"
@@ -102,7 +103,7 @@ class RoundAuditor:
         ]
         if not questions:
             return
-        answers = list(self.grid.send_and_receive(questions, timeout=self.arm.audit.receipt_timeout))
+        answers = send_and_receive(self.grid, questions, timeout=self.arm.audit.receipt_timeout)
         by_question = {a.metadata.reply_to_message_id: a for a in answers}
         for item, question in zip(asking, questions):
             item.receipt = read_receipt(by_question.get(question.metadata.message_id), len(item.reconstructed))

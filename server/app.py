@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedmjp import checkpoint
@@ -26,26 +26,11 @@ from fedmjp.train import reply_kind, resolve_device
 from fedmjp.workload import build_model, evaluate_global, server_evaluates
 
 from .adversary import RoundAuditor
+from .exchange import send_and_receive
+from .partitions import Partitions, find_partitions
 from .strategy import CheckedReplies, FedMJP
 
 app = ServerApp()
-
-
-def discover_partitions(grid: Grid, expected: int, timeout: float = 600.0) -> dict[int, int]:
-    """Partition id -> node id, asked of every node (node ids are random per run)."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(nodes)} of {expected} client nodes connected after {timeout:.0f} s")
-        time.sleep(1)
-    questions = [Message(content=RecordDict(), dst_node_id=n, message_type="query.partition") for n in nodes]
-    mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(questions, timeout=timeout):
-        if not reply.has_error():
-            mapping[int(reply.content["config"]["partition-id"])] = reply.metadata.src_node_id
-    if len(mapping) < expected:
-        raise RuntimeError(f"only {len(mapping)} of {expected} nodes reported a partition id")
-    return mapping
 
 
 def run_dir_of(context: Context, arm: Arm) -> Path:
@@ -64,7 +49,7 @@ def main(grid: Grid, context: Context) -> None:
     sizes = {arm.clients.num_clients for arm in arms}
     if len(sizes) != 1:
         raise ValueError(f"the arms of one run must share clients.num_clients (got {sorted(sizes)})")
-    partitions = discover_partitions(grid, sizes.pop())
+    partitions = find_partitions(grid, sizes.pop())
     for arm in arms:
         run_arm(grid, context, arm, partitions)
 
@@ -81,6 +66,7 @@ class ArmRun:
     store: AuditStore
     out: Path
     on_server: bool
+    partitions: Partitions
 
     @property
     def metrics_path(self) -> Path:
@@ -91,7 +77,7 @@ class ArmRun:
         return self.out / "checkpoint.pt"
 
 
-def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) -> None:
+def run_arm(grid: Grid, context: Context, arm: Arm, partitions: Partitions) -> None:
     run = open_arm(grid, context, arm, partitions)
     first = resume_or_start(run, resume=bool(context.run_config.get("resume", False)))
     for server_round in range(first, arm.training.rounds + 1):
@@ -99,17 +85,17 @@ def run_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) 
     atomic_torch_save(run.out / "final_weights.pt", {k: v.cpu() for k, v in run.model.state_dict().items()})
 
 
-def open_arm(grid: Grid, context: Context, arm: Arm, partitions: dict[int, int]) -> ArmRun:
+def open_arm(grid: Grid, context: Context, arm: Arm, partitions: Partitions) -> ArmRun:
     run_dir = run_dir_of(context, arm)
     out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
     store = AuditStore(run_dir)
     model = build_model(arm).to(resolve_device(arm.device))
     t = arm.training
-    strategy = FedMJP(model, reply_kind(t.mode), t.server_optimizer, t.server_lr, partitions,
+    strategy = FedMJP(model, reply_kind(t.mode), t.server_optimizer, t.server_lr, partitions.nodes,
                       arm.clients.sampled_per_round, arm.seed, min_replies=arm.clients.min_per_round)
     auditor = RoundAuditor(arm, grid, store, model.patch_embed.patch_size[0])
-    return ArmRun(arm, grid, model, strategy, auditor, store, out, server_evaluates(arm))
+    return ArmRun(arm, grid, model, strategy, auditor, store, out, server_evaluates(arm), partitions)
 
 
 def resume_or_start(run: ArmRun, resume: bool) -> int:
@@ -131,7 +117,7 @@ def run_round(run: ArmRun, server_round: int) -> None:
     started = time.perf_counter()
     sent = ArrayRecord(run.model.state_dict())
     messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM_KEY: run.arm.name}), run.grid)
-    replies = run.grid.send_and_receive(messages, timeout=run.arm.clients.timeout)
+    replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_replies(messages, replies)
     run.auditor.audit(server_round, sent, checked)
     train_metrics = run.strategy.aggregate_replies(checked.usable)
@@ -156,7 +142,7 @@ def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> dict[str,
     messages = run.strategy.configure_evaluate(
         server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM_KEY: run.arm.name}), run.grid,
         partitions=partitions)
-    replies = run.grid.send_and_receive(messages, timeout=run.arm.clients.timeout)
+    replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     metrics = run.strategy.aggregate_evaluate(server_round, replies) or MetricRecord({})
     return {"accuracy": float(metrics.get("accuracy", float("nan"))), "loss": float(metrics.get("loss", float("nan"))),
             "evaluated_on": "clients"}

@@ -22,7 +22,8 @@ import yaml
 
 from fedmjp.deploy import online_nodes, wait_for_nodes
 from fedmjp.rundir import read_jsonl
-from fedmjp.superlink import RemoteSuperLink, free_port
+from fedmjp.processes import free_port
+from fedmjp.superlink import FAST_POLL_ENV, RemoteSuperLink
 
 from .flower_runs import scenario
 
@@ -56,6 +57,8 @@ def test_docker_compose_accepts_the_file() -> None:
     superlink = " ".join(services["superlink"]["command"])
     assert "--enable-supernode-auth" in superlink and "--ssl-certfile=/certs/server.pem" in superlink
     assert "--insecure" not in done.stdout
+    for name in ("superlink", "supernode-1", "supernode-2"):  # the SuperExecs there poll for tasks quickly
+        assert services[name]["environment"].items() >= FAST_POLL_ENV.items()
     for k, pid in ((1, 0), (2, 1)):
         node = " ".join(services[f"supernode-{k}"]["command"])
         assert f"--auth-supernode-private-key=/certs/supernode-{k}" in node and f"partition-id={pid}" in node

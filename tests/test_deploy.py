@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedmjp.deploy import LoopbackDeployment, online_nodes
+from fedmjp.deploy import online_nodes
 from fedmjp.rundir import read_jsonl
 
 from .flower_runs import scenario
+from .loopback import LoopbackDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
 FEDMJP = [sys.executable, "-m", "fedmjp"]

@@ -63,7 +63,9 @@ def deploy(
     """Run every arm of SCENARIO against a running SuperLink and its SuperNodes.
 
     Each SuperNode holds one partition (node config `partition-id=K`); a scenario with
-    clients.num_clients = N needs N of them online, partition ids 0..N-1.
+    clients.num_clients = N needs N of them online, partition ids 0..N-1. Start the SuperLink and
+    SuperNodes with FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.05 in their environment (as
+    docker-compose.yml does): every message starts a task, and Flower looks for tasks every 1 s.
     """
     from ..deploy import check_deployable, connect
     from ..deploy import deploy as run

@@ -1,0 +1,95 @@
+"""Which node holds which partition, at a cost that does not grow with the population.
+
+Node ids are random per run, so the server cannot know a node's partition in advance:
+
+- **Simulation** (Flower's in-memory grid): the simulated nodes are interchangeable (each
+  loads its partition from the same data), so the server *assigns* partition ``p`` to the
+  ``p``-th node in sorted node-id order and names it in every message it sends there (config
+  ``partition-id``); the ClientApp keeps the first partition it is given for the whole run
+  (``clients.context.partition_mod``). No message is needed before the first round. Asking all
+  10,000 nodes instead took about 230 s: Flower's simulation engine scans every queued message
+  for every node on each of its sweeps, a cost quadratic in the messages in flight.
+- **Deployment**: a SuperNode's partition is its own (``--node-config partition-id=K``, its
+  data). The server asks every node once, in one batched exchange polled at a short interval.
+
+Runs repeat for a seed either way: the strategy samples partition ids, never node ids.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.superlink.grid import InMemoryGrid
+
+from .exchange import send_and_receive
+
+PARTITION_KEY = "partition-id"
+# A deployment's SuperNodes may still be connecting when the run starts (``fedmjp deploy`` waits
+# for them before it starts the run; a plain ``flwr run`` does not).
+DEPLOYMENT_NODES_TIMEOUT = 60.0
+
+
+class TooFewNodes(RuntimeError):
+    """The federation has fewer nodes than the scenario has clients."""
+
+
+def too_few(needed: int, found: int) -> TooFewNodes:
+    return TooFewNodes(
+        f"this scenario needs {needed} SuperNodes (clients.num_clients) and the federation has {found}: "
+        f'run `flwr run . --federation-config "num-supernodes={needed}"` (simulation) or start {needed} '
+        f"SuperNodes with partition-id=0..{needed - 1} (deployment)"
+    )
+
+
+class Partitions:
+    """Partition id -> node id for one run, and how the messages of a round name the partition."""
+
+    def __init__(self, nodes: dict[int, int], assigned: bool) -> None:
+        self.nodes = nodes
+        self.assigned = assigned
+
+    def address(self, messages: Iterable[Message]) -> list[Message]:
+        """With assigned partitions, name each message's partition in its config (a config
+        record of its own; the arrays stay shared). Deployed nodes know their own."""
+        messages = list(messages)
+        if not self.assigned:
+            return messages
+        partition_of = {node: partition for partition, node in self.nodes.items()}
+        for message in messages:
+            content = RecordDict(dict(message.content))
+            config = dict(content["config"]) if "config" in content else {}
+            content["config"] = ConfigRecord({**config, PARTITION_KEY: partition_of[message.metadata.dst_node_id]})
+            message.content = content
+        return messages
+
+
+def find_partitions(grid: Grid, needed: int, timeout: float = DEPLOYMENT_NODES_TIMEOUT) -> Partitions:
+    """The nodes of partitions 0..needed-1 (see the module's docstring); raises TooFewNodes with
+    one line saying what to start when the federation is smaller than the scenario."""
+    if isinstance(grid, InMemoryGrid):
+        # Every simulated node is registered before the ServerApp starts: nothing to wait for.
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) < needed:
+            raise too_few(needed, len(nodes))
+        return Partitions({partition: nodes[partition] for partition in range(needed)}, assigned=True)
+    return Partitions(ask_nodes(grid, needed, timeout), assigned=False)
+
+
+def ask_nodes(grid: Grid, needed: int, timeout: float) -> dict[int, int]:
+    """Deployment: wait for ``needed`` nodes, then ask them all their partition id at once."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < needed:
+        if time.monotonic() > deadline:
+            raise too_few(needed, len(nodes))
+        time.sleep(0.5)
+    questions = [Message(content=RecordDict(), dst_node_id=n, message_type="query.partition") for n in nodes]
+    mapping: dict[int, int] = {}
+    for reply in send_and_receive(grid, questions, timeout=timeout):
+        if not reply.has_error():
+            mapping[int(reply.content["config"][PARTITION_KEY])] = reply.metadata.src_node_id
+    if missing := sorted(set(range(needed)) - set(mapping)):
+        raise RuntimeError(f"no online node reported partition ids {missing[:10]} (of 0..{needed - 1})")
+    return mapping

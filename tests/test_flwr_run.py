@@ -1,0 +1,57 @@
+"""`flwr run .` as a Flower user's first command: the real CLI, Flower's default local federation
+(2 simulated SuperNodes, a detached local SuperLink) and a private FLWR_HOME. The default scenario
+needs more nodes, so the run must end at once with one line saying what to run instead, and
+nothing may be left running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fedmjp.processes import console_script, free_port, venv_path
+from fedmjp.superlink import QUIET_ENV
+
+from .flower_runs import kill_marked
+from fedmjp.processes import processes_with_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def default_flwr_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("flwr-home")
+    mark = uuid.uuid4().hex
+    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(home), "PATH": venv_path(), "FEDMJP_TEST_MARK": mark,
+           # Flower's local SuperLink ports (39091, 39093 by default), free ones: tests may run side by side.
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
+    started = time.monotonic()
+    try:
+        done = subprocess.run([console_script("flwr"), "run", ".", "--stream"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        seconds = time.monotonic() - started
+        status = subprocess.run([console_script("flwr"), "ls", "--format", "json"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60).stdout
+    finally:
+        kill_marked(mark)  # the detached local SuperLink Flower started, and its children
+    return {"done": done, "seconds": seconds, "status": status, "left": processes_with_env("FEDMJP_TEST_MARK", mark)}
+
+
+@pytest.mark.slow
+def test_flwr_run_with_two_supernodes_fails_with_one_line_saying_how_many_are_needed(default_flwr_run: dict) -> None:
+    done = default_flwr_run["done"]
+    output = done.stdout + done.stderr
+    lines = [line for line in output.splitlines() if "needs 4 SuperNodes" in line]
+    assert lines, output[-3000:]
+    assert '--federation-config "num-supernodes=4"' in lines[0] and "has 2" in lines[0]
+    assert "finished:failed" in default_flwr_run["status"]
+    print(f"flwr run . ended after {default_flwr_run['seconds']:.1f} s")
+
+
+@pytest.mark.slow
+def test_flwr_run_leaves_no_process_behind(default_flwr_run: dict) -> None:
+    assert default_flwr_run["left"] == []

@@ -1,0 +1,95 @@
+"""Which node holds which partition: assigned by the server in simulation (no message per node),
+kept by the node for the run, the node's own config in deployment; and a ClientApp whose import
+leaves torch for the messages that need it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from clients.app import app
+from clients.context import WRONG_PARTITION
+from flwr.supercore.task_identity import TaskIdentity
+from server.partitions import Partitions, too_few
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def app_process_identity():
+    """Messages read the run and node of the process they are made in: set as Flower's app
+    processes set them, and put back."""
+    saved = TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def node_context(partition_id: int = 3) -> Context:
+    return Context(run_id=1, node_id=42, node_config={"partition-id": partition_id, "num-partitions": 8},
+                   state=RecordDict(), run_config={})
+
+
+def partition_query(assigned: int | None = None) -> Message:
+    config = ConfigRecord({} if assigned is None else {"partition-id": assigned})
+    message = Message(content=RecordDict({"config": config}), dst_node_id=42, message_type="query.partition")
+    message.metadata.__dict__["_message_id"] = "m1"  # as Flower sets it when it pushes the message
+    return message
+
+
+def answered_partition(reply: Message) -> int:
+    assert not reply.has_error(), reply.error.reason
+    return int(reply.content["config"]["partition-id"])
+
+
+def test_a_deployed_node_answers_its_node_config_partition() -> None:
+    assert answered_partition(app(partition_query(), node_context(partition_id=3))) == 3
+
+
+def test_a_simulated_node_keeps_the_partition_the_server_assigned_for_the_run() -> None:
+    context = node_context(partition_id=3)  # Flower's own index of the simulated node
+    assert answered_partition(app(partition_query(assigned=5), context)) == 5
+    assert answered_partition(app(partition_query(), context)) == 5  # later messages (receipts) name none
+
+
+def test_a_node_refuses_a_second_different_partition() -> None:
+    context = node_context()
+    app(partition_query(assigned=5), context)
+    reply = app(partition_query(assigned=6), context)
+    assert reply.has_error() and reply.error.code == WRONG_PARTITION and "holds partition 5" in reply.error.reason
+
+
+def test_assigned_messages_name_their_partition_and_share_the_arrays() -> None:
+    arrays = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
+    shared = RecordDict({"arrays": arrays, "config": ConfigRecord({"arm": "vit", "server-round": 1})})
+    messages = [Message(content=shared, dst_node_id=node, message_type="train") for node in (70, 11)]
+    addressed = Partitions({0: 11, 1: 70}, assigned=True).address(messages)
+    assert [int(m.content["config"]["partition-id"]) for m in addressed] == [1, 0]
+    assert all(m.content["config"]["arm"] == "vit" and m.content["arrays"] is arrays for m in addressed)
+    assert "partition-id" not in shared["config"]  # the strategy's record is not changed
+
+
+def test_discovered_partitions_leave_messages_as_they_are() -> None:
+    message = Message(content=RecordDict({"config": ConfigRecord({"arm": "vit"})}), dst_node_id=7, message_type="train")
+    Partitions({0: 7}, assigned=False).address([message])
+    assert "partition-id" not in message.content["config"]
+
+
+def test_too_few_nodes_is_one_line_with_the_command_that_fixes_it() -> None:
+    message = str(too_few(4, 2))
+    assert "\n" not in message and "needs 4 SuperNodes" in message and "has 2" in message
+    assert '--federation-config "num-supernodes=4"' in message
+
+
+def test_loading_the_clientapp_imports_neither_torch_nor_fedmjp() -> None:
+    # Every deployed message starts a fresh ClientApp process: a partition query pays only Flower.
+    code = ("import sys, clients.app; heavy = sorted(m for m in ('torch', 'timm', 'fedmjp', 'scipy', 'torchmetrics') "
+            "if m in sys.modules); print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
