@@ -42,7 +42,5 @@ def test_fedavg_replies_are_replayed_and_scored_by_receipts(fedavg_run: Path) ->
         assert record.shuffled_steps == [False, False, False]
 
 
-@pytest.mark.xfail(strict=True, reason="server/adversary.py must pass the reply's metrics to "
-                   "Adversary.observation (issue 16; the server round is the lead's)")
 def test_the_replay_uses_the_settings_the_client_reported(fedavg_run: Path) -> None:
     assert all(r.threat_model["local_settings_source"] == "reported" for r in _records(fedavg_run))
