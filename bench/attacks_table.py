@@ -42,7 +42,7 @@ OPTIMISATION = ("ig", "dlg", "april-opt")
 SETTINGS = [("ViT", None, None), ("naive shuffle 0.25", "naive", 0.25)] + [
     (f"MJP {r:g}", "mjp", r) for r in (0.05, 0.1, 0.25, 0.5)
 ]
-COLUMNS = ("psnr", "ssim", "patch_psnr", "psnr_shuffled", "psnr_unshuffled", "patch_psnr_shuffled")
+COLUMNS = ("psnr", "leakage", "ssim", "patch_psnr", "psnr_shuffled", "psnr_unshuffled", "patch_psnr_shuffled")
 
 # Wide enough for the table when the output is a file or a pipe (rich assumes 80 columns there).
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -103,7 +103,7 @@ def run_setting(data: DataSet, attack: str, options: dict, mode: str | None, rat
                                 label=label % client.model.num_classes, seed=index)
         except NotApplicable:
             return None
-        rows.append(result.metrics)
+        rows.append({**result.metrics, "leakage": result.leakage_db})
         seconds.append(result.seconds)
     summary = {key: _mean_std([r[key] for r in rows if key in r]) for key in COLUMNS}
     summary["seconds"] = _mean_std(seconds)
@@ -124,7 +124,7 @@ def _ssim_cell(value: tuple[float, float] | None) -> str:
 
 
 def render(rows: list[tuple[str, str, str, dict]]) -> tuple[Table, str]:
-    headers = ["data", "attack", "model", "n", "PSNR", "SSIM", "patch PSNR", "PSNR shuffled",
+    headers = ["data", "attack", "model", "n", "PSNR", "leakage dB", "SSIM", "patch PSNR", "PSNR shuffled",
                "PSNR unshuffled", "patch PSNR shuffled", "s / attack"]
     table = Table(title="Gradient leakage per attack and model (random-init models, batch size 1, dB)")
     for header in headers:
@@ -132,7 +132,8 @@ def render(rows: list[tuple[str, str, str, dict]]) -> tuple[Table, str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for data, attack, setting, s in rows:
         seconds = "-" if s["seconds"] is None else f"{s['seconds'][0]:.2f}"
-        cells = [data, attack, setting, str(s["n"]), _cell(s["psnr"]), _ssim_cell(s["ssim"]), _cell(s["patch_psnr"]),
+        cells = [data, attack, setting, str(s["n"]), _cell(s["psnr"]), _cell(s["leakage"]), _ssim_cell(s["ssim"]),
+                 _cell(s["patch_psnr"]),
                  _cell(s["psnr_shuffled"]), _cell(s["psnr_unshuffled"]), _cell(s["patch_psnr_shuffled"]), seconds]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
@@ -161,7 +162,8 @@ def main() -> None:
     table, markdown = render(rows)
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    note = (f"Random-init models, batch size 1, one jigsaw draw per image; mean ± std over images. "
+    note = (f"Random-init models, batch size 1, one jigsaw draw per image; mean ± std over images; leakage dB = "
+            f"PSNR over the mid-grey image, the one data-free baseline of every attack. "
             f"ig, dlg, april-opt: {OPT_STEPS} steps, 1 restart, {OPT_IMAGES} image(s) per setting (32-px family). "
             f"adaptive: MJP models only "
             f"(it does not apply to a plain ViT).\n\n")

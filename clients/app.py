@@ -75,6 +75,8 @@ def train(msg: Message, context: Context) -> Message:
             "loss": result.loss,
             "ce-loss": result.ce_loss,
             "dal-loss": result.dal_loss,
+            # How it really trained (batch size used, steps, optimizer, lr, momentum): the replay attack reads it.
+            **(result.settings.to_metrics() if result.settings else {}),
         }
     )
     content = RecordDict({"arrays": ArrayRecord(corrupt(fault, result.tensors)), "metrics": metrics})

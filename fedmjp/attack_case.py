@@ -1,9 +1,9 @@
-"""One client, one image, one attack: the path behind ``fedmjp attack`` and the attack benchmarks.
+"""One client, one batch, one attack: the path behind ``fedmjp attack`` and the attack benchmarks.
 
-The client side (a model in a given MJP configuration computes the gradient of one labelled
-image) and the server side (an attack sees only the ``Observation``) are kept apart; the score
-is computed here with the client's own jigsaw mask, which this local tool knows because it
-played the client.
+The client side (a model in a given MJP configuration computes the gradient of a labelled batch)
+and the server side (an attack sees only the ``Observation``) are kept apart; the score is the
+client's leakage receipt (reconstructions matched one-to-one to the batch, split by the client's
+own jigsaw mask, which this local tool knows because it played the client).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .metrics import leakage_metrics, psnr
-from .train import compute_gradient, seed_jigsaw
 from .attacks.base import Attack, Observation, Reconstruction, Timer
+from .audit.receipt import client_receipt
+from .batch_metrics import align_batch
+from .train import compute_gradient, seed_jigsaw
 
 
 @dataclass
@@ -49,12 +50,17 @@ class ClientModel:
 class SingleResult:
     truth: torch.Tensor
     reconstruction: Reconstruction
+    # Receipt metrics: means over the batch after one-to-one matching (plus ``start_psnr``).
     metrics: dict[str, float]
-    # PSNR of the attack's data-free start: leakage is the gain over it.
+    # PSNR of the data-free mid-grey image, the same baseline for every attack: leakage is the gain over it.
     baseline_psnr: float
-    # (1, N) positions the client's jigsaw shuffled (all False when it did not shuffle).
+    # (1 or B, N) positions the client's jigsaw shuffled (all False when it did not shuffle).
     shuffled: torch.Tensor
     seconds: float
+
+    @property
+    def leakage_db(self) -> float:
+        return self.metrics["psnr"] - self.baseline_psnr
 
 
 def build_client_model(name: str, mjp_ratio: float | None = None, mjp_mode: str = "mjp", seed: int = 0,
@@ -91,40 +97,57 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return data.view(size, size, 3).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
-def observe(client: ClientModel, image: torch.Tensor, label: int, seed: int = 0) -> tuple[Observation, torch.Tensor]:
-    """The client's gradient on one image (jigsaw seeded), as the server sees it, and the shuffled mask."""
+def load_weights(client: ClientModel, path: str | Path) -> None:
+    """Load a checkpoint into the client's model: a state dict (a run's ``final_weights.pt``) or a
+    resumable checkpoint (its ``model`` entry)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file is an input problem
+        raise ValueError(f"weights: cannot read {path} ({type(exc).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        client.model.load_state_dict(state, strict=True)
+    except (RuntimeError, AttributeError, TypeError):
+        raise ValueError(f"weights: {path} does not fit {client.name} with these arguments") from None
+
+
+def observe(client: ClientModel, images: torch.Tensor, labels: torch.Tensor,
+            seed: int = 0) -> tuple[Observation, torch.Tensor]:
+    """The client's gradient on a batch (jigsaw seeded), as the server sees it, and the shuffled mask."""
     seed_jigsaw(client.model, seed)
     # The weights the server sent: copied before the client touches anything.
     weights = {k: v.detach().clone() for k, v in client.model.state_dict().items()}
-    result = compute_gradient(client.model, image, torch.tensor([label]))
+    result = compute_gradient(client.model, images, labels)
     jigsaw = result.jigsaws[0]
     shuffled = jigsaw.mask.cpu() if jigsaw is not None else torch.zeros(1, client.num_patches, dtype=torch.bool)
-    obs = Observation(client.name, weights, result.tensors, num_examples=1, model_kwargs=client.kwargs)
+    obs = Observation(client.name, weights, result.tensors, num_examples=len(labels), model_kwargs=client.kwargs)
     return obs, shuffled
 
 
-def score(recon: Reconstruction, truth: torch.Tensor, patch: int, shuffled: torch.Tensor,
-          label: int) -> dict[str, float]:
-    """Leakage metrics of one reconstruction, split by the client's shuffled positions."""
-    labels_true = [label] if recon.labels is not None else None
-    return leakage_metrics(recon.images, truth, patch=patch, shuffled=shuffled,
-                           labels_true=labels_true, labels_pred=recon.labels)
-
-
-def run_single(client: ClientModel, image: torch.Tensor, attack: Attack, label: int = 0, seed: int = 0) -> SingleResult:
-    """Client gradient -> attack -> metrics. The attack's time excludes the client's work."""
-    obs, shuffled = observe(client, image, label, seed)
+def run_single(client: ClientModel, images: torch.Tensor, attack: Attack, label: int | torch.Tensor = 0,
+               seed: int = 0) -> SingleResult:
+    """Client gradient -> attack -> receipt. ``images`` (B, 3, H, W) with one label each (an int: all
+    the same). The attack's time excludes the client's work."""
+    labels = torch.as_tensor(label).long().expand(len(images)).clone() if torch.as_tensor(label).ndim == 0 \
+        else torch.as_tensor(label).long()
+    obs, shuffled = observe(client, images, labels, seed)
     with Timer() as timer:
         recon = attack(obs)
-    metrics = score(recon, image, client.patch_size, shuffled, label)
-    baseline = psnr(recon.start.clamp(0, 1), image).item() if recon.start is not None else float("nan")
-    return SingleResult(image, recon, metrics, baseline, shuffled, timer.seconds)
+    reconstructions = [(recon.images, recon.start, recon.labels)]
+    metrics, baseline = client_receipt(images, labels, shuffled, client.patch_size, reconstructions)[0]
+    return SingleResult(images, recon, metrics, baseline["psnr"], shuffled, timer.seconds)
 
 
 def comparison_grid(truth: torch.Tensor, reconstruction: torch.Tensor, min_height: int = 128) -> Image.Image:
-    """Truth | reconstruction side by side, upscaled (nearest) so small images stay visible."""
+    """Truth | reconstruction side by side, one row per image (reconstructions matched to the batch),
+    upscaled (nearest) so small images stay visible."""
+    if len(truth) > 1:
+        reconstruction = align_batch(reconstruction, truth)
     gap = torch.ones(3, truth.shape[-2], max(2, truth.shape[-1] // 32))
-    grid = torch.cat([truth[0], gap, reconstruction[0].clamp(0, 1)], dim=-1)
+    rows = [torch.cat([t, gap, r.clamp(0, 1)], dim=-1) for t, r in zip(truth, reconstruction)]
+    grid = torch.cat([torch.cat([row, torch.ones(3, gap.shape[-1], row.shape[-1])], dim=-2) for row in rows[:-1]]
+                     + rows[-1:], dim=-2)
     factor = max(1, -(-min_height // grid.shape[-2]))
     grid = grid.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
     array = grid.mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()

@@ -363,6 +363,13 @@ class Scenario(BaseModel):
     base: dict[str, Any]
     arms: dict[str, Arm]
     source: str | None = None
+    # Run every arm once per seed (``seeds: [0, 1, 2]``); None: once, with each arm's own ``seed``.
+    seeds: list[int] | None = None
+
+    def with_seed(self, seed: int) -> Scenario:
+        """This scenario with every arm at ``seed`` (a seed fixes the split and the initial weights)."""
+        arms = {name: arm.model_copy(update={"seed": seed}) for name, arm in self.arms.items()}
+        return self.model_copy(update={"arms": arms, "seeds": None})
 
     def to_yaml(self) -> str:
         resolved = {
@@ -389,7 +396,7 @@ def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
     label = source or "scenario"
     if not isinstance(raw, dict):
         raise InputError(f"{label}: a scenario must be a mapping of keys to values")
-    unknown = set(raw) - ARM_KEYS - {"name", "arms"}
+    unknown = set(raw) - ARM_KEYS - {"name", "arms", "seeds"}
     if unknown:
         raise InputError(f"{label}: {sorted(unknown)[0]}: unknown key")
     name = raw.get("name", Path(source).stem if source else "scenario")
@@ -398,7 +405,8 @@ def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
     arms_raw = raw.get("arms") or {"run": {}}
     if not isinstance(arms_raw, dict):
         raise InputError(f"{label}: arms: must be a mapping of arm names to overrides")
-    base = {k: v for k, v in raw.items() if k not in ("name", "arms")}
+    seeds = _seeds(raw.get("seeds"), label)
+    base = {k: v for k, v in raw.items() if k not in ("name", "arms", "seeds")}
     arms: dict[str, Arm] = {}
     for arm_name, override in arms_raw.items():
         if not isinstance(override, dict):
@@ -411,7 +419,19 @@ def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
         arm = _resolve_root(arm, Path(source).parent if source else None)
         _check_paths(arm, label)
         arms[str(arm_name)] = arm
-    return Scenario(name=name, base=base, arms=arms, source=source)
+    return Scenario(name=name, base=base, arms=arms, source=source, seeds=seeds)
+
+
+def _seeds(value: Any, label: str) -> list[int] | None:
+    """``seeds``: absent, or a non-empty list of distinct non-negative integers."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise InputError(f"{label}: seeds: must be a non-empty list of non-negative integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise InputError(f"{label}: seeds: each seed once, got {value!r}")
+    return list(value)
 
 
 def _check_paths(arm: Arm, label: str) -> None:

@@ -28,6 +28,10 @@ APP_DIR = Path(__file__).resolve().parent.parent
 
 # Called as (arm name, rounds done, rounds in all) whenever progress is polled.
 Progress = Callable[[str, int, int], None]
+# Called as (seed, arm name, rounds done, rounds in all) by ``simulate_seeds``.
+SeedProgress = Callable[[int, str, int, int], None]
+# In a multi-seed run directory: the seeds it runs (each in seed-S/).
+SEEDS_FILE = "seeds.json"
 
 
 def prepare_run_dir(scenario: Scenario, out: Path) -> Path:
@@ -125,3 +129,56 @@ def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None
         summary[arm.name] = rounds[-1] if rounds else {}
     atomic_write(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=True).encode())
     return summary
+
+
+def read_seeds(out: Path) -> list[int] | None:
+    """The seeds of a multi-seed run directory (None: a single-seed run directory)."""
+    path = out / SEEDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return [int(s) for s in json.loads(path.read_text())["seeds"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: not a list of seeds (corrupted run directory)") from None
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """The run directory of one seed of a multi-seed run."""
+    return out / f"seed-{seed}"
+
+
+def seed_dirs(out: Path) -> dict[int, Path]:
+    """The seeds' run directories under ``out`` (seed -> directory), in seed order."""
+    found = {}
+    for path in out.glob("seed-*"):
+        seed = path.name.removeprefix("seed-")
+        if seed.isdigit() and (path / "scenario.yaml").is_file():
+            found[int(seed)] = path
+    return dict(sorted(found.items()))
+
+
+def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: SeedProgress = lambda *_: None,
+                   ray_address: str | None = None, resume: bool = False,
+                   in_process: bool = False) -> dict[int, dict[str, Any]]:
+    """Every arm once per seed, each seed a run directory ``out/seed-S`` (same split and initial weights
+    for all arms of a seed); with ``resume``, finished seeds are skipped and unfinished ones continued;
+    with ``in_process``, without Flower (``fedmjp.inprocess``)."""
+    if not resume:
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"--out: {out} exists and is not empty")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_json(out / SEEDS_FILE, {"seeds": seeds})
+    summaries = {}
+    for seed in seeds:
+        folder = seed_dir(out, seed)
+        again = resume and (folder / "scenario.yaml").is_file()
+        if in_process:
+            from .inprocess import simulate_in_process
+
+            summaries[seed] = simulate_in_process(scenario.with_seed(seed), folder,
+                                                  lambda arm, done, total, s=seed: progress(s, arm, done, total))
+            continue
+        summaries[seed] = simulate(load_run_dir(folder) if again else scenario.with_seed(seed), folder,
+                                   lambda arm, done, total, s=seed: progress(s, arm, done, total), ray_address,
+                                   resume=again)
+    return summaries

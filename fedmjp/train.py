@@ -6,9 +6,9 @@ Gradients and updates are keyed by parameter name (never by position), on the CP
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,50 @@ def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """How a client really trained this round: what a replaying attacker needs and the server cannot
+    know from its config (a client with fewer examples than the batch size uses a smaller batch).
+
+    ``batch_size`` is the largest batch of the round (all batches have it: remainders are dropped).
+    """
+
+    batch_size: int
+    steps: int
+    epochs: int
+    optimizer: str = "sgd"
+    lr: float = 0.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    # Reply metrics hold numbers only: the optimizer travels as its index in OPTIMIZERS.
+    PREFIX: ClassVar[str] = "local."
+
+    def to_metrics(self) -> dict[str, float]:
+        return {
+            f"{self.PREFIX}batch-size": self.batch_size, f"{self.PREFIX}steps": self.steps,
+            f"{self.PREFIX}epochs": self.epochs, f"{self.PREFIX}optimizer": OPTIMIZERS.index(self.optimizer),
+            f"{self.PREFIX}lr": self.lr, f"{self.PREFIX}momentum": self.momentum,
+            f"{self.PREFIX}weight-decay": self.weight_decay,
+        }
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, float]) -> LocalSettings | None:
+        """The settings a reply reported, or None when it reported none (an older client)."""
+        p = cls.PREFIX
+        if f"{p}steps" not in metrics:
+            return None
+        return cls(
+            batch_size=int(metrics[f"{p}batch-size"]), steps=int(metrics[f"{p}steps"]),
+            epochs=int(metrics[f"{p}epochs"]), optimizer=OPTIMIZERS[int(metrics[f"{p}optimizer"])],
+            lr=float(metrics[f"{p}lr"]), momentum=float(metrics[f"{p}momentum"]),
+            weight_decay=float(metrics[f"{p}weight-decay"]),
+        )
+
+
 # What a client replies: a gradient (FedSGD) or the change of its weights after local training (FedAvg).
 ReplyKind = Literal["gradient", "update"]
 
@@ -81,6 +125,8 @@ class LocalResult:
     dal_loss: float
     # The jigsaw draw of every local step (None: that step was not shuffled).
     jigsaws: list[Jigsaw | None] = field(default_factory=list)
+    # What the client really did (reported in the reply's metrics).
+    settings: LocalSettings | None = None
 
     @property
     def shuffled_steps(self) -> list[bool]:
@@ -99,7 +145,8 @@ def compute_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         for (name, p), g in zip(params.items(), grads)
     }
     return LocalResult(
-        "gradient", tensors, len(labels), terms.total.item(), terms.ce.item(), terms.dal.item(), [terms.jigsaw]
+        "gradient", tensors, len(labels), terms.total.item(), terms.ce.item(), terms.dal.item(), [terms.jigsaw],
+        LocalSettings(batch_size=len(labels), steps=1, epochs=0),
     )
 
 
@@ -121,10 +168,11 @@ def local_update(
     optimizer: str = "sgd",
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    epochs: int = 1,
 ) -> LocalResult:
     """FedAvg: train on ``batches`` (one step each) and return new minus old weights.
 
-    The model is left at the trained weights.
+    ``epochs`` is only reported (the caller chose the batches). The model is left at the trained weights.
     """
     device = next(model.parameters()).device
     model.train()
@@ -134,7 +182,9 @@ def local_update(
     totals = torch.zeros(3)
     examples = 0
     jigsaws: list[Jigsaw | None] = []
+    largest = 0
     for images, labels in batches:
+        largest = max(largest, len(labels))
         terms = loss_terms(model, images.to(device), labels.to(device))
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -146,7 +196,9 @@ def local_update(
         raise ValueError("local_update: no batches to train on")
     tensors = {name: (p.detach() - before[name]).float().cpu() for name, p in params.items()}
     mean = totals / examples
-    return LocalResult("update", tensors, examples, *mean.tolist(), jigsaws=jigsaws)
+    settings = LocalSettings(largest, len(jigsaws), epochs, optimizer, lr, momentum if optimizer == "sgd" else 0.0,
+                             weight_decay)
+    return LocalResult("update", tensors, examples, *mean.tolist(), jigsaws=jigsaws, settings=settings)
 
 
 def train_epochs(model: nn.Module, loader: Iterable[Batch], epochs: int, lr: float,

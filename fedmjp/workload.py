@@ -126,8 +126,11 @@ def client_round(arm: Arm, weights: dict[str, torch.Tensor], partition_id: int, 
     if t.mode == "fedsgd":
         result = compute_gradient(model, *stack(data, batches[0]))
     else:
+        # Epochs actually run: a fixed step count may end mid-epoch (counted as started).
+        own = len(partition_indices(arm, partition_id))
+        epochs = t.local_epochs if t.local_steps is None else -(-len(batches) * len(batches[0]) // own)
         result = local_update(model, (stack(data, b) for b in batches), lr=t.lr, optimizer=t.optimizer,
-                              momentum=t.momentum)
+                              momentum=t.momentum, epochs=epochs)
     return ClientRound(result, batches)
 
 

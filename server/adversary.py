@@ -127,7 +127,7 @@ class RoundAuditor:
         self._record_faults(server_round, checked.faults)
 
     def _attack(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
-        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples)
+        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, reply.metrics)
         return Attacked(reply, self.adversary.run(obs))
 
     def _attack_planted(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
@@ -169,6 +169,7 @@ class RoundAuditor:
                 record.truth_image = truth_image
                 record.seconds = rec.seconds
                 record.threat_model = rec.threat_model.to_dict()
+                record.info = scalar_info(rec.info)
                 record.labels_recovered = [] if rec.labels is None else [int(v) for v in rec.labels]
                 record.shuffled_steps = (receipt.shuffled or []) if receipt else []
                 scored = receipt.scored.get(reconstructed.index(outcome)) if receipt else None
@@ -206,6 +207,13 @@ class RoundAuditor:
         for partition_id, reason in faults:
             self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
                                           attack="none", status="fault", source="fault", reason=reason))
+
+
+def scalar_info(info: dict) -> dict[str, float | str | bool]:
+    """What an attack reported about itself (e.g. adaptive's ``dal_head_residual``), kept where it fits
+    a JSON record: numbers, flags and words, not tensors."""
+    return {k: v if isinstance(v, (bool, str)) else float(v) for k, v in info.items()
+            if isinstance(v, (bool, int, float, str))}
 
 
 def read_receipt(answer: Message | None, count: int) -> Receipt:

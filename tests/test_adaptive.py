@@ -75,3 +75,20 @@ def test_masked_content_optimisation_runs_and_places_tiles(photo32: torch.Tensor
     positions = recon.positions[0]
     assert torch.equal(positions.sort().values, torch.arange(64))  # a permutation
     assert torch.equal(positions[~recon.shuffled], torch.arange(64)[~recon.shuffled])
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25])
+def test_on_an_unshuffled_step_adaptive_reduces_to_april(photo32: torch.Tensor, ratio: float) -> None:
+    # ratio 0: never shuffled; ratio 0.25 with apply_prob 0: an MJP model whose step was not shuffled.
+    torch.manual_seed(0)
+    model = tiny(NAME, mjp_ratio=ratio, mjp_apply_prob=0.0)
+    result = compute_gradient(model, photo32, torch.tensor([3]))
+    assert result.jigsaws == [None]
+    obs = Observation(NAME, {k: v.detach().clone() for k, v in model.state_dict().items()}, result.tensors,
+                      model_kwargs={"depth": 2, "mjp_ratio": ratio, "mjp_apply_prob": 0.0})
+    recon = build_attack("adaptive")(obs)
+    adaptive = leakage_metrics(recon.images, photo32, patch=4, lpips=False)["psnr"]
+    april = leakage_metrics(build_attack("april")(obs).images, photo32, patch=4, lpips=False)["psnr"]
+    # Before: the attacker subtracted a DAL gradient the client never added (30.6 dB against april's 100).
+    assert adaptive >= 60 and adaptive >= april - 1
+    assert recon.info["dal_applied"] is False and recon.info["shuffled"] == 0

@@ -123,3 +123,25 @@ def test_parameters_are_found_by_name_not_position(photo32: torch.Tensor) -> Non
     obs = _observe(model, "vit_tiny_patch4_32", photo32, depth=2)
     obs.tensors = dict(reversed(list(obs.tensors.items())))
     assert _psnr(build_attack("april")(obs).images, photo32)["psnr"] >= EXACT_DB
+
+
+def test_the_layout_is_built_once_per_architecture(photo32: torch.Tensor) -> None:
+    from fedmjp.attacks.april import _layout
+
+    obs, _ = _mjp_observation(photo32, "mjp", 0.25)
+    assert _layout(obs) is _layout(obs)
+    other = Observation(obs.model_name, {}, obs.tensors, model_kwargs={**obs.model_kwargs, "depth": 1})
+    assert _layout(other) is not _layout(obs)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5])
+def test_the_pivoted_qr_solve_equals_the_svd_solve_even_when_rank_deficient(photo32: torch.Tensor,
+                                                                             ratio: float) -> None:
+    from fedmjp.attacks.april import solve_patches
+
+    obs, _ = _mjp_observation(photo32, "mjp", ratio)
+    rows = obs.tensors["pos_embed"].reshape(-1, obs.tensors["pos_embed"].shape[-1])[1:]
+    fast, fast_rank = solve_patches(rows, obs.tensors["patch_embed.proj.weight"])
+    svd, svd_rank = solve_patches(rows, obs.tensors["patch_embed.proj.weight"], driver="gelsd")
+    assert fast_rank == svd_rank
+    torch.testing.assert_close(fast, svd, rtol=1e-6, atol=1e-8)  # the same minimum-norm solution

@@ -36,7 +36,8 @@ def test_april_on_a_vit_leaks_the_photo_and_reports_json(photo: Path, tmp_path: 
     summary = json.loads(result.stdout)
     assert summary["model"] == "vit_tiny_patch4_32" and summary["attack"] == "april"
     assert summary["metrics"]["psnr"] >= 60 and summary["metrics"]["ssim"] > 0.99
-    assert summary["metrics"]["psnr"] > summary["baseline_psnr"] + 40
+    assert summary["baseline"]["kind"] == "mid-grey" and summary["metrics"]["psnr"] > summary["baseline"]["psnr"] + 40
+    assert summary["leakage_db"] == pytest.approx(summary["metrics"]["psnr"] - summary["baseline"]["psnr"])
     assert summary["labels_recovered"] == [0] and summary["seconds"] > 0
     assert summary["threat_model"]["assumes_mjp"] is False
 
@@ -114,3 +115,51 @@ def test_ig_runs_with_a_tiny_budget(photo: Path, tmp_path: Path) -> None:
                      "--out", str(tmp_path / "out"), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["attack"] == "ig"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An ImageFolder-style tree of real photos: two classes, two photos each."""
+    root = tmp_path / "images"
+    for cls, names in (("a", ("coffee", "chelsea")), ("b", ("astronaut", "rocket"))):
+        (root / cls).mkdir(parents=True)
+        for name in names:
+            Image.fromarray(getattr(data, name)()).save(root / cls / f"{name}.png")
+    return root
+
+
+def test_a_seeded_batch_from_a_folder_is_attacked_and_scored_matched(folder: Path, tmp_path: Path) -> None:
+    args = ("--model", "vit_tiny_patch4_32", "--images", str(folder), "--batch-size", "3", "--attack", "ig",
+            "--steps", "2", "--out", str(tmp_path / "out"), "--json")
+    result = _attack(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["batch_size"] == 3 and len(set(summary["images"])) == 3
+    assert all(Path(p).parent.name == "ab"[label] for p, label in zip(summary["images"], summary["labels"]))
+    assert "patches_exact" in summary["metrics"]
+    assert summary["leakage_db"] == pytest.approx(summary["metrics"]["psnr"] - summary["baseline"]["psnr"])
+    assert json.loads(_attack(*args).stdout)["images"] == summary["images"]  # seeded
+
+
+def test_april_on_a_batch_says_not_applicable(folder: Path, tmp_path: Path) -> None:
+    result = _attack("--model", "vit_tiny_patch4_32", "--images", str(folder), "--batch-size", "2",
+                     "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "batch size 1" in result.stderr
+
+
+def test_weights_from_a_run_are_attacked(photo: Path, tmp_path: Path) -> None:
+    import timm
+    import torch
+
+    torch.manual_seed(7)
+    weights = tmp_path / "final_weights.pt"
+    torch.save(timm.create_model("vit_tiny_patch4_32").state_dict(), weights)
+    result = _attack("--model", "vit_tiny_patch4_32", "--image", str(photo), "--weights", str(weights),
+                     "--out", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["weights"] == str(weights) and summary["metrics"]["psnr"] >= 60
+    wrong = _attack("--model", "vit_tiny_patch16_224", "--image", str(photo), "--weights", str(weights),
+                    "--out", str(tmp_path / "out2"))
+    assert wrong.exit_code == 2 and "weights:" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out2").exists()

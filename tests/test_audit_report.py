@@ -269,8 +269,25 @@ def test_report_shows_plots_reconstructions_truth_and_the_scenario(report: Path,
     assert page.count("<img class='plot'") == 1 + len(ARMS)  # accuracy of all arms, then one per arm
     assert page.count("alt='reconstruction'") == len(ARMS) * len(ATTACKS) * len(ROUNDS) * len(CLIENTS)
     assert page.count("alt='truth'") == page.count("alt='reconstruction'")
-    assert f"<pre>{html.escape((run[0] / 'scenario.yaml').read_text())}</pre>" in page
+    shown = re.search(r"<pre>(.*?)</pre>", page, re.DOTALL)
+    assert shown and html.unescape(shown.group(1)) == (run[0] / "scenario.yaml").read_text()
     assert str(run[0].resolve()) in page
+
+
+def test_a_seed_of_a_multi_seed_run_shows_accuracy_with_a_band_over_all_seeds(run, tmp_path: Path) -> None:
+    from fedmjp.audit.report import accuracy_figure, sibling_seeds
+    from fedmjp.rundir import atomic_json
+
+    seeds = [Path(shutil.copytree(run[0], tmp_path / f"seed-{s}")) for s in (0, 1)]
+    atomic_json(tmp_path / "seeds.json", {"seeds": [0, 1]})
+    assert sibling_seeds(seeds[1]) == seeds and sibling_seeds(run[0]) is None
+    result = runner.invoke(app, ["audit", str(seeds[1])])
+    assert result.exit_code == 0, result.output
+    page = (seeds[1] / "report.html").read_text()
+    assert "Test top-1 accuracy of the global model after each round: mean and 95% band over 2 seeds." in page
+    one = [{"round": 1, "accuracy": 0.2}, {"round": 2, "accuracy": 0.3}]
+    other = [{"round": 1, "accuracy": 0.1}, {"round": 2, "accuracy": 0.5}]
+    assert accuracy_figure({"vit": [one, other]}) != accuracy_figure({"vit": [one]})  # the band is drawn
 
 
 def test_html_option_writes_the_report_there(run, tmp_path: Path) -> None:

@@ -97,3 +97,9 @@ def test_guard_records_written_by_the_round_are_counted_by_summarize(audited_run
     """Contract: what the real guard and auditor write is what the summary counts (4 noised replies)."""
     guard = summarize(audited_run)["arms"]["guarded"]["guard"]
     assert (guard["count"], guard["noised"], guard["withheld"]) == (4, 4, 0)
+
+
+def test_audit_records_keep_what_the_attack_reported_about_itself(audited_run: Path) -> None:
+    # APRIL reports the rank of its solve: full on a ViT, short by the shuffled rows on MJP.
+    ranks = {arm: {r.info["rank"] for r in scored(audited_run, arm)} for arm in ("vit", "mjp")}
+    assert ranks["vit"] == {64.0} and all(rank < 64 for rank in ranks["mjp"])

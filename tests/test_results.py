@@ -231,6 +231,101 @@ def test_the_readme_table_is_the_published_full_results_table() -> None:
         assert {k: v for k, v in shown.items() if k != "arm"} == {k: source[k] for k in shown if k != "arm"}
 
 
+# --------------------------------------------------------------------------- accuracy over seeds
+
+# arm -> final top-1 per seed (0, 1, 2): mjp-0.25 within the seeds' noise of the ViT, "leaky" always lower;
+# the Dirichlet pair is compared with the Dirichlet ViT, not the IID one.
+SEED_ACCURACY = {
+    "vit": (0.42, 0.45, 0.40),
+    "mjp-0.25": (0.43, 0.41, 0.42),
+    "leaky": (0.30, 0.33, 0.28),
+    "vit-dirichlet": (0.30, 0.26, 0.28),
+    "mjp-0.25-dirichlet": (0.29, 0.27, 0.26),
+}
+DIRICHLET_SPLIT = {"data": {"partitioning": {"method": "dirichlet", "alpha": 0.3}}}
+
+
+def _write_seed(run_dir: Path, seed: int) -> None:
+    arms = {}
+    for arm in SEED_ACCURACY:
+        base = arm.removesuffix("-dirichlet")
+        arms[arm] = {**_arm(base, "fedavg"), "name": arm, "seed": seed,
+                     **(DIRICHLET_SPLIT if arm.endswith("-dirichlet") else {})}
+    atomic_write(run_dir / "scenario.yaml", yaml.safe_dump({"name": "acc", "arms": arms}, sort_keys=False).encode())
+    for arm, finals in SEED_ACCURACY.items():
+        lines = [{"round": r, "accuracy": finals[seed] * r / len(ROUNDS), "loss": 2.0} for r in ROUNDS]
+        atomic_write(run_dir / "arms" / arm / "metrics.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode())
+
+
+@pytest.fixture(scope="module")
+def seeded_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seeded")
+    _write_part(out / "runs" / "privacy", "fedsgd", scored=True)
+    atomic_json(out / "runs" / "accuracy" / "seeds.json", {"seeds": [0, 1, 2]})
+    for seed in (0, 1, 2):
+        _write_seed(out / "runs" / "accuracy" / f"seed-{seed}", seed)
+    write_results(out)
+    return out
+
+
+def test_accuracy_table_has_mean_interval_and_paired_test_over_seeds(seeded_results: Path) -> None:
+    from fedmjp.results.stats import paired_p, t_interval
+
+    text = (seeded_results / "accuracy.md").read_text()
+    assert "| arm | seeds | top-1 mean | 95% CI low | 95% CI high | p vs ViT | reading |" in text
+    table = {r["arm"]: r for r in table_rows(text, "arm | seeds")}
+    assert list(table) == list(SEED_ACCURACY)
+    for arm, finals in SEED_ACCURACY.items():
+        row, (mean, low, high) = table[arm], t_interval(finals)
+        assert row["seeds"] == "3"
+        assert (row["top-1 mean"], row["95% CI low"], row["95% CI high"]) == (f"{mean:.3f}", f"{low:.3f}", f"{high:.3f}")
+        reference = SEED_ACCURACY["vit-dirichlet" if arm.endswith("-dirichlet") else "vit"]
+        if arm in ("vit", "vit-dirichlet"):
+            assert row["p vs ViT"] == "–" and row["reading"] == "reference"
+        else:
+            assert row["p vs ViT"] == f"{paired_p(finals, reference):.3f}"
+    assert table["mjp-0.25"]["reading"] == "no significant difference at 3 seeds"
+    assert table["leaky"]["reading"].startswith("lower than ViT (p < 0.05, 3 seeds)")
+    assert table["mjp-0.25-dirichlet"]["reading"] == "no significant difference at 3 seeds (vs vit-dirichlet)"
+    per_seed = {r["arm"]: r for r in table_rows(text, "arm | seed 0")}
+    assert per_seed["leaky"] == {"arm": "leaky", "seed 0": "0.300", "seed 1": "0.330", "seed 2": "0.280"}
+
+
+def test_an_arm_that_did_not_finish_its_rounds_in_a_seed_is_left_out_of_that_seed(seeded_results: Path,
+                                                                                   tmp_path: Path) -> None:
+    import shutil
+
+    out = Path(shutil.copytree(seeded_results, tmp_path / "partial"))
+    metrics = out / "runs" / "accuracy" / "seed-2" / "arms" / "leaky" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # round 1 of 2: still running
+    write_results(out)
+    table = {r["arm"]: r for r in table_rows((out / "accuracy.md").read_text(), "arm | seeds")}
+    assert table["leaky"]["seeds"] == "2" and table["vit"]["seeds"] == "3"
+    assert table["leaky"]["top-1 mean"] == f"{(0.30 + 0.33) / 2:.3f}"
+
+
+def test_results_take_the_mean_over_seeds_and_draw_the_curves_with_a_band(seeded_results: Path) -> None:
+    rows_ = table_rows((seeded_results / "results.md").read_text(), "arm | strongest attack")
+    by_arm = {r["arm"]: r for r in rows_}
+    assert by_arm["vit"]["test top-1"] == f"{sum(SEED_ACCURACY['vit']) / 3:.3f}"
+    assert by_arm["half"]["test top-1"] == "–"  # not trained in the accuracy part
+    assert "mean over 3 seeds" in (seeded_results / "results.md").read_text()
+    assert (seeded_results / "accuracy_over_rounds.png").read_bytes().startswith(b"\x89PNG")
+    from fedmjp.results.figures import accuracy_curves_figure
+
+    figure = accuracy_curves_figure(collect(seeded_results)["curves"])
+    ax = figure.axes[0]
+    assert len(ax.lines) == len(SEED_ACCURACY) and len(ax.collections) == len(SEED_ACCURACY)  # a band per arm
+
+
+def test_the_readme_accuracy_table_is_the_published_accuracy_table() -> None:
+    """The README's accuracy over seeds is docs/results/accuracy.md's table (written by `fedmjp results`)."""
+    root = Path(__file__).resolve().parent.parent
+    readme = table_rows((root / "README.md").read_text(), "arm | seeds")
+    published = table_rows((root / "docs" / "results" / "accuracy.md").read_text(), "arm | seeds")
+    assert readme == published and len(published) > 0
+
+
 # --------------------------------------------------------------------------- a real, reduced quick run
 
 
@@ -240,7 +335,7 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     mark = uuid.uuid4().hex
     # A relative --out, as `make results` passes it (the ServerApp runs in another working directory).
     command = [sys.executable, "-m", "fedmjp", "results", "--quick", "--out", "results",
-               "--arms", "vit,mjp-0.25,dp-eps1e3",
+               "--arms", "vit,mjp-0.25,dp-eps1e3", "--seeds", "0,1",
                "--set", "data.source=photos", "--set", "data.root=null", "--set", "privacy:data.test_limit=40",
                "--set", "privacy:audit.attacks=[{name: april}, {name: adaptive}]",
                "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2"]
@@ -255,7 +350,8 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     for row in rows:
         stats = summary["arms"][row["arm"]]["attacks"][row["attack"]]
         assert row["PSNR mean (dB)"] == ("–" if "psnr_mean" not in stats else f"{stats['psnr_mean']:.2f}")
-        assert re.fullmatch(r"\d\.\d{3}", row["test top-1"])
+        # dp-eps1e3 is not one of the accuracy part's arms
+        assert re.fullmatch(r"\d\.\d{3}" if row["arm"] != "dp-eps1e3" else "–", row["test top-1"])
     april = {r["arm"]: r for r in rows if r["attack"] == "april"}
     assert float(april["vit"]["PSNR mean (dB)"]) > 60  # a plain ViT hands over its image
     assert float(april["mjp-0.25"]["PSNR mean (dB)"]) < 30 and float(april["dp-eps1e3"]["PSNR mean (dB)"]) < 30
@@ -263,6 +359,8 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["setting"] == "quick" and set(provenance["seconds"]) == {"privacy", "accuracy"}
     assert "commit:" in text and "machine:" in text
+    accuracy = {r["arm"]: r for r in table_rows((out / "accuracy.md").read_text(), "arm | seeds")}
+    assert list(accuracy) == ["vit", "mjp-0.25"] and accuracy["mjp-0.25"]["seeds"] == "2"
 
 
 # --------------------------------------------------------------------------- the command

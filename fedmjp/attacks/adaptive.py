@@ -7,7 +7,9 @@ embedding u), with z_i = W_e x_{pi(i)} + b_e + pos_i and g_i = dCE/dz_i:
     the mask is read off the gradient.
 (b) The DAL loss depends only on pos_embed, the DAL head (both known to the server) and the
     visible set (now known), so its gradient is computed on the attacker's copy and subtracted:
-    the visible rows become exactly g_i, the dal_head gradient becomes zero.
+    the visible rows become exactly g_i, the dal_head gradient becomes zero. A step the client
+    did not shuffle (``apply_prob`` < 1, ratio 0) has no DAL term (its dal_head gradient is zero)
+    and no zero rows: nothing is removed and the attack is APRIL's closed form exactly.
 (c) dL/dW_e = sum_visible g_i x_i^T + sum_masked g_j x_{pi(j)}^T. The g_j of masked positions are
     unknown; only their sum g_u = dL/du is observed. Writing g_j = g_u / m + e_j, the system
     dL/dW_e = G_U^T X_U + g_u y^T (+ sum_j e_j x_j^T) is solved by least squares for the visible
@@ -39,9 +41,9 @@ from ..models import Jigsaw, from_model_input
 from ..patches import from_tiles, to_tiles
 from .april import patches_to_image
 from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
-from .base import rebuild_model, register_attack
-from .gradient_matching import Budget, Forward, MatchingProblem, Tensors, gradient_simulator, optimise, plain_forward
-from .gradient_matching import weights_of
+from .base import patch_offset, rebuild_model, register_attack
+from .gradient_matching import Budget, CosineTerm, Forward, MatchingProblem, Tensors, gradient_simulator, optimise
+from .gradient_matching import plain_forward, weights_of
 from .optimization import attack_labels, matched_names, random_start
 from .replay import observed_target
 
@@ -52,8 +54,6 @@ DAL_PREFIX = "dal_head."
 def check_applicable(model: nn.Module, obs: Observation) -> None:
     if getattr(model, "unk_pos_embed", None) is None or getattr(model, "dal_head", None) is None:
         raise NotApplicable(f"adaptive: {obs.model_name} is not an MJP model with masked position embeddings")
-    if obs.num_examples != 1:
-        raise NotApplicable(f"adaptive: the closed-form step needs batch size 1 (got {obs.num_examples})")
     one_sgd_step = obs.local_steps == 1 and obs.local_lr and obs.local_optimizer in (None, "sgd")
     if obs.kind == "update" and not one_sgd_step:
         raise NotApplicable("adaptive: an update is usable only as one SGD step with a known learning rate")
@@ -71,6 +71,11 @@ def shuffled_positions(model: nn.Module, grad_pos_embed: Tensor) -> Tensor:
 def identity_jigsaw(mask: Tensor) -> Jigsaw:
     """The mask with the masked patches left in place (their order is unobservable anyway)."""
     return Jigsaw(mask.unsqueeze(0), torch.arange(mask.numel()).unsqueeze(0))
+
+
+def dal_applied(grads: Tensors) -> bool:
+    """Whether the client's loss had a DAL term: only DAL reaches the DAL head, so its gradient says."""
+    return any(bool(t.ne(0).any()) for n, t in grads.items() if n.startswith(DAL_PREFIX))
 
 
 def dal_gradient(model: nn.Module, mask: Tensor) -> Tensors:
@@ -210,6 +215,8 @@ class Adaptive:
     budget: Budget
     rounds: int = 100
     layer_weights: dict[str, float] = field(default_factory=dict)
+    # The budget of a batch's gradient matching (B > 1).
+    batch_budget: Budget = field(default_factory=lambda: Budget(steps=240, restarts=2, lr=0.1, tv=0.05))
     name: str = "adaptive"
 
     def __call__(self, obs: Observation) -> Reconstruction:
@@ -219,22 +226,24 @@ class Adaptive:
             labels, label_source = attack_labels(obs)
             grads = observed_target(obs, None)  # a one-step update becomes its gradient
             mask = shuffled_positions(model, grads[POS_EMBED])
-            dal = dal_gradient(model, mask)
+            # An unshuffled step (apply_prob < 1, ratio 0) adds no DAL term: nothing to remove, and
+            # with no zero rows the closed-form solve is APRIL's.
+            applied = dal_applied(grads)
+            dal = dal_gradient(model, mask) if applied else {}
             ce_grads = remove_dal(grads, dal)
-            patches = solve_visible(model, ce_grads, mask)
-            grid, patch = tuple(model.patch_embed.grid_size), model.patch_embed.patch_size[0]
-            noise = random_start(self.budget.restarts, 1, tuple(model.patch_embed.img_size), self.budget.seed)
-            info: dict[str, Any] = {"shuffled": int(mask.sum())}
-            if mask.any() and self.rounds:
-                # Break the symmetry of the masked patches (all equal to the mean estimate) with the noise.
-                patches[mask] += to_tiles(noise[0, 0] - 0.5, patch).flatten(1)[mask].double()
-                patches = refine(model, ce_grads, mask, patches, labels, self.rounds)
-            images = from_model_input(model, patches_to_image(patches, grid, patch).float()).clamp(0, 1)
+            info: dict[str, Any] = {"shuffled": int(mask.sum()), "dal_applied": applied}
+            if obs.num_examples == 1:
+                images, start = self._closed_form(model, obs, ce_grads, mask, labels, info)
+            else:
+                images, start = self._batch(model, obs, ce_grads, mask, labels, info)
             positions = None
             if mask.any():
-                images = self._optimise_masked(model, obs, ce_grads, images, mask, labels, info)
+                grid, patch = tuple(model.patch_embed.grid_size), model.patch_embed.patch_size[0]
                 images, positions = self._place(images, mask, grid, patch)
-        info["dal_head_residual"] = max(float(ce_grads[n].abs().max()) for n in dal if n.startswith(DAL_PREFIX))
+        # What the DAL removal left in the head's gradient: 0 when the removed term is the client's
+        # (per-sample masks in a batch leave a residual: their visible sets are not observable).
+        info["dal_head_residual"] = max((float(t.abs().max()) for n, t in ce_grads.items() if n.startswith(DAL_PREFIX)),
+                                        default=0.0)
         return Reconstruction(
             images=images,
             threat_model=ThreatModel(architecture=obs.model_name, labels=label_source, assumes_mjp=True),
@@ -242,9 +251,39 @@ class Adaptive:
             labels=labels,
             positions=positions,
             shuffled=mask,
-            start=noise[0],
+            start=start,
             info=info,
         )
+
+    def _closed_form(self, model: nn.Module, obs: Observation, ce_grads: Tensors, mask: Tensor, labels: Tensor,
+                     info: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """One example: least squares (APRIL on the visible rows), refined, masked content optimised."""
+        patches = solve_visible(model, ce_grads, mask)
+        grid, patch = tuple(model.patch_embed.grid_size), model.patch_embed.patch_size[0]
+        noise = random_start(self.budget.restarts, 1, tuple(model.patch_embed.img_size), self.budget.seed)
+        if mask.any() and self.rounds:
+            # Break the symmetry of the masked patches (all equal to the mean estimate) with the noise.
+            patches[mask] += to_tiles(noise[0, 0] - 0.5, patch).flatten(1)[mask].double()
+            patches = refine(model, ce_grads, mask, patches, labels, self.rounds)
+        images = from_model_input(model, patches_to_image(patches, grid, patch).float()).clamp(0, 1)
+        if mask.any():
+            images = self._optimise_masked(model, obs, ce_grads, images, mask, labels, info)
+        return images, noise[0]
+
+    def _batch(self, model: nn.Module, obs: Observation, ce_grads: Tensors, mask: Tensor, labels: Tensor,
+               info: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """A batch: no closed form; gradient matching through the client's own forward (the detected
+        mask, the unknown embedding) against the cross-entropy gradient, with the centred
+        position-embedding term of ``ig``."""
+        names = [n for n in matched_names(model, obs) if not n.startswith(DAL_PREFIX)]
+        simulate = gradient_simulator(masked_forward(model, mask), weights_of(model, names), labels)
+        terms = [CosineTerm(POS_EMBED, 1.0, rows_from=patch_offset(model), centred=True)]
+        problem = MatchingProblem(simulate, {n: ce_grads[n] for n in names}, "cosine", self.layer_weights, terms)
+        start = random_start(self.batch_budget.restarts, len(labels), tuple(model.patch_embed.img_size),
+                             self.batch_budget.seed)
+        result = optimise(problem, start, self.batch_budget)
+        info.update(loss=result.loss, history=result.history)
+        return result.variable, result.start
 
     def _optimise_masked(
         self, model: nn.Module, obs: Observation, ce_grads: Tensors, images: Tensor, mask: Tensor, labels: Tensor,
@@ -275,14 +314,17 @@ class Adaptive:
 
     @staticmethod
     def _place(images: Tensor, mask: Tensor, grid: tuple[int, int], patch: int) -> tuple[Tensor, Tensor]:
-        """Order the masked tiles by border smoothness (the gradient cannot tell their order)."""
-        placed, positions = place(to_tiles(images[0], patch), mask, grid)
-        return from_tiles(placed, grid).unsqueeze(0), positions.unsqueeze(0)
+        """Order each image's masked tiles by border smoothness (the gradient cannot tell their order)."""
+        placed, positions = zip(*(place(to_tiles(image, patch), mask, grid) for image in images))
+        return from_tiles(torch.stack(placed), grid), torch.stack(positions)
 
 
 @register_attack("adaptive")
 def build_adaptive(rounds: int = 100, layer_weights: dict[str, float] | None = None, **budget: Any) -> Adaptive:
-    """The MJP-aware attacker. ``rounds`` of self-consistent refinement, then the masked-content
-    optimisation budget: steps (0 skips it), restarts, lr, tv, seed."""
+    """The MJP-aware attacker. One example: ``rounds`` of self-consistent refinement, then the
+    masked-content optimisation budget: steps (0 skips it), restarts, lr, tv, seed. A batch: gradient
+    matching with ``ig``'s budget (steps 240, restarts 2, lr 0.1, tv 0.05), overridden by the same options."""
     defaults = dict(steps=0, restarts=1, lr=0.01, tv=0.05)
-    return Adaptive(Budget(**{**defaults, **budget}), rounds, layer_weights or {})
+    batch_defaults = dict(steps=240, restarts=2, lr=0.1, tv=0.05)
+    return Adaptive(Budget(**{**defaults, **budget}), rounds, layer_weights or {},
+                    Budget(**{**batch_defaults, **budget}))

@@ -49,6 +49,9 @@ class Observation:
     local_steps: int | None = None
     local_batch_size: int | None = None
     local_optimizer: str | None = None
+    local_momentum: float | None = None
+    # True when the settings above are what the client reported it did, not what the server configured.
+    local_reported: bool = False
     # Labels only when a threat model grants them (never by default).
     labels: torch.Tensor | None = None
 
@@ -61,6 +64,8 @@ class ThreatModel:
     weights: bool = True
     labels: Literal["recovered", "given", "none"] = "recovered"
     local_hyperparameters: bool = False
+    # Where the local settings came from: "reported" by the client's reply, or "configured" by the server.
+    local_settings_source: Literal["reported", "configured", "none"] = "none"
     num_examples: bool = True
     assumes_mjp: bool = False
     # "malicious": the server chose the weights it sent (a planting attack), not the global model.

@@ -231,7 +231,8 @@ def _lbfgs(variable: Tensor, objective: Callable[[], tuple[Tensor, Tensor]], bud
 
     def closure() -> Tensor:
         match, total = objective()
-        (variable.grad,) = torch.autograd.grad(total, variable)
+        (grad_,) = torch.autograd.grad(total, variable)
+        variable.grad = grad_.contiguous()  # L-BFGS views it flat (a batch's gradient can be strided)
         last[:] = [match.detach()]
         return total.detach()
 

@@ -45,6 +45,13 @@ def attack_labels(obs: Observation) -> tuple[Tensor, Literal["given", "recovered
     return labels.long(), "recovered"
 
 
+def settings_source(obs: Observation) -> Literal["reported", "configured", "none"]:
+    """Where the attacker's local hyper-parameters came from (recorded in the threat model)."""
+    if obs.local_lr is None and obs.local_steps is None:
+        return "none"
+    return "reported" if obs.local_reported else "configured"
+
+
 def matched_names(model: nn.Module, obs: Observation) -> list[str]:
     """Observed tensors that are parameters of the attacker's copy, in the model's order."""
     return [name for name, p in model.named_parameters() if p.requires_grad and name in obs.tensors]
@@ -101,6 +108,7 @@ class GradientInversion:
                 architecture=obs.model_name,
                 labels=label_source,
                 local_hyperparameters=replay is not None,
+                local_settings_source=settings_source(obs),
             ),
             seconds=timer.seconds,
             labels=labels,

@@ -1,10 +1,12 @@
 """What the client sent, simulated for candidate data: a gradient, or a replayed FedAvg update.
 
 A FedAvg update is K local SGD steps, not a gradient. When the server knows the local
-hyper-parameters it replays them on the candidate batch, differentiably (Geiping et al. 2020,
-Dimitrov et al. 2022, "Data leakage in federated averaging"):
+hyper-parameters (the client reports them in its reply's metrics) it replays them on the
+candidate batch, differentiably (Geiping et al. 2020, Dimitrov et al. 2022, "Data leakage in
+federated averaging"), with heavy-ball momentum mu as torch's SGD applies it:
 
-    w_{k+1} = w_k - lr * grad L(w_k; candidate batch k),   simulated update = w_K - w_0
+    v_{k+1} = mu * v_k + grad L(w_k; candidate batch k)   (v_1 = the first gradient)
+    w_{k+1} = w_k - lr * v_{k+1},                          simulated update = w_K - w_0
 
 and the attack matches that against the observed update. Without the hyper-parameters the
 update is treated as one (negated, rescaled) gradient of the whole batch, and the threat model
@@ -26,11 +28,12 @@ from .gradient_matching import Forward, Simulate, Tensors, gradient_simulator
 
 @dataclass
 class Replay:
-    """The client's local schedule: ``steps`` SGD steps of ``batch_size`` examples at ``lr``."""
+    """The client's local schedule: ``steps`` SGD steps of ``batch_size`` examples at ``lr``, ``momentum``."""
 
     lr: float
     steps: int
     batch_size: int
+    momentum: float = 0.0
 
     @classmethod
     def from_observation(cls, obs: Observation) -> Replay | None:
@@ -38,7 +41,8 @@ class Replay:
         known = obs.local_lr is not None and obs.local_steps is not None and obs.local_batch_size is not None
         if obs.kind != "update" or not known or obs.local_optimizer not in (None, "sgd"):
             return None
-        return cls(float(obs.local_lr), int(obs.local_steps), int(obs.local_batch_size))
+        return cls(float(obs.local_lr), int(obs.local_steps), int(obs.local_batch_size),
+                   float(obs.local_momentum or 0.0))
 
     def batches(self, num_examples: int) -> list[Tensor]:
         """Example indices of each local step.
@@ -56,12 +60,15 @@ def replay_simulator(forward: Forward, params: Tensors, labels: Tensor, replay: 
     batches = replay.batches(len(labels))
 
     def simulate(images: Tensor) -> Tensors:
-        weights = params
+        weights, velocity = params, None
         for idx in batches:
             def loss(p: Tensors, x: Tensor = images[idx], y: Tensor = labels[idx]) -> Tensor:
                 return F.cross_entropy(forward(p, x), y)
 
             step = grad(loss)(weights)
+            if replay.momentum:
+                velocity = step if velocity is None else {n: replay.momentum * velocity[n] + step[n] for n in step}
+                step = velocity
             weights = {name: w - replay.lr * step[name] for name, w in weights.items()}
         return {name: weights[name] - params[name] for name in params}
 

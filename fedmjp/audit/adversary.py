@@ -4,6 +4,7 @@ the weights it sent everyone, and, in a dishonest round, the planting attack on 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from functools import cached_property
@@ -14,7 +15,7 @@ import torch
 from ..attacks import Attack, NotApplicable, Observation, PlantingAttack, Reconstruction, build_attack
 from ..attacks.imprint import server_images
 from ..scenario import Arm, AttackSpec
-from ..train import reply_kind
+from ..train import LocalSettings, reply_kind
 
 
 @dataclass
@@ -26,10 +27,23 @@ class Outcome:
 
 
 def observation(arm: Arm, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
-                num_examples: int) -> Observation:
-    """What the server knows: its weights, the reply, and the training config it sent."""
+                num_examples: int, settings: LocalSettings | None = None) -> Observation:
+    """What the server knows: its weights, the reply, and how the client trained.
+
+    ``settings`` are what the client reported in its reply's metrics (``LocalSettings.from_metrics``):
+    the batch size it really used, its steps, optimizer, learning rate and momentum. Without them the
+    server falls back on the config it sent, which a client with few examples does not follow exactly.
+    """
     t = arm.training
     fedsgd = t.mode == "fedsgd"
+    if settings is None:
+        batch = num_examples if fedsgd else min(t.batch_size, num_examples)
+        settings = LocalSettings(batch_size=batch, steps=1 if fedsgd else max(1, num_examples // batch),
+                                 epochs=0 if fedsgd else t.local_epochs, optimizer=t.optimizer, lr=t.lr,
+                                 momentum=t.momentum if t.optimizer == "sgd" else 0.0)
+        reported = False
+    else:
+        reported = True
     return Observation(
         model_name=arm.model.name,
         weights=weights,
@@ -37,10 +51,12 @@ def observation(arm: Arm, weights: dict[str, torch.Tensor], tensors: dict[str, t
         kind=reply_kind(t.mode),
         num_examples=num_examples,
         model_kwargs=arm.model.create_kwargs(),
-        local_lr=None if fedsgd else t.lr,
-        local_steps=1 if fedsgd else max(1, num_examples // t.batch_size),
-        local_batch_size=num_examples if fedsgd else t.batch_size,
-        local_optimizer=None if fedsgd else t.optimizer,
+        local_lr=None if fedsgd else settings.lr,
+        local_steps=1 if fedsgd else settings.steps,
+        local_batch_size=num_examples if fedsgd else settings.batch_size,
+        local_optimizer=None if fedsgd else settings.optimizer,
+        local_momentum=None if fedsgd else settings.momentum,
+        local_reported=reported,
     )
 
 
@@ -83,8 +99,10 @@ class Adversary:
         return [run_attack(*self.planting, obs)]
 
     def observation(self, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
-                    num_examples: int) -> Observation:
-        return observation(self.arm, weights, tensors, num_examples)
+                    num_examples: int, metrics: Mapping[str, float] | None = None) -> Observation:
+        """``metrics``: the reply's metrics, which carry the client's real local settings."""
+        settings = LocalSettings.from_metrics(metrics) if metrics is not None else None
+        return observation(self.arm, weights, tensors, num_examples, settings)
 
     def run(self, obs: Observation) -> list[Outcome]:
         return [run_attack(spec, attack, obs) for spec, attack in self.attacks]

@@ -1,8 +1,11 @@
 """Leakage receipts: a client scores a reconstruction against the batch it really used.
 
 Ground truth never leaves the client: the server sends the reconstruction, the client
-returns numbers. Attacks may return images in any order, so reconstructions are matched to
-true images one-to-one (minimum MSE) before scoring, as gradient-inversion papers do.
+returns numbers. Attacks return a batch's images in an order of their own, so reconstructions
+are matched to true images one-to-one (``batch_metrics.match_images``, Hungarian on PSNR) before
+any per-image metric. A batch (B > 1) is also scored patch by patch (``patches_exact`` /
+``patches_placed``). Leakage is relative to one data-free baseline, the same for every attack:
+a mid-grey image (``BASELINE_GREY``); the attack's own start is scored too (``start_psnr``).
 """
 
 from __future__ import annotations
@@ -10,15 +13,29 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..batch_metrics import patch_recovery
-from ..metrics import leakage_metrics
+from ..batch_metrics import match_images, patch_recovery
+from ..metrics import leakage_metrics, pairwise_mse
+
+# The data-free baseline: what an attacker who saw no gradient would guess for every pixel.
+BASELINE_GREY = 0.5
 
 
 def align(reconstruction: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (rec, true) of the best one-to-one pairing by MSE (sizes may differ)."""
-    cost = torch.cdist(reconstruction.flatten(1).double(), truth.flatten(1).double()).pow(2)
+    """Indices (rec, true) of the best one-to-one pairing (sizes may differ, e.g. a replay over
+    several epochs reconstructs more examples than the client holds)."""
+    if reconstruction.shape == truth.shape:
+        return match_images(reconstruction, truth), torch.arange(len(truth))
+    cost = pairwise_mse(reconstruction.detach().float().clamp(0, 1).flatten(1), truth.detach().float().flatten(1))
     rows, cols = linear_sum_assignment(cost.numpy())
     return torch.as_tensor(rows), torch.as_tensor(cols)
+
+
+def _mask_rows(shuffled: torch.Tensor | None, true_idx: torch.Tensor) -> torch.Tensor | None:
+    """The masks of the scored true images: one per-batch mask for all, or each image's own."""
+    if shuffled is None:
+        return None
+    mask = shuffled.bool()
+    return mask[0] if mask.shape[0] == 1 else mask[true_idx]
 
 
 def score(
@@ -29,21 +46,14 @@ def score(
     labels_true: torch.Tensor | None = None,
     labels_pred: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Leakage metrics of the aligned pairs; ``shuffled`` is (1, N) or (B_true, N)."""
+    """Leakage metrics of the matched pairs; ``shuffled`` is (1, N) or (B_true, N) in truth order."""
     rec_idx, true_idx = align(reconstruction, truth)
-    mask = None
-    if shuffled is not None:
-        mask = shuffled.bool() if shuffled.shape[0] == 1 else shuffled.bool()[true_idx]
-        mask = mask.expand(len(true_idx), -1) if mask.shape[0] == 1 else mask
-    return leakage_metrics(
-        reconstruction[rec_idx].clamp(0, 1),
-        truth[true_idx],
-        patch=patch,
-        shuffled=mask,
-        labels_true=labels_true,
-        labels_pred=labels_pred,
-        lpips=True,
-    )
+    matched, real = reconstruction[rec_idx].clamp(0, 1), truth[true_idx]
+    metrics = leakage_metrics(matched, real, patch=patch, shuffled=_mask_rows(shuffled, true_idx),
+                              labels_true=labels_true, labels_pred=labels_pred, lpips=True)
+    if len(truth) > 1:
+        metrics.update(patch_recovery(matched, None, real, patch))
+    return metrics
 
 
 def client_receipt(
@@ -53,12 +63,19 @@ def client_receipt(
     patch: int,
     reconstructions: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
 ) -> list[tuple[dict[str, float], dict[str, float]]]:
-    """(metrics, baseline metrics) for each (reconstruction, start, recovered labels)."""
+    """(metrics, baseline metrics) for each (reconstruction, start, recovered labels).
+
+    The baseline is the mid-grey image for every attack; ``metrics["start_psnr"]`` is the
+    attack's own starting point (matched like the reconstruction).
+    """
+    grey = score(torch.full_like(truth, BASELINE_GREY), truth, patch, shuffled)
     receipts = []
     for images, start, labels in reconstructions:
         metrics = score(images, truth, patch, shuffled, labels_true, labels)
-        baseline = score(start[: len(truth)], truth, patch, shuffled) if start is not None else {}
-        receipts.append((metrics, baseline))
+        if start is not None:
+            rec_idx, true_idx = align(start, truth)
+            metrics["start_psnr"] = leakage_metrics(start[rec_idx].clamp(0, 1), truth[true_idx], lpips=False)["psnr"]
+        receipts.append((metrics, dict(grey)))
     return receipts
 
 
@@ -69,7 +86,7 @@ def patch_scores(truth: torch.Tensor, patch: int, patches: torch.Tensor, positio
 
 
 # The receipt travels as one flat MetricRecord: "{i}.m.{key}" for reconstruction i's metrics and
-# "{i}.b.{key}" for its attack-start baseline. Encoded and decoded only here.
+# "{i}.b.{key}" for the data-free (grey) baseline. Encoded and decoded only here.
 _PARTS = (("m", 0), ("b", 1))
 
 

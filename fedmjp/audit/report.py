@@ -1,20 +1,21 @@
 """The audit report: one self-contained HTML page per run directory.
 
-Everything is inline (figures and reconstructions as base64 PNG data URIs, CSS, one small script), and a
-Content-Security-Policy forbids anything else, so the page opens from ``file://`` with no server and never
+Rendered from jinja2 templates (``templates/``, autoescaped). Everything is inline (figures and
+reconstructions as base64 PNG data URIs, CSS, one small script), and a Content-Security-Policy forbids anything else, so the page opens from ``file://`` with no server and never
 fetches. It shows reconstructions, which are private data, so it is written owner-only (0600).
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from ..errors import InputError
@@ -34,34 +35,15 @@ STAT_COLUMNS = (
     ("n/a", "not_applicable", 0), ("failed", "failed", 0),
 )
 
-# Counts the images the browser could not decode, so a headless browser can check the page from its DOM.
-IMAGE_CHECK = """
-window.addEventListener("load", function () {
-  var images = document.images, broken = 0;
-  for (var i = 0; i < images.length; i++) {
-    if (!images[i].complete || images[i].naturalWidth === 0) { broken++; }
-  }
-  document.body.dataset.images = String(images.length);
-  document.body.dataset.brokenImages = String(broken);
-});
-"""
-
-STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;
-       padding: 0 1rem; color: #1d1d1f; }
-h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: .6rem 0; } th, td { padding: .25rem .6rem; border-bottom: 1px solid #eee; }
-th { background: #f5f5f7; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.meta td:first-child { color: #666; } .note { color: #666; }
-.grid { display: flex; flex-wrap: wrap; gap: .8rem; } figure { margin: 0; }
-.cell { border: 1px solid #e3e3e3; border-radius: 6px; padding: .4rem; background: #fafafa; }
-.cell img { height: 96px; image-rendering: pixelated; display: block; }
-.pair { display: flex; gap: .3rem; } figcaption { font-size: .8rem; color: #444; }
-img.plot { max-width: 100%; } figure.plot { margin: 1rem 0 1.6rem; }
-pre { background: #f5f5f7; padding: 1rem; overflow-x: auto; font-size: .8rem; }
-"""
-
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+TEMPLATE = "report.html.j2"
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    # Autoescape everything: scenario names, arm names and captions come from the run directory.
+    return jinja2.Environment(loader=jinja2.PackageLoader("fedmjp.audit", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def write_report(run_dir: Path, summary: dict[str, Any], path: Path | None = None) -> Path:
@@ -75,41 +57,23 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
     """The whole page as a string."""
     records = read_records(run_dir)
     rounds = {arm: read_metrics(run_dir, arm) for arm in summary["arms"]}
-    title = f"fedmjp leakage audit: {summary.get('scenario') or run_dir.name}"
-    body = [
-        f"<h1>{_e(title)}</h1>",
-        _meta_table(run_dir, summary),
-        "<h2>Summary</h2>",
-        "<p class='note'>Server-side attacks on the updates clients sent. PSNR and SSIM: higher means more "
-        "leakage; max is the worst case over rounds and clients. Leakage: PSNR gained over the attack's "
-        "data-free starting image.</p>",
-        _summary_table(summary),
-        _guard_section(summary),
-        "<h2>Leakage and accuracy over rounds</h2>",
-        _plots(summary, records, rounds),
-        "<h2>Reconstructions</h2>",
-        _grids(run_dir, summary, records),
-        "<h2>Resolved scenario</h2>",
-        f"<pre>{_e(_read_text(run_dir / 'scenario.yaml'))}</pre>",
-    ]
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{_e(title)}</title><style>{STYLE}</style><script>{IMAGE_CHECK}</script></head>\n"
-        "<body>\n" + "\n".join(part for part in body if part) + "\n</body></html>\n"
+    seeds = sibling_seeds(run_dir)
+    packages = ", ".join(f"{name} {version}" for name, version in read_versions(run_dir).items())
+    return _templates().get_template(TEMPLATE).render(
+        csp=CSP,
+        title=f"fedmjp leakage audit: {summary.get('scenario') or run_dir.name}",
+        meta=[("scenario", summary.get("scenario") or "unnamed"), ("run directory", str(run_dir.resolve())),
+              ("versions", packages)],
+        summary_headers=("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1"),
+        summary_rows=summary_rows(summary),
+        guard={arm: entry["guard"] for arm, entry in summary["arms"].items() if "guard" in entry},
+        plots=plots(summary, records, rounds, seeds),
+        grids=grids(run_dir, summary, records),
+        scenario_text=_read_text(run_dir / "scenario.yaml"),
     )
 
 
 # --------------------------------------------------------------------------- header and tables
-
-
-def _meta_table(run_dir: Path, summary: dict[str, Any]) -> str:
-    packages = ", ".join(f"{name} {version}" for name, version in read_versions(run_dir).items())
-    rows = [("scenario", summary.get("scenario") or "unnamed"), ("run directory", str(run_dir.resolve())),
-            ("versions", packages)]
-    cells = "".join(f"<tr><td>{_e(key)}</td><td>{_e(str(value))}</td></tr>" for key, value in rows)
-    return f"<table class='meta'>{cells}</table>"
 
 
 def read_versions(run_dir: Path) -> dict[str, str]:
@@ -126,17 +90,14 @@ def read_versions(run_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()}
 
 
-def _summary_table(summary: dict[str, Any]) -> str:
-    headers = ("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1")
-    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>"
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per arm and attack: the statistics as text, then the arm's final test top-1."""
     rows = []
     for arm, entry in summary["arms"].items():
         attacks = entry["attacks"] or {"(no attack records)": None}
         for attack, stats in attacks.items():
-            cells = [attack, *stat_cells(stats), fmt(entry["accuracy_final"], 3)]
-            rows.append(f"<tr><td>{_e(arm)}</td><td>{_e(cells[0])}</td>"
-                        + "".join(f"<td class='num'>{_e(c)}</td>" for c in cells[1:]) + "</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+            rows.append({"arm": arm, "attack": attack, "cells": [*stat_cells(stats), fmt(entry["accuracy_final"], 3)]})
+    return rows
 
 
 def stat_cells(stats: dict[str, Any] | None, columns: Sequence[tuple[str, str, int]] = STAT_COLUMNS) -> list[str]:
@@ -150,37 +111,36 @@ def fmt(value: Any, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _guard_section(summary: dict[str, Any]) -> str:
-    guarded = {arm: entry["guard"] for arm, entry in summary["arms"].items() if "guard" in entry}
-    if not guarded:
-        return ""
-    rows = "".join(
-        f"<tr><td>{_e(arm)}</td><td class='num'>{g['count']}</td><td class='num'>{g['withheld']}</td>"
-        f"<td class='num'>{g['noised']}</td></tr>"
-        for arm, g in guarded.items()
-    )
-    return ("<h2>Client guard</h2><p class='note'>What clients measured on their own updates.</p>"
-            "<table><tr><th>arm</th><th>records</th><th>withheld</th><th>noised</th></tr>" + rows + "</table>")
-
-
 # --------------------------------------------------------------------------- plots
 
 
-def _plots(summary: dict[str, Any], records: list[AuditRecord], rounds: dict[str, list[dict]]) -> str:
-    parts = [_plot(accuracy_figure(rounds), "test accuracy over rounds, all arms",
-                   "Test top-1 accuracy of the global model after each round.")]
+def plots(summary: dict[str, Any], records: list[AuditRecord], rounds: dict[str, list[dict]],
+          seeds: list[Path] | None = None) -> list[dict[str, str]]:
+    """The figures of the page (PNG data URIs) with their alt text and caption; empty ones left out.
+
+    ``seeds``: the run directories of every seed of a multi-seed run, for the accuracy curves' bands.
+    """
+    by_seed = [{arm: read_metrics(path, arm) for arm in summary["arms"]} for path in seeds] if seeds else [rounds]
+    found = [(accuracy_figure({arm: [r[arm] for r in by_seed] for arm in summary["arms"]}),
+              "test accuracy over rounds, all arms",
+              "Test top-1 accuracy of the global model after each round" + (
+                  f": mean and 95% band over {len(seeds)} seeds." if seeds else "."))]
     for arm, entry in summary["arms"].items():
         series = {attack: leakage_by_round(records, arm, attack) for attack in entry["attacks"]}
-        parts.append(_plot(arm_figure(arm, series, rounds[arm]), f"arm {arm}: leakage and accuracy",
-                           f"Arm {arm}: mean PSNR of each attack (left) and test top-1 (right) per round."))
-    return "\n".join(part for part in parts if part) or "<p class='note'>No rounds recorded yet.</p>"
+        found.append((arm_figure(arm, series, rounds[arm]), f"arm {arm}: leakage and accuracy",
+                      f"Arm {arm}: mean PSNR of each attack (left) and test top-1 (right) per round."))
+    return [{"uri": uri, "alt": alt, "caption": caption} for uri, alt, caption in found if uri is not None]
 
 
-def _plot(uri: str | None, alt: str, caption: str) -> str:
-    if uri is None:
-        return ""
-    return (f"<figure class='plot'><img class='plot' alt='{_e(alt)}' src='{uri}'>"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+def sibling_seeds(run_dir: Path) -> list[Path] | None:
+    """Every seed's run directory when ``run_dir`` is one seed of a multi-seed run (``OUT/seed-S``)."""
+    from ..simulate import read_seeds, seed_dirs
+
+    parent = run_dir.resolve().parent
+    if not run_dir.resolve().name.startswith("seed-") or not read_seeds(parent):
+        return None
+    found = list(seed_dirs(parent).values())
+    return found if len(found) > 1 else None
 
 
 def _figure(width: float = 8.0, height: float = 3.6) -> Any:
@@ -206,17 +166,23 @@ def _png_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def accuracy_figure(rounds: dict[str, list[dict]]) -> str | None:
-    """Test accuracy over rounds, one line per arm; None when no arm has a round."""
-    series = {arm: [(r["round"], r["accuracy"]) for r in rows if r.get("accuracy") is not None]
-              for arm, rows in rounds.items()}
+def accuracy_figure(rounds: dict[str, list[list[dict]]]) -> str | None:
+    """Test accuracy over rounds, one line per arm (arm -> one list of rounds per seed): with several seeds
+    their mean and 95% t band; None when no arm has a round."""
+    from ..results.stats import curve_band
+
+    series = {arm: [s for s in ([(r["round"], r["accuracy"]) for r in rows if r.get("accuracy") is not None]
+                                for rows in runs) if s] for arm, runs in rounds.items()}
     if not any(series.values()):
         return None
     figure = _figure()
     ax = figure.add_subplot()
-    for arm, points in series.items():
-        if points:
-            ax.plot(*zip(*points), marker="o", label=arm)
+    for arm, runs in series.items():
+        if runs:
+            steps, mean, low, high = curve_band(runs)
+            (line,) = ax.plot(steps, mean, marker="o", label=arm)
+            if len(runs) > 1:
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set(xlabel="round", ylabel="test top-1", title="Test accuracy per arm")
     _round_axis(ax)
     ax.legend()
@@ -250,19 +216,16 @@ def arm_figure(arm: str, leakage: dict[str, list[tuple[int, float]]], rounds: li
 # --------------------------------------------------------------------------- picture grids
 
 
-def _grids(run_dir: Path, summary: dict[str, Any], records: list[AuditRecord]) -> str:
-    sections = []
+def grids(run_dir: Path, summary: dict[str, Any], records: list[AuditRecord]) -> list[dict[str, Any]]:
+    """Per arm and attack with stored reconstructions, up to GRID_CELLS cells spread over the rounds."""
+    found = []
     for arm, entry in summary["arms"].items():
         for attack in entry["attacks"]:
             shown = [r for r in records if r.arm == arm and r.attack == attack and r.source == SERVER
                      and r.status == SCORED and r.image]
             if shown:
-                cells = "".join(_cell(run_dir, r) for r in spread(shown, GRID_CELLS))
-                sections.append(f"<h3>{_e(arm)} / {_e(attack)}</h3><div class='grid'>{cells}</div>")
-    if not sections:
-        return "<p class='note'>No stored reconstructions.</p>"
-    return ("<p class='note'>Each cell: the reconstruction (left) and, where the scenario opted in to storing "
-            "ground truth (simulation only), the client's true batch (right).</p>" + "\n".join(sections))
+                found.append({"arm": arm, "attack": attack, "cells": [_cell(run_dir, r) for r in spread(shown, GRID_CELLS)]})
+    return found
 
 
 def spread(records: Sequence[AuditRecord], count: int) -> list[AuditRecord]:
@@ -272,22 +235,15 @@ def spread(records: Sequence[AuditRecord], count: int) -> list[AuditRecord]:
     return [ordered[i] for i in picks]
 
 
-def _cell(run_dir: Path, record: AuditRecord) -> str:
+def _cell(run_dir: Path, record: AuditRecord) -> dict[str, Any]:
+    """The reconstruction, the truth where stored (a None uri: missing or not a PNG), and a caption."""
     psnr = record.metrics.get("psnr")
     caption = f"round {record.round}, client {record.partition_id}" + (
         f", PSNR {psnr:.1f} dB" if isinstance(psnr, (int, float)) else "")
-    images = [_img(run_dir, record.image, "reconstruction")]
+    images = [{"uri": image_uri(run_dir, record.image), "label": "reconstruction"}]
     if record.truth_image:
-        images.append(_img(run_dir, record.truth_image, "truth"))
-    return (f"<figure class='cell'><div class='pair'>{''.join(images)}</div>"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
-
-
-def _img(run_dir: Path, relative: str | None, label: str) -> str:
-    uri = image_uri(run_dir, relative)
-    if uri is None:
-        return f"<span class='note'>{_e(label)}: missing or not a PNG</span>"
-    return f"<img alt='{_e(label)}' title='{_e(label)}' src='{uri}'>"
+        images.append({"uri": image_uri(run_dir, record.truth_image), "label": "truth"})
+    return {"images": images, "caption": caption}
 
 
 def image_uri(run_dir: Path, relative: str | None) -> str | None:
@@ -307,7 +263,3 @@ def image_uri(run_dir: Path, relative: str | None) -> str | None:
 
 def _read_text(path: Path) -> str:
     return path.read_text() if path.exists() else "(missing)"
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)

@@ -46,6 +46,8 @@ class AuditRecord:
     baseline: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     threat_model: dict[str, Any] = field(default_factory=dict)
+    # What the attack reported about itself (scalars of Reconstruction.info).
+    info: dict[str, Any] = field(default_factory=dict)
     image: str | None = None
     truth_image: str | None = None
     labels_recovered: list[int] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""``fedmjp attack``: invert one client gradient on one image and score the leak."""
+"""``fedmjp attack``: invert one client gradient on one image or a seeded batch and score the leak."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("TIMM_FUSED_ATTN", "0")
 
 import json  # noqa: E402
+import random  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Any, Optional  # noqa: E402
@@ -27,18 +28,40 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _output_name(image: Path, model: str, attack: str, ratio: float, seed: int) -> str:
-    return f"{image.stem}_{model}_{attack}_mjp{ratio:g}_seed{seed}.png"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+def _output_name(image: Path, model: str, attack: str, ratio: float, seed: int, batch: int) -> str:
+    stem = image.stem if batch == 1 else f"{image.name}-b{batch}"
+    return f"{stem}_{model}_{attack}_mjp{ratio:g}_seed{seed}.png"
+
+
+def pick_images(folder: Path, batch_size: int, seed: int) -> tuple[list[Path], list[int | None]]:
+    """A seeded batch of image files found under ``folder`` (recursively), and each one's class:
+    the index of its top-level sub-folder among the sorted sub-folders (ImageFolder layout), None
+    for files directly in ``folder``."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(files) < batch_size:
+        raise InputError(f"--images: {folder} holds {len(files)} image files, fewer than --batch-size {batch_size}")
+    classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
+    chosen = random.Random(seed).sample(range(len(files)), batch_size)
+    picked = [files[i] for i in sorted(chosen)]
+    labels = [classes.index(p.relative_to(folder).parts[0]) if len(p.relative_to(folder).parts) > 1 else None
+              for p in picked]
+    return picked, labels
 
 
 def _print_table(summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['attack']} on {summary['model']} (mjp ratio {summary['mjp_ratio']:g})")
+    table = Table(title=f"{summary['attack']} on {summary['model']} (mjp ratio {summary['mjp_ratio']:g}, "
+                        f"batch {summary['batch_size']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary["metrics"].items():
         table.add_row(key, "-" if value is None else f"{value:.4g}")
-    table.add_row("baseline psnr (data-free start)", "-" if summary["baseline_psnr"] is None
-                  else f"{summary['baseline_psnr']:.4g}")
+    table.add_row("baseline psnr (mid-grey, data-free)", "-" if summary["baseline"]["psnr"] is None
+                  else f"{summary['baseline']['psnr']:.4g}")
+    table.add_row("leakage dB (psnr over the baseline)", "-" if summary["leakage_db"] is None
+                  else f"{summary['leakage_db']:.4g}")
     table.add_row("attack seconds", f"{summary['seconds']:.3f}")
     out.print(table)
     out.print(f"truth | reconstruction: {summary['image']}")
@@ -49,8 +72,16 @@ def _print_table(summary: dict[str, Any]) -> None:
 def attack(
     model: Annotated[str, typer.Option("--model", help="timm model name, e.g. vit_tiny_patch4_32 or "
                                        "mjp_vit_small_patch16_224 (random init, seeded).", show_default=False)],
-    image: Annotated[Path, typer.Option("--image", help="Image file to leak (resized and centre-cropped to the "
-                                        "model's input size).", show_default=False)],
+    image: Annotated[Optional[Path], typer.Option("--image", help="Image file to leak (resized and centre-cropped "
+                                                  "to the model's input size).", show_default=False)] = None,
+    images_dir: Annotated[Optional[Path], typer.Option("--images", help="Folder of images (searched recursively; "
+                                                       "class = top-level sub-folder): attack a seeded batch of "
+                                                       "--batch-size of them.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images in the client's batch (with --images).",
+                                            min=1)] = 1,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Attack these weights instead of the random "
+                                                    "init: a state dict (a run's final_weights.pt) or a checkpoint.",
+                                                    show_default=False)] = None,
     attack_name: Annotated[str, typer.Option("--attack", help="Attack: april (closed form), ig, dlg, april-opt, "
                                              "adaptive.")] = "april",
     mjp_ratio: Annotated[Optional[float], typer.Option("--mjp-ratio", help="Share of patches the client shuffles "
@@ -65,50 +96,74 @@ def attack(
                                            "(created owner-only).")] = Path("attack-out"),
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
-    """Compute one client's gradient on IMAGE (batch size 1) and attack it; print the leakage metrics."""
-    from ..attacks import NotApplicable, build_attack
-    from ..attack_case import build_client_model, comparison_grid, load_image, make_private_dir, run_single
-    from ..attack_case import write_private_png
+    """Compute one client's gradient on IMAGE (or a seeded batch from --images) and attack it; print the
+    leakage metrics (batch means after matching reconstructions one-to-one to the images)."""
+    import torch
 
-    if not image.is_file():
+    from ..attacks import NotApplicable, build_attack
+    from ..attack_case import build_client_model, comparison_grid, load_image, load_weights, make_private_dir
+    from ..attack_case import run_single, write_private_png
+
+    if (image is None) == (images_dir is None):
+        raise InputError("--image: give either --image FILE or --images DIR (with --batch-size)")
+    if image is not None and not image.is_file():
         raise InputError(f"--image: no such file: {image}")
+    if image is not None and batch_size != 1:
+        raise InputError("--batch-size: a batch needs --images DIR")
+    if images_dir is not None and not images_dir.is_dir():
+        raise InputError(f"--images: no such folder: {images_dir}")
+    if weights is not None and not weights.is_file():
+        raise InputError(f"--weights: no such file: {weights}")
     if mjp_mode not in ("mjp", "naive"):
         raise InputError(f"--mjp-mode: must be mjp or naive, got {mjp_mode!r}")
     options: dict[str, Any] = {"seed": seed} | ({"steps": steps} if steps is not None else {})
     try:
         client = build_client_model(model, mjp_ratio, mjp_mode, seed)
         attacker = build_attack(attack_name, **options)
+        if weights is not None:
+            load_weights(client, weights)
     except ValueError as exc:
         raise InputError(str(exc)) from None  # already names the field: "model: ...", "attack: ..."
     if label >= client.model.num_classes:
         raise InputError(f"--label: {model} has {client.model.num_classes} classes, got {label}")
+    files, classes = pick_images(images_dir, batch_size, seed) if images_dir is not None else ([image], [None])
+    labels = [label if c is None else c for c in classes]
+    if max(labels) >= client.model.num_classes:
+        raise InputError(f"--images: {images_dir} has more classes than {model}'s {client.model.num_classes}")
     try:
-        truth = load_image(image, client.image_size)
+        truth = torch.cat([load_image(path, client.image_size) for path in files])
     except OSError:  # PIL's UnidentifiedImageError is an OSError
-        raise InputError(f"--image: not a readable image: {image}") from None
+        raise InputError(f"--image: not a readable image: {image or images_dir}") from None
     try:
-        result = run_single(client, truth, attacker, label=label, seed=seed)
+        result = run_single(client, truth, attacker, label=torch.tensor(labels), seed=seed)
     except NotApplicable as exc:
         raise InputError(str(exc)) from None
 
     ratio = float(getattr(client.model, "mjp_ratio", 0.0))
     make_private_dir(out_dir)
-    png = out_dir / _output_name(image, model, attack_name, ratio, seed)
+    png = out_dir / _output_name(image or images_dir, model, attack_name, ratio, seed, len(files))
     write_private_png(comparison_grid(truth, result.reconstruction.images), png)
+    rec = result.reconstruction
     summary = {
         "model": model,
         "attack": attack_name,
         "mjp_ratio": ratio,
         "mjp_mode": mjp_mode if model.startswith("mjp_") else None,
         "seed": seed,
-        "label": label,
-        "labels_recovered": None if result.reconstruction.labels is None else result.reconstruction.labels.tolist(),
+        "weights": None if weights is None else str(weights),
+        "batch_size": len(files),
+        "images": [str(p) for p in files],
+        "labels": labels,
+        "labels_recovered": None if rec.labels is None else rec.labels.tolist(),
         "shuffled_patches": int(result.shuffled.sum()),
+        # Batch means over the images, each matched one-to-one to its reconstruction first.
         "metrics": {key: _finite(value) for key, value in result.metrics.items()},
-        "baseline_psnr": _finite(result.baseline_psnr),
+        "baseline": {"psnr": _finite(result.baseline_psnr), "kind": "mid-grey"},
+        "leakage_db": _finite(result.leakage_db),
         "seconds": result.seconds,
         "image": str(png),
-        "threat_model": result.reconstruction.threat_model.to_dict(),
+        "threat_model": rec.threat_model.to_dict(),
+        "info": {k: v for k, v in rec.info.items() if isinstance(v, (int, float, str, bool))},
     }
     if as_json:
         print(json.dumps(summary))

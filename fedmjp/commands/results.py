@@ -32,6 +32,10 @@ def results(
     arms: Annotated[
         Optional[str], typer.Option("--arms", help="Run only these arms (comma-separated; keep vit, the reference).")
     ] = None,
+    seeds: Annotated[
+        Optional[str], typer.Option("--seeds", help="Run the accuracy part once per seed, e.g. 0,1,2 (default: "
+                                                    "the scenario's seeds); the privacy part runs on the first.")
+    ] = None,
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Do not run: rewrite the results from OUT/runs.")
     ] = False,
@@ -44,13 +48,16 @@ def results(
     and the figures."""
     from ..results import DEFAULT_SCENARIO, run_results, write_results
     from ..superlink import FlowerError
+    from .simulate import parse_seeds
 
     if report_only:
-        if quick or set_ or arms or scenario:
-            raise InputError("--report-only rewrites existing results: --quick, --set, --arms, --scenario do not apply")
+        if quick or set_ or arms or scenario or seeds:
+            raise InputError("--report-only rewrites existing results: --quick, --set, --arms, --scenario, --seeds "
+                             "do not apply")
         typer.echo(f"results: {write_results(out_dir)}")
         return
     selected = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    chosen_seeds = parse_seeds(seeds)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
         tasks: dict[tuple[str, str], int] = {}
@@ -62,7 +69,7 @@ def results(
 
         try:
             path = run_results(scenario or DEFAULT_SCENARIO, out_dir, "quick" if quick else "full", set_ or [],
-                               selected, progress, ray_address)
+                               selected, progress, ray_address, chosen_seeds)
         except FlowerError as exc:
             fail(str(exc))
             raise typer.Exit(1) from None

@@ -1,0 +1,175 @@
+"""Reading the run directories and judging the numbers: the words of a row are generated from them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..audit.summary import read_records, summarize
+from ..errors import InputError
+from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
+from .settings import REFERENCE
+
+ATTACK_ORDER = ("april", "ig", "adaptive")
+
+
+# (header, summary key, decimals) of the leakage columns.
+COLUMNS = (("PSNR mean (dB)", "psnr_mean", 2), ("PSNR max", "psnr_max", 2), ("SSIM mean", "ssim_mean", 3),
+           ("patch-matched PSNR", "patch_psnr_mean", 2))
+NO_REDUCTION = "no reduction vs ViT"
+WORST_NOT_REDUCED = "worst case not reduced vs ViT"
+CONTENT_NOT_REDUCED = "patch content not reduced vs ViT"
+MARGIN_DB = 1.0
+WITHIN_MARGIN = f"within {MARGIN_DB:g} dB of ViT"
+# At or above this PSNR a reconstruction is exact to 8-bit pixels: 94 dB and 100 dB are the same leak.
+EXACT_DB = 60.0
+FLAGS = (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN)
+
+
+def collect(out: Path) -> dict[str, Any]:
+    """The privacy part's summary, records and resolved arms, and the accuracy part over its seeds."""
+    privacy_dir = out / "runs" / "privacy"
+    if not (privacy_dir / "scenario.yaml").is_file():
+        raise InputError(f"{out}: no privacy run directory (runs/privacy/scenario.yaml)")
+    runs = accuracy_runs(out / "runs" / "accuracy")
+    curves = read_curves(runs)
+    return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
+            "accuracy": finals(curves) if runs else None, "curves": curves,
+            "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {}}
+
+
+def accuracy_of(data: dict[str, Any], arm: str) -> float | None:
+    """Mean over seeds of the arm's final test top-1 in the accuracy part (None without one: the privacy
+    part does not learn)."""
+    by_seed = (data["accuracy"] or {}).get(arm)
+    return sum(by_seed.values()) / len(by_seed) if by_seed else None
+
+
+def ordered_attacks(attacks: dict[str, Any]) -> list[str]:
+    return sorted(attacks, key=lambda a: (ATTACK_ORDER.index(a) if a in ATTACK_ORDER else len(ATTACK_ORDER), a))
+
+
+def strongest(attacks: dict[str, Any]) -> str | None:
+    """The attack with the highest mean PSNR among those that scored anything."""
+    scored = {name: s for name, s in attacks.items() if s.get("count") and "psnr_mean" in s}
+    return max(scored, key=lambda name: scored[name]["psnr_mean"]) if scored else None
+
+
+def reference_for(ref_attacks: dict[str, Any], attack: str) -> str | None:
+    """The ViT attack an arm's attack is compared with: the same one when it scored on the ViT, otherwise
+    the ViT's strongest (an MJP-aware attacker facing a plain ViT is the plain attack)."""
+    stats = ref_attacks.get(attack) or {}
+    return attack if stats.get("count") and "psnr_mean" in stats else strongest(ref_attacks)
+
+
+def not_reduced(value: float, reference: float) -> bool:
+    return value > reference - MARGIN_DB or min(value, reference) >= EXACT_DB
+
+
+def judge(stats: dict[str, Any], ref: dict[str, Any] | None, is_reference: bool) -> str:
+    """The words for one row, generated from the numbers (PSNR: higher is more leakage)."""
+    if not stats.get("count"):
+        return f"not applicable ({stats.get('not_applicable', 0)} replies)" if stats.get("not_applicable") else \
+            "nothing scored"
+    if is_reference:
+        return "reference"
+    if not ref or "psnr_mean" not in ref or "psnr_mean" not in stats:
+        return ""
+    if stats["psnr_mean"] >= ref["psnr_mean"]:
+        return NO_REDUCTION
+    # Worst case and patch content: within MARGIN_DB, or both exact, counts as not reduced.
+    if "psnr_max" in stats and "psnr_max" in ref and not_reduced(stats["psnr_max"], ref["psnr_max"]):
+        return WORST_NOT_REDUCED
+    if "patch_psnr_mean" in stats and "patch_psnr_mean" in ref \
+            and not_reduced(stats["patch_psnr_mean"], ref["patch_psnr_mean"]):
+        return CONTENT_NOT_REDUCED
+    if stats["psnr_mean"] > ref["psnr_mean"] - MARGIN_DB:
+        return WITHIN_MARGIN
+    return ""
+
+
+def defence_of(arm: dict[str, Any]) -> str:
+    """A short description of an arm's defence, from its resolved settings."""
+    parts = []
+    model = arm.get("model") or {}
+    mjp = model.get("mjp")
+    if str(model.get("name", "")).startswith("mjp_"):
+        mjp = mjp or {}
+        kind = "naive shuffle" if mjp.get("mode") == "naive" else "MJP"
+        parts.append(f"{kind} ratio {mjp.get('ratio', 0.1):g}, p {mjp.get('apply_prob', 1.0):g}")
+    if model.get("fixed_pos_embed"):
+        parts.append("fixed sin-cos PE")
+    defence = arm.get("defence") or {}
+    if defence.get("dp"):
+        dp = dict(defence["dp"])
+        sensitivity = dp.get("sensitivity") or dp["clipping_norm"]
+        std = sensitivity * math.sqrt(2 * math.log(1.25 / dp["delta"])) / dp["epsilon"]
+        parts.append(f"local DP C {dp['clipping_norm']:g}, ε {dp['epsilon']:g}, σ {std:.2g}")
+    if defence.get("prune"):
+        parts.append(f"prune {defence['prune']:g}")
+    return "; ".join(parts) or "none"
+
+
+def shuffled_replies(data: dict[str, Any], arm: str) -> str:
+    """"k/n": of the arm's n scored replies, k were computed with the jigsaw applied ("–" without MJP).
+
+    With ``apply_prob`` < 1 some replies are plain-ViT gradients; this says how many the table saw.
+    """
+    if not str((data["arms"].get(arm) or {}).get("model", {}).get("name", "")).startswith("mjp_"):
+        return "–"
+    # Scored records only: the client's receipt, which says whether it shuffled, comes with the score.
+    replies = {(r.round, r.partition_id): any(r.shuffled_steps) for r in data["records"]
+               if r.arm == arm and r.source == "server" and r.status == "scored"}
+    return f"{sum(replies.values())}/{len(replies)}"
+
+
+def rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any]]:
+    """One row per arm and attack with everything the table shows (numbers unformatted)."""
+    arms = data["privacy"]["arms"]
+    ref_attacks = (arms.get(reference) or {}).get("attacks") or {}
+    out = []
+    for arm, entry in arms.items():
+        shuffled = shuffled_replies(data, arm)
+        for attack in ordered_attacks(entry["attacks"]) or ["(none)"]:
+            stats = entry["attacks"].get(attack) or {}
+            ref_name = reference_for(ref_attacks, attack)
+            ref = ref_attacks.get(ref_name) if ref_name else None
+            delta = None
+            if arm != reference and ref and "psnr_mean" in stats and "psnr_mean" in ref:
+                delta = stats["psnr_mean"] - ref["psnr_mean"]
+            note = judge(stats, ref, arm == reference)
+            if note in FLAGS and ref_name != attack:
+                note += f" ({ref_name})"
+            out.append({"arm": arm, "attack": attack, "defence": defence_of(data["arms"].get(arm) or {}),
+                        "shuffled": shuffled, "count": stats.get("count", 0),
+                        **{key: stats.get(key) for _, key, _ in COLUMNS},
+                        "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "vs": ref_name, "note": note})
+    return out
+
+
+def worst_rows(data: dict[str, Any], per_attack: list[dict[str, Any]], reference: str = REFERENCE
+               ) -> list[dict[str, Any]]:
+    """Per arm, its strongest attack against the ViT's strongest: the honest headline.
+
+    ``per_attack`` is ``rows(data, reference)``: its flagged readings are named beside the headline.
+    """
+    arms = data["privacy"]["arms"]
+    ref_attacks = (arms.get(reference) or {}).get("attacks") or {}
+    ref_name = strongest(ref_attacks)
+    ref = ref_attacks.get(ref_name) if ref_name else None
+    out = []
+    for arm, entry in arms.items():
+        name = strongest(entry["attacks"])
+        stats = entry["attacks"].get(name) or {} if name else {}
+        delta = stats["psnr_mean"] - ref["psnr_mean"] if (stats and ref and arm != reference) else None
+        note = judge(stats, ref, arm == reference) if name else "nothing scored"
+        # The strongest attack by mean PSNR can hide another attack's flag (a naive shuffle's april
+        # leaks every patch, in the wrong places, at a mean PSNR no higher than ig's): name those too.
+        flags = [f"{row['attack']}: {row['note']}" for row in per_attack
+                 if row["arm"] == arm and row["attack"] != name and row["note"].startswith(FLAGS)]
+        note = "; ".join(([note] if note else []) + flags)
+        out.append({"arm": arm, "attack": name, "psnr_mean": stats.get("psnr_mean"), "psnr_max": stats.get("psnr_max"),
+                    "ssim_mean": stats.get("ssim_mean"), "patch_psnr_mean": stats.get("patch_psnr_mean"),
+                    "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "note": note})
+    return out

@@ -1,0 +1,125 @@
+"""results.md: the tables and the caption that states their settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..scenario import Arm
+from .stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
+from .judging import COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, WITHIN_MARGIN, WORST_NOT_REDUCED
+
+
+def fmt(value: Any, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: list[dict[str, Any]],
+                    figures: list[str], provenance: dict[str, Any], reference: str) -> str:
+    lines = ["# fedmjp results: gradient leakage against accuracy", ""]
+    lines += _provenance_lines(provenance)
+    lines += ["## Leakage per arm and attack", "", caption(data, reference), ""]
+    head = ["arm", "defence", "shuffled replies", "attack", "scored", *(h for h, _, _ in COLUMNS), "test top-1",
+            "Δ PSNR vs ViT", "reading"]
+    aligns = ["---", "---", "---:", "---"] + ["---:"] * (len(head) - 5) + ["---"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(aligns) + "|"]
+    for row in table:
+        cells = [row["arm"], row["defence"], row["shuffled"], row["attack"], str(row["count"]),
+                 *(fmt(row[key], d) for _, key, d in COLUMNS), fmt(row["accuracy"], 3),
+                 fmt(row["delta_psnr"], 2), row["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Strongest attack per arm", "",
+              "Each arm's strongest attack (highest mean PSNR) against the ViT's strongest attack; the "
+              "reading also names any other attack whose row above is flagged.", "",
+              "| arm | strongest attack | PSNR mean (dB) | PSNR max | SSIM mean | patch-matched PSNR | test top-1 "
+              "| Δ PSNR vs ViT | reading |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in worst:
+        cells = [row["arm"], row["attack"] or "–", *(fmt(row[key], d) for _, key, d in COLUMNS),
+                 fmt(row["accuracy"], 3), fmt(row["delta_psnr"], 2), row["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Figures", ""]
+    lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures]
+    lines += ["", "Run directories: `runs/privacy` and `runs/accuracy` (audit records, metrics, resolved "
+              "scenarios); `fedmjp audit runs/privacy` shows the reconstructions.", ""]
+    return "\n".join(lines)
+
+
+def caption(data: dict[str, Any], reference: str) -> str:
+    """What the table measures, with the settings read from the run directories."""
+    privacy = _base_settings(data["arms"])
+    text = (f"Leakage columns: the privacy part ({privacy}); every reply of every attacked round is attacked by the "
+            "curious server, and the client that sent it scores the reconstruction against its own batch (PSNR, "
+            "SSIM: higher is more leakage; max is the worst client and round; patch-matched PSNR counts content "
+            "that leaked in the wrong place). Shuffled replies: of an MJP arm's attacked replies, how many the "
+            "client computed with the jigsaw applied (the others are plain-ViT gradients). ")
+    if data["accuracy"] is not None:
+        seeds = len(data["curves"])
+        text += (f"Test top-1: the accuracy part, the same arms and defences trained in a setting that learns "
+                 f"({_base_settings(data['accuracy_arms'])}), final round on the held-out test split, mean over "
+                 f"{seeds} seed{'s' if seeds != 1 else ''} (intervals and tests in accuracy.md); the privacy part's "
+                 "batch-size-1 FedSGD (which APRIL's closed form needs) learns too little in a few rounds to "
+                 "measure a cost. ")
+    text += (f"Δ PSNR vs ViT: the arm's mean PSNR minus the `{reference}` arm's under the same attack (or, when "
+             "that attack does not apply to the ViT, its strongest, named in brackets). Reading: "
+             f"\"{NO_REDUCTION}\" where the mean PSNR is not below the ViT's; \"{WORST_NOT_REDUCED}\" where "
+             f"the mean is below but the maximum is not, within {MARGIN_DB:g} dB or both at least {EXACT_DB:g} dB, "
+             "i.e. exact (some replies leak as much as an "
+             f"undefended ViT's); \"{CONTENT_NOT_REDUCED}\" where PSNR is lower but the patch-matched PSNR is not, "
+             f"within {MARGIN_DB:g} dB or both exact (the patches leaked, in the wrong places); "
+             f"\"{WITHIN_MARGIN}\" where the mean is less than {MARGIN_DB:g} dB below it.")
+    return text
+
+
+def _base_settings(arms: dict[str, Any]) -> str:
+    if not arms:
+        return "no arms"
+    arm = Arm.model_validate(next(iter(arms.values())))
+    t, c = arm.training, arm.clients
+    steps = "one step" if t.mode == "fedsgd" else f"{t.local_steps or t.local_epochs} local " \
+        f"{'steps' if t.local_steps else 'epochs'} ({t.optimizer}, lr {t.lr:g})"
+    attacks = ", ".join(s.name + (f" {dict(s.options)}" if s.options else "") for s in arm.audit.attacks) or "none"
+    return (f"{arm.data.source} data, {arm.model.name} depth {arm.model.kwargs.get('depth', 'default')}, "
+            f"{t.mode} batch {t.batch_size}, {steps}, {t.rounds} round(s), {c.sampled_per_round} of "
+            f"{c.num_clients} clients per round; attacks: {attacks}")
+
+
+ACCURACY_HEAD = ("arm", "seeds", "top-1 mean", "95% CI low", "95% CI high", "p vs ViT", "reading")
+
+
+def render_accuracy(data: dict[str, Any], table: list[dict[str, Any]], figures: list[str],
+                    provenance: dict[str, Any]) -> str:
+    """accuracy.md: the accuracy part over seeds, with the rule that generates its readings."""
+    seeds = sorted(data["curves"])
+    lines = ["# fedmjp results: accuracy over seeds", ""]
+    lines += _provenance_lines(provenance)
+    lines += [f"Test top-1 of the global model after the last round, on the held-out test split, for each arm of "
+              f"the accuracy part ({_base_settings(data['accuracy_arms'])}) over seeds {', '.join(map(str, seeds))}. "
+              "A seed fixes the data split and the initial weights, the same for every arm. Mean and "
+              f"{CONFIDENCE:.0%} confidence interval: Student's t over seeds. p vs ViT: two-sided paired t-test "
+              "over the seeds (scipy), against the undefended ViT trained on the same split (named in the "
+              f"reading when it is not `vit`). Reading: \"{NO_DIFFERENCE.format(n='n')}\" where p >= "
+              f"{ALPHA:g}; \"{LOWER.format(alpha=ALPHA, n='n')}\" (or higher) where p < {ALPHA:g}; "
+              f"\"{TOO_FEW.format(n='n')}\" with fewer than 2 paired seeds.", ""]
+    lines += ["| " + " | ".join(ACCURACY_HEAD) + " |", "|---|---:|---:|---:|---:|---:|---|"]
+    for row in table:
+        cells = [row["arm"], str(row["seeds"]), fmt(row["mean"], 3), fmt(row["low"], 3), fmt(row["high"], 3),
+                 fmt(row["p"], 3), row["reading"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Top-1 per arm and seed", "", "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---:|" * len(seeds)]
+    for row in table:
+        lines.append(f"| {row['arm']} | " + " | ".join(fmt(row["per_seed"].get(str(s)), 3) for s in seeds) + " |")
+    lines += ["", *(f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures), "",
+              "Run directories: `runs/accuracy/seed-S` (metrics per round, resolved scenarios).", ""]
+    return "\n".join(lines)
+
+
+def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
+    if not provenance:
+        return []
+    machine_ = provenance.get("machine") or {}
+    return [f"- command: `{provenance.get('command', '')}` ({provenance.get('setting', '')} setting)",
+            f"- commit: `{provenance.get('commit', 'unknown')}`",
+            f"- machine: {machine_.get('cpu', '?')}, {machine_.get('cores', '?')} cores, "
+            f"{machine_.get('system', '')}, load average at start {machine_.get('load', '?')}",
+            "- wall time: " + ", ".join(f"{part} part {s / 60:.1f} min"
+                                        for part, s in (provenance.get("seconds") or {}).items()), ""]
