@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,10 @@ def finish(process: subprocess.Popen[str], mark: str, timeout: float = 1200) -> 
         kill_marked(mark)
     assert process.returncode == 0, stderr[-3000:]
     return stdout
+
+
+def simulate_to_end(content: dict[str, Any], folder: Path) -> Path:
+    """Run a scenario with `fedmjp simulate` to its end (failing the test if it fails); its run directory."""
+    mark = uuid.uuid4().hex
+    finish(start_simulate(content, folder, mark), mark)
+    return folder / "run"

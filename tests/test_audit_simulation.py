@@ -14,7 +14,7 @@ import pytest
 from fedmjp.audit import AuditStore
 from fedmjp.audit.summary import summarize
 
-from .flower_runs import finish, kill_marked, scenario, start_simulate
+from .flower_runs import kill_marked, scenario, simulate_to_end, start_simulate
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,7 @@ AUDITED = scenario(
 
 @pytest.fixture(scope="module")
 def audited_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("audit")
-    mark = uuid.uuid4().hex
-    finish(start_simulate(AUDITED, tmp, mark), mark)
-    return tmp / "run"
+    return simulate_to_end(AUDITED, tmp_path_factory.mktemp("audit"))
 
 
 def scored(run: Path, arm: str, source: str = "server") -> list:

@@ -4,14 +4,13 @@ attacked by imprint (server: malicious) and kept out of the aggregate; with the 
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
 from fedmjp.audit import AuditStore
 
-from .flower_runs import finish, scenario, start_simulate
+from .flower_runs import scenario, simulate_to_end
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +27,7 @@ DISHONEST = scenario(
 
 @pytest.fixture(scope="module")
 def dishonest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("dishonest")
-    mark = uuid.uuid4().hex
-    finish(start_simulate(DISHONEST, tmp, mark), mark)
-    return tmp / "run"
+    return simulate_to_end(DISHONEST, tmp_path_factory.mktemp("dishonest"))
 
 
 def rounds(run: Path, arm: str) -> list[dict]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from fedmjp.audit import AuditStore
 
-from .flower_runs import finish, scenario, start_simulate
+from .flower_runs import scenario, simulate_to_end
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +21,7 @@ FEDAVG = scenario(
 
 @pytest.fixture(scope="module")
 def fedavg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("fedavg")
-    mark = uuid.uuid4().hex
-    finish(start_simulate(FEDAVG, tmp, mark), mark)
-    return tmp / "run"
+    return simulate_to_end(FEDAVG, tmp_path_factory.mktemp("fedavg"))
 
 
 def _records(run: Path) -> list:

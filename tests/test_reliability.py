@@ -22,7 +22,7 @@ from fedmjp.faults import injected_fault
 from fedmjp.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
-from .flower_runs import finish, kill_marked, scenario, start_simulate
+from .flower_runs import finish, kill_marked, scenario, simulate_to_end, start_simulate
 
 VALID = scenario(name="base", training={"rounds": 4})
 
@@ -135,10 +135,7 @@ ARMS = ("first", "second")
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("whole")
-    mark = uuid.uuid4().hex
-    finish(start_simulate(TWO_ARMS, folder, mark), mark)
-    return folder / "run"
+    return simulate_to_end(TWO_ARMS, tmp_path_factory.mktemp("whole"))
 
 
 def audited_rounds(run: Path, arm: str) -> set[int]:
@@ -177,9 +174,7 @@ def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Pa
         training={"rounds": 3},
         faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 12},
     )
-    mark = uuid.uuid4().hex
-    finish(start_simulate(faulty, tmp_path, mark), mark)
-    run = tmp_path / "run"
+    run = simulate_to_end(faulty, tmp_path)
     arm = parse_scenario(faulty).arms["run"]
     expected = {(r, p) for r in range(1, 4) for p in range(4) if injected_fault(arm, p, r)}
     assert expected, "the seed should inject at least one fault"
