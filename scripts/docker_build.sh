@@ -86,13 +86,21 @@ if [ -z "${FORCE:-}" ] && [ "$(label_of "$IMAGE" fedmjp.inputs)" = "$inputs" ]; 
     log "image $IMAGE is up to date ($inputs)"
     exit 0
 fi
+# A full disk shows up deep inside the build as a failed layer copy; say it first.
+root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
+free_gb=$(df --output=avail -BG "$root" 2>/dev/null | tail -1 | tr -dc 0-9)
+[ -n "$free_gb" ] && [ "$free_gb" -lt 8 ] \
+    && log "warning: only ${free_gb} GB free under $root; a first build needs about 14 GB, a source change far less"
 start=$(now)
 previous=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 log "building $IMAGE on $BASE_IMAGE"
 # The legacy builder (no buildx here); its layer cache makes a source-only change cheap.
 DOCKER_BUILDKIT=0 docker build --quiet -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --build-arg "TORCH=$TORCH" --label "fedmjp.inputs=$inputs" -t "$IMAGE" . >/dev/null
-# The image it replaces is unused now (containers still on it keep it).
+# The image it replaces is unused now (containers still on it keep it), and so are older
+# project images left untagged by earlier builds whose containers are gone: each holds its
+# own copy of the project layers, and a build machine's disk is not endless.
 [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$IMAGE")" ] \
     && docker rmi "$previous" >/dev/null 2>&1 || true
+docker image prune --force --filter "label=org.opencontainers.image.title=fedmjp" >/dev/null 2>&1 || true
 log "image $IMAGE built in $(( $(now) - start )) s ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f GB", $1/1e9}'))"

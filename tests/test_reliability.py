@@ -170,9 +170,9 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
 @pytest.mark.slow
 def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path) -> None:
     faulty = scenario(
-        clients={"num_clients": 4, "timeout": 6},
+        clients={"num_clients": 4, "timeout": 45},  # round 1 (cold clients) takes ~17 s idle
         training={"rounds": 3},
-        faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 12},
+        faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 60},
     )
     run = simulate_to_end(faulty, tmp_path)
     arm = parse_scenario(faulty).arms["run"]
