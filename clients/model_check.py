@@ -10,7 +10,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.model_check import check_weights
+from fedmjp.model_check import REFUSAL, check_weights
 
 from .context import arm_of
 
@@ -25,7 +25,7 @@ def model_check_mod(msg: Message, context: Context, call_next: ClientAppCallable
     accepted = context.state[_ACCEPTED].to_torch_state_dict() if _ACCEPTED in context.state else None
     findings = check_weights(weights, accepted)
     if findings:
-        reason = f"refused by client model check: {findings[0]}" + (
+        reason = f"{REFUSAL}: {findings[0]}" + (
             f" (+{len(findings) - 1} more)" if len(findings) > 1 else "")
         return Message(Error(code=MODEL_REFUSED, reason=reason), reply_to=msg)
     context.state[_ACCEPTED] = ArrayRecord(weights)

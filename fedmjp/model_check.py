@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Finding", "check_weights"]
+__all__ = ["REFUSAL", "Finding", "check_weights"]
+
+# How a refusal begins: the client's error reason, and so the server's fault record and the audit summary.
+REFUSAL = "refused by client model check"
 
 MIN_STABLE_RANK = 5.0  # an fc1 of a binning bank is 1.0; honest ViT blocks are far above
 EQUAL_COLUMNS = 1e-3  # spread of fc2's columns around their mean, relative to fc2's norm

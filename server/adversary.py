@@ -124,7 +124,7 @@ class RoundAuditor:
             self._collect_receipts(server_round, attacked)
             for item in attacked:
                 self._record_attacks(server_round, item)
-        self._record_faults(server_round, checked.faults)
+        self._record_faults(server_round, checked.faults, set(planted))
 
     def _attack(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
         obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, reply.metrics)
@@ -203,10 +203,13 @@ class RoundAuditor:
                     status="withheld", source="client-guard", reason=reason,
                 ))
 
-    def _record_faults(self, server_round: int, faults: list[Fault]) -> None:
+    def _record_faults(self, server_round: int, faults: list[Fault], planted: set[int]) -> None:
+        """One record per fault; ``info.planted`` on those the server sent planted weights (so a client's
+        refusal reads as a planted model caught or an honest one refused)."""
         for partition_id, reason in faults:
             self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
-                                          attack="none", status="fault", source="fault", reason=reason))
+                                          attack="none", status="fault", source="fault", reason=reason,
+                                          info={"planted": partition_id in planted}))
 
 
 def scalar_info(info: dict) -> dict[str, float | str | bool]:
