@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from clients.model_check import MODEL_REFUSED, model_check_mod
 from fedmjp.attacks.imprint import plant_imprint, server_images
+from fedmjp.audit import AuditStore
+from fedmjp.audit.summary import summarize
 from fedmjp.model_check import check_weights
 from fedmjp.runconfig import run_config
 from fedmjp.scenario import parse_scenario
+from fedmjp.simulate import prepare_run_dir
 from fedmjp.train import compute_gradient
+from server.app import run_arm
+from server.partitions import Partitions
 
 ARMS = {"vit": ("vit_tiny_patch4_32", {}), "mjp": ("mjp_vit_tiny_patch4_32", {"mjp_ratio": 0.25})}
 
@@ -111,3 +119,64 @@ def test_client_mod_refuses_a_planted_model_naming_the_test(photos) -> None:
 def test_client_mod_trains_on_a_planted_model_when_the_check_is_off(photos) -> None:
     _, planted = honest_and_planted("vit", photos)
     assert not model_check_mod(train_message(planted), context(model_check=False), trains).has_error()
+
+
+# --------------------------------------------------------------------------- the audit of a checked run
+
+GROWN = "blocks.0.mlp.fc1.weight"  # the tensor the stand-in clients' updates scale up
+GROWTH = 20.0  # per aggregated round: under the check's 100x, but 400x over two rounds
+
+
+def grows(msg: Message, _: Context) -> Message:
+    """A ClientApp stand-in whose update scales GROWN by GROWTH (every other tensor stays put)."""
+    weights = msg.content["arrays"].to_torch_state_dict()
+    update = {name: (GROWTH - 1) * value if name == GROWN else torch.zeros_like(value)
+              for name, value in weights.items()}
+    return Message(content=RecordDict({"arrays": ArrayRecord(update),
+                                       "metrics": MetricRecord({"num-examples": 1, "loss": 0.0})}), reply_to=msg)
+
+
+class NodesInProcess:
+    """A Grid stand-in: every node answers at once through the model check mod, then ``grows``."""
+
+    def __init__(self, contexts: dict[int, Context]) -> None:
+        self.contexts = contexts
+        self.replies: list[Message] = []
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = msg.object_id  # as Flower's SuperLink stamps it
+            self.replies.append(model_check_mod(msg, self.contexts[msg.metadata.dst_node_id], grows))
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        replies, self.replies = self.replies, []
+        return replies
+
+
+def test_audit_counts_models_checked_and_refusals_of_planted_and_honest_models(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ServerApp's real rounds: round 2 plants for partition 0, which refuses; in round 3 partition 0
+    still compares with round 1's weights, which GROWN outgrew 400x (an honest model refused), while
+    partition 1, which trained in round 2, sees 20x and trains."""
+    for key, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 0)):  # as Flower's ServerApp runtime sets it
+        monkeypatch.setattr(TaskIdentity, key, value)
+    scenario = parse_scenario({**SCENARIO, "training": {**SCENARIO["training"], "mode": "fedavg", "rounds": 3},
+                               "guard": {"model_check": True},
+                               "audit": {"server": {"kind": "imprint", "rounds": [2], "clients": [0],
+                                                    "images": {"count": 32}}}})
+    arm = scenario.arms["run"]
+    run_dir = prepare_run_dir(scenario, tmp_path / "run")
+    config = run_config([arm], run_dir)
+    nodes = {pid + 1: Context(run_id=1, node_id=pid + 1, node_config={}, state=RecordDict(), run_config=config)
+             for pid in (0, 1)}
+    server = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
+    run_arm(NodesInProcess(nodes), server, arm, Partitions({0: 1, 1: 2}, assigned=True))
+
+    faults = [(r.round, r.partition_id, r.info["planted"]) for r in AuditStore(run_dir).records() if r.status == "fault"]
+    assert faults == [(2, 0, True), (3, 0, False)]
+    summary = summarize(run_dir)["arms"]["run"]
+    assert summary["model_check"] == {"checked": 6, "refused": 2, "refused_planted": 1, "refused_honest": 1}
+    assert not summary["attacks"]  # the planted model never trained, so there was nothing to attack

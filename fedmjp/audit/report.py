@@ -67,6 +67,7 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
         summary_headers=("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1"),
         summary_rows=summary_rows(summary),
         guard={arm: entry["guard"] for arm, entry in summary["arms"].items() if "guard" in entry},
+        model_check={arm: entry["model_check"] for arm, entry in summary["arms"].items() if "model_check" in entry},
         plots=plots(summary, records, rounds, seeds),
         grids=grids(run_dir, summary, records),
         scenario_text=_read_text(run_dir / "scenario.yaml"),

@@ -2,7 +2,8 @@
 
 Only what a curious server obtained counts as leakage: records with source ``"server"`` and status
 ``"scored"``. What clients measured themselves (source ``"client-guard"``) is summarised apart, under
-``"guard"``. The summary is JSON-ready and NaN-free: a statistic without finite values is left out.
+``"guard"``, and what the clients' model check refused under ``"model_check"``. The summary is JSON-ready
+and NaN-free: a statistic without finite values is left out.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import numpy as np
 import yaml
 
 from ..errors import InputError
+from ..model_check import REFUSAL
 from ..rundir import arm_dir
 from .store import AuditRecord, AuditStore
 
 SERVER = "server"
 GUARD = "client-guard"
+FAULT = "fault"
 SCORED = "scored"
 NOT_APPLICABLE = "not-applicable"
 FAILED = ("failed", "receipt-failed")
@@ -46,6 +49,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         guard = [r for r in mine if r.source == GUARD]
         if guard:
             entry["guard"] = guard_stats(guard)
+        refused = [r for r in mine if r.source == FAULT and REFUSAL in r.reason]
+        if refused or model_check_on(scenario, arm):
+            entry["model_check"] = model_check_stats(refused, rounds)
         arms[arm] = entry
     return {"run_dir": str(run_dir), "scenario": scenario.get("name"), "arms": arms}
 
@@ -109,6 +115,14 @@ def read_records(run_dir: Path) -> list[AuditRecord]:
         raise InputError(f"{store.records_path}: a record does not match this fedmjp version ({exc})") from None
 
 
+def model_check_on(scenario: dict[str, Any], arm: str) -> bool:
+    """Whether the resolved scenario turns the client model check on for ``arm``."""
+    arms = scenario.get("arms")
+    settings = arms.get(arm) if isinstance(arms, dict) else None
+    guard = settings.get("guard") if isinstance(settings, dict) else None
+    return isinstance(guard, dict) and guard.get("model_check") is True
+
+
 def arm_names(run_dir: Path, scenario: dict[str, Any], records: list[AuditRecord]) -> list[str]:
     """The scenario's arms in its order, then any arm found only on disk or in the records."""
     names = list(scenario.get("arms") or {}) if isinstance(scenario.get("arms"), dict) else []
@@ -167,6 +181,18 @@ def guard_stats(records: list[AuditRecord]) -> dict[str, Any]:
         "noised": sum(r.reason == "noise" for r in records),
         "attacks": {attack: metric_stats([r for r in records if r.attack == attack])
                     for attack in dict.fromkeys(r.attack for r in records)},
+    }
+
+
+def model_check_stats(refused: list[AuditRecord], rounds: list[dict[str, Any]]) -> dict[str, int]:
+    """The client model check: models checked (each refused, or trained on and so a usable reply), and the
+    refusals split by whether the server had planted that model. A refusal recorded before the server
+    marked planted faults counts in ``refused`` only."""
+    return {
+        "checked": len(refused) + sum(int(row.get("clients", 0)) for row in rounds),
+        "refused": len(refused),
+        "refused_planted": sum(r.info.get("planted") is True for r in refused),
+        "refused_honest": sum(r.info.get("planted") is False for r in refused),
     }
 
 

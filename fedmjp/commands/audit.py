@@ -48,6 +48,9 @@ def audit(
         if guard := entry.get("guard"):
             typer.echo(f"arm {arm}: client guard: {guard['count']} record(s), {guard['withheld']} withheld, "
                        f"{guard['noised']} noised")
+        if check := entry.get("model_check"):
+            typer.echo(f"arm {arm}: client model check: {check['checked']} model(s) checked, {check['refused']} "
+                       f"refused ({check['refused_planted']} planted, {check['refused_honest']} honest)")
     typer.echo(f"report: {report}")
 
 
