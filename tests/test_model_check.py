@@ -1,4 +1,5 @@
-"""The client's model check: planted weights are refused, honest ones (at init and after training) are not."""
+"""The client's model check: planted weights are refused, honest ones (at init and after training) are not;
+the audit counts the models checked and refused."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import timm
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from typer.testing import CliRunner
 
+import fedmjp.commands.audit  # noqa: F401  (registers the command)
 from clients.model_check import MODEL_REFUSED, model_check_mod
 from fedmjp.attacks.imprint import plant_imprint, server_images
 from fedmjp.audit import AuditStore
 from fedmjp.audit.summary import summarize
+from fedmjp.cli import app
 from fedmjp.model_check import check_weights
 from fedmjp.runconfig import run_config
 from fedmjp.scenario import parse_scenario
@@ -180,3 +184,5 @@ def test_audit_counts_models_checked_and_refusals_of_planted_and_honest_models(
     summary = summarize(run_dir)["arms"]["run"]
     assert summary["model_check"] == {"checked": 6, "refused": 2, "refused_planted": 1, "refused_honest": 1}
     assert not summary["attacks"]  # the planted model never trained, so there was nothing to attack
+    table = CliRunner().invoke(app, ["audit", str(run_dir)])
+    assert "arm run: client model check: 6 model(s) checked, 2 refused (1 planted, 1 honest)" in table.output
