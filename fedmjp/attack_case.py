@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .attacks.base import Attack, Observation, Reconstruction, Timer
-from .audit.receipt import client_receipt
+from .attacks.base import Attack, Observation, Reconstruction, Timer, plants
+from .attacks.imprint import server_images
+from .audit.receipt import client_receipt, patch_scores
 from .batch_metrics import align_batch
 from .train import compute_gradient, seed_jigsaw
 
@@ -126,16 +127,25 @@ def observe(client: ClientModel, images: torch.Tensor, labels: torch.Tensor,
 
 
 def run_single(client: ClientModel, images: torch.Tensor, attack: Attack, label: int | torch.Tensor = 0,
-               seed: int = 0) -> SingleResult:
+               seed: int = 0, server_own: torch.Tensor | None = None) -> SingleResult:
     """Client gradient -> attack -> receipt. ``images`` (B, 3, H, W) with one label each (an int: all
-    the same). The attack's time excludes the client's work."""
+    the same). The attack's time excludes the client's work.
+
+    A planting attack (a dishonest server) first replaces the client's weights with the ones it plants
+    from its own images ``server_own`` (default: 256 of the built-in public photos, never the client's).
+    """
     labels = torch.as_tensor(label).long().expand(len(images)).clone() if torch.as_tensor(label).ndim == 0 \
         else torch.as_tensor(label).long()
+    if plants(attack):
+        own = server_own if server_own is not None else server_images(client.image_size, seed=seed)
+        client.model.load_state_dict(attack.plant(client.name, client.model.state_dict(), own, client.kwargs))
     obs, shuffled = observe(client, images, labels, seed)
     with Timer() as timer:
         recon = attack(obs)
     reconstructions = [(recon.images, recon.start, recon.labels)]
     metrics, baseline = client_receipt(images, labels, shuffled, client.patch_size, reconstructions)[0]
+    if recon.patches is not None:  # a patch-reading attack is scored on the patches it read, placed or not
+        metrics.update(patch_scores(images, client.patch_size, recon.patches, recon.patch_positions))
     return SingleResult(images, recon, metrics, baseline["psnr"], shuffled, timer.seconds)
 
 

@@ -163,3 +163,29 @@ def test_weights_from_a_run_are_attacked(photo: Path, tmp_path: Path) -> None:
                     "--out", str(tmp_path / "out2"))
     assert wrong.exit_code == 2 and "weights:" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("model", ["vit_tiny_patch4_32", "mjp_vit_tiny_patch4_32"])
+def test_imprint_plants_the_model_and_reads_a_batch_exactly(folder: Path, tmp_path: Path, model: str) -> None:
+    """The dishonest server's attack from the command line: it plants the weights (thresholds from the built-in
+    public photos, not the batch), the client computes its gradient on them, and every patch comes back, MJP
+    or not."""
+    result = _attack("--model", model, "--images", str(folder), "--batch-size", "4", "--attack", "imprint",
+                     "--out", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["threat_model"]["server"] == "malicious" and summary["batch_size"] == 4
+    assert summary["metrics"]["patches_exact"] >= 0.9
+    assert summary["info"]["patches_recovered"] > 0
+    if model.startswith("mjp_"):  # masked positions carry no code: those patches come back unplaced
+        assert summary["shuffled_patches"] > 0
+        assert summary["metrics"]["patches_placed"] < summary["metrics"]["patches_exact"]
+    else:
+        assert summary["metrics"]["patches_placed"] >= 0.9 and summary["metrics"]["psnr"] >= 40
+
+
+def test_imprint_with_a_missing_server_folder_is_an_input_error(folder: Path, tmp_path: Path) -> None:
+    result = _attack("--model", "vit_tiny_patch4_32", "--images", str(folder), "--batch-size", "2", "--attack",
+                     "imprint", "--server-images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.stderr.startswith("error: --server-images:")
+    assert not (tmp_path / "out").exists()

@@ -83,11 +83,16 @@ def attack(
                                                     "init: a state dict (a run's final_weights.pt) or a checkpoint.",
                                                     show_default=False)] = None,
     attack_name: Annotated[str, typer.Option("--attack", help="Attack: april (closed form), ig, dlg, april-opt, "
-                                             "adaptive.")] = "april",
+                                             "adaptive; imprint (a dishonest server: plants weights in the model "
+                                             "it sends, then reads the patches off the reply).")] = "april",
     mjp_ratio: Annotated[Optional[float], typer.Option("--mjp-ratio", help="Share of patches the client shuffles "
                                                        "(mjp_ models; 0 = no shuffle; default: the model's).")] = None,
     mjp_mode: Annotated[str, typer.Option("--mjp-mode", help="mjp (masked position embeddings) or naive (shuffle "
                                           "only).")] = "mjp",
+    server_images_dir: Annotated[Optional[Path], typer.Option("--server-images", help="imprint: the server's own "
+                                                              "images for its bins' thresholds, a folder (default: "
+                                                              "the built-in public photos).",
+                                                              show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the model's init, the jigsaw draw and the attack.")] = 0,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation budget of ig/dlg/april-opt/"
                                                  "adaptive (default: the attack's).", min=1)] = None,
@@ -101,6 +106,7 @@ def attack(
     import torch
 
     from ..attacks import NotApplicable, build_attack
+    from ..attacks.imprint import server_images
     from ..attack_case import build_client_model, comparison_grid, load_image, load_weights, make_private_dir
     from ..attack_case import run_single, write_private_png
 
@@ -114,6 +120,8 @@ def attack(
         raise InputError(f"--images: no such folder: {images_dir}")
     if weights is not None and not weights.is_file():
         raise InputError(f"--weights: no such file: {weights}")
+    if server_images_dir is not None and not server_images_dir.is_dir():
+        raise InputError(f"--server-images: no such folder: {server_images_dir}")
     if mjp_mode not in ("mjp", "naive"):
         raise InputError(f"--mjp-mode: must be mjp or naive, got {mjp_mode!r}")
     options: dict[str, Any] = {"seed": seed} | ({"steps": steps} if steps is not None else {})
@@ -135,7 +143,9 @@ def attack(
     except OSError:  # PIL's UnidentifiedImageError is an OSError
         raise InputError(f"--image: not a readable image: {image or images_dir}") from None
     try:
-        result = run_single(client, truth, attacker, label=torch.tensor(labels), seed=seed)
+        own = None if server_images_dir is None else server_images(client.image_size, source="imagefolder",
+                                                                   root=str(server_images_dir), seed=seed)
+        result = run_single(client, truth, attacker, label=torch.tensor(labels), seed=seed, server_own=own)
     except NotApplicable as exc:
         raise InputError(str(exc)) from None
 
