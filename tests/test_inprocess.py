@@ -59,8 +59,12 @@ def test_in_process_rounds_equal_the_flower_run_on_the_cpu(tmp_path: Path) -> No
         b = torch.load(flower / "arms" / arm / "final_weights.pt")
         assert a.keys() == b.keys()
         for name in a:
-            # Clients in Ray run one thread, here two: the sums' order differs, nothing else.
-            assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), (arm, name)
+            # Clients in Ray run one thread, here two: the sums' order differs, nothing else. Pruning keeps
+            # the largest half of each update by magnitude, so an entry within rounding of the threshold
+            # may be kept in one run and zeroed in the other: a handful of entries, never a block.
+            differ = ~torch.isclose(a[name], b[name], atol=1e-5, rtol=1e-4)
+            allowed = max(2, a[name].numel() // 1000) if "pruned" in arm else 0
+            assert int(differ.sum()) <= allowed, (arm, name, int(differ.sum()))
 
 
 def test_simulate_in_process_runs_every_seed_into_its_own_run_directory(tmp_path: Path) -> None:
