@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,21 +114,26 @@ def load_weights(client: ClientModel, path: str | Path) -> None:
         raise ValueError(f"weights: {path} does not fit {client.name} with these arguments") from None
 
 
-def observe(client: ClientModel, images: torch.Tensor, labels: torch.Tensor,
-            seed: int = 0) -> tuple[Observation, torch.Tensor]:
-    """The client's gradient on a batch (jigsaw seeded), as the server sees it, and the shuffled mask."""
+Defence = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def observe(client: ClientModel, images: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+            defend: Defence | None = None) -> tuple[Observation, torch.Tensor]:
+    """The client's gradient on a batch (jigsaw seeded), as the server sees it after the client's
+    ``defend`` (e.g. pruning), and the shuffled mask."""
     seed_jigsaw(client.model, seed)
     # The weights the server sent: copied before the client touches anything.
     weights = {k: v.detach().clone() for k, v in client.model.state_dict().items()}
     result = compute_gradient(client.model, images, labels)
     jigsaw = result.jigsaws[0]
     shuffled = jigsaw.mask.cpu() if jigsaw is not None else torch.zeros(1, client.num_patches, dtype=torch.bool)
-    obs = Observation(client.name, weights, result.tensors, num_examples=len(labels), model_kwargs=client.kwargs)
+    tensors = defend(result.tensors) if defend is not None else result.tensors
+    obs = Observation(client.name, weights, tensors, num_examples=len(labels), model_kwargs=client.kwargs)
     return obs, shuffled
 
 
 def run_single(client: ClientModel, images: torch.Tensor, attack: Attack, label: int | torch.Tensor = 0,
-               seed: int = 0, server_own: torch.Tensor | None = None) -> SingleResult:
+               seed: int = 0, server_own: torch.Tensor | None = None, defend: Defence | None = None) -> SingleResult:
     """Client gradient -> attack -> receipt. ``images`` (B, 3, H, W) with one label each (an int: all
     the same). The attack's time excludes the client's work.
 
@@ -139,7 +145,7 @@ def run_single(client: ClientModel, images: torch.Tensor, attack: Attack, label:
     if plants(attack):
         own = server_own if server_own is not None else server_images(client.image_size, seed=seed)
         client.model.load_state_dict(attack.plant(client.name, client.model.state_dict(), own, client.kwargs))
-    obs, shuffled = observe(client, images, labels, seed)
+    obs, shuffled = observe(client, images, labels, seed, defend)
     with Timer() as timer:
         recon = attack(obs)
     reconstructions = [(recon.images, recon.start, recon.labels)]

@@ -155,3 +155,15 @@ def test_honest_weights_carry_nothing_to_decode(planted) -> None:
     obs = Observation(name, honest, {k: torch.zeros_like(v) for k, v in honest.items()}, num_examples=1)
     with pytest.raises(NotApplicable, match="no planted block"):
         Imprint()(obs)
+
+
+def test_a_pruned_reply_reads_next_to_nothing_and_says_so_in_numbers(own_images: torch.Tensor) -> None:
+    """Pruning 90% of every tensor breaks the bins' differences: (almost) no token passes the checks, and
+    the attack's score says so (no exact patch), neither an error nor noise passed off as patches."""
+    from fedmjp.attack_case import build_client_model, run_single
+    from fedmjp.defences import prune
+
+    client = build_client_model("vit_tiny_patch4_32", depth=2)  # one binning block: where it read nothing
+    result = run_single(client, own_images[:2], Imprint(), server_own=own_images[2:], defend=lambda t: prune(t, 0.9))
+    assert len(result.reconstruction.patches) < 0.1 * 2 * client.num_patches
+    assert result.metrics["patches_exact"] == 0.0 and result.metrics["patches_placed"] == 0.0

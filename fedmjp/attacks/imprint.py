@@ -237,6 +237,8 @@ def _positions(tokens: Tensor, layout: ImprintLayout) -> Tensor:
 
 def _dedupe(patches: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
     """One copy of each token seen in several blocks (same position, same values at 8-bit precision)."""
+    if not len(patches):  # nothing read (e.g. a pruned reply): nothing to dedupe
+        return patches, positions
     key = torch.cat([(patches * 255).round(), positions[:, None].to(patches.dtype)], dim=1)
     _, inverse = torch.unique(key, dim=0, return_inverse=True)
     first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long).scatter_reduce(
