@@ -142,23 +142,33 @@ def audited_rounds(run: Path, arm: str) -> set[int]:
     return {r.round for r in AuditStore(run).records() if r.arm == arm}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("arm", "server_round"), [("first", 1), ("second", 1), ("second", 2)])
-def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
-        uninterrupted: Path, tmp_path: Path, arm: str, server_round: int) -> None:
-    mark = uuid.uuid4().hex
-    process = start_simulate(TWO_ARMS, tmp_path, mark)
-    run = tmp_path / "run"
-    metrics = run / "arms" / arm / "metrics.jsonl"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and server_round not in audited_rounds(run, arm):
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    kill_marked(mark)
-    # The kill came between the round's audit records and its metrics line: that round never finished.
-    assert server_round in audited_rounds(run, arm) and len(read_jsonl(metrics)) == server_round - 1
+# Where the chained run below is killed: in round 1 of the first arm (before any checkpoint), in round 1 of
+# the second arm (before its first checkpoint, after the first arm's records), and after a checkpoint.
+KILLS = (("first", 1), ("second", 1), ("second", 2))
 
-    finish(start_simulate(TWO_ARMS, tmp_path, mark, "--resume", str(run)), mark)
+
+@pytest.mark.slow
+def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
+        uninterrupted: Path, tmp_path: Path) -> None:
+    """One run killed at each point of KILLS in turn, each time resumed: the resumed run ends where an
+    uninterrupted one does (one chain, not one run per point: the suite's time)."""
+    mark = uuid.uuid4().hex
+    run = tmp_path / "run"
+    resume: tuple[str, ...] = ()
+    for arm, server_round in KILLS:
+        process = start_simulate(TWO_ARMS, tmp_path, mark, *resume)
+        metrics = run / "arms" / arm / "metrics.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and server_round not in audited_rounds(run, arm):
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)
+        kill_marked(mark)
+        # The kill came between the round's audit records and its metrics line: that round never finished.
+        assert server_round in audited_rounds(run, arm), (arm, server_round)
+        assert len(read_jsonl(metrics)) == server_round - 1, (arm, server_round)
+        resume = ("--resume", str(run))
+
+    finish(start_simulate(TWO_ARMS, tmp_path, mark, *resume), mark)
     assert comparable(run, ARMS) == comparable(uninterrupted, ARMS)
     assert len(comparable(uninterrupted, ARMS)[0]) == 4
     for name in ARMS:
