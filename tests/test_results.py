@@ -357,7 +357,15 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     assert float(april["mjp-0.25"]["PSNR mean (dB)"]) < 30 and float(april["dp-eps1e3"]["PSNR mean (dB)"]) < 30
     assert {a: r["shuffled replies"] for a, r in april.items()} == {"vit": "–", "mjp-0.25": "4/4", "dp-eps1e3": "–"}
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["setting"] == "quick" and set(provenance["seconds"]) == {"privacy", "accuracy"}
+    assert provenance["setting"] == "quick" and set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest"}
+    # The dishonest server's part: the same arms, imprint at batch 1 and 8; DP is not measured outside Flower.
+    dishonest = table_rows(text, "arm | defence | batch")
+    assert [(r["arm"], r["batch"]) for r in dishonest] == [(a, b) for a in ("vit", "mjp-0.25", "dp-eps1e3")
+                                                           for b in ("1", "8")]
+    assert float(dishonest[0]["patches exact"]) >= 0.8 and dishonest[0]["client check"] == "2/2"
+    assert dishonest[-1]["patches exact"] == "–" and dishonest[-1]["reading"].startswith("not applicable")
+    recorded = json.loads((out / "results.json").read_text())["dishonest"]
+    assert [(r["arm"], r["batch"]) for r in recorded] == [(r["arm"], int(r["batch"])) for r in dishonest]
     assert "commit:" in text and "machine:" in text
     accuracy = {r["arm"]: r for r in table_rows((out / "accuracy.md").read_text(), "arm | seeds")}
     assert list(accuracy) == ["vit", "mjp-0.25"] and accuracy["mjp-0.25"]["seeds"] == "2"

@@ -43,9 +43,9 @@ def results(
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
     ] = None,
 ) -> None:
-    """Run the results scenario's privacy part (attacked FedSGD) and accuracy part (FedAvg), then write
-    OUT/results.md (leakage per arm and attack with test accuracy, recomputed from the run directories)
-    and the figures."""
+    """Run the results scenario's privacy part (attacked FedSGD), accuracy part (FedAvg) and dishonest server's
+    part (imprint), then write OUT/results.md (leakage per arm and attack with test accuracy, recomputed from
+    the run directories) and the figures."""
     from ..results import DEFAULT_SCENARIO, run_results, write_results
     from ..superlink import FlowerError
     from .simulate import parse_seeds

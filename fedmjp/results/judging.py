@@ -9,6 +9,7 @@ from typing import Any
 from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
+from .dishonest import read_dishonest
 from .settings import REFERENCE
 
 ATTACK_ORDER = ("april", "ig", "adaptive")
@@ -28,7 +29,8 @@ FLAGS = (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN)
 
 
 def collect(out: Path) -> dict[str, Any]:
-    """The privacy part's summary, records and resolved arms, and the accuracy part over its seeds."""
+    """The privacy part's summary, records and resolved arms, the accuracy part over its seeds, and the
+    dishonest server's part (empty when it did not run)."""
     privacy_dir = out / "runs" / "privacy"
     if not (privacy_dir / "scenario.yaml").is_file():
         raise InputError(f"{out}: no privacy run directory (runs/privacy/scenario.yaml)")
@@ -36,7 +38,8 @@ def collect(out: Path) -> dict[str, Any]:
     curves = read_curves(runs)
     return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
             "accuracy": finals(curves) if runs else None, "curves": curves,
-            "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {}}
+            "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
+            "dishonest": read_dishonest(out)}
 
 
 def accuracy_of(data: dict[str, Any], arm: str) -> float | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..rundir import atomic_json, atomic_write
 from .accuracy import accuracy_rows
+from .dishonest import run_dishonest
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
 from .judging import collect, rows, worst_rows
 from .provenance import read_json, git_commit, machine
@@ -23,16 +24,17 @@ ACCURACY_FIGURE = "accuracy_over_rounds.png"
 def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[str] | None = None,
                 arms: list[str] | None = None, progress: Progress = lambda *_: None,
                 ray_address: str | None = None, seeds: list[int] | None = None) -> Path:
-    """Run both parts (``out/runs/PART``), then write the results; return results.md's path.
+    """Run the parts (``out/runs/PART``), then write the results; return results.md's path.
 
     The accuracy part runs once per seed (``seeds``, else the file's ``seeds``) into ``runs/accuracy/seed-S``;
-    the privacy part runs on the first of them.
+    the privacy part runs on the first of them, and the dishonest server's part (imprint, in this process) on
+    the privacy part's arms with that seed.
     """
     from ..simulate import simulate, simulate_seeds
 
     scenarios = {part: load_part(path, setting, part, overrides or [], arms) for part in PARTS}
     seeds = seeds or scenarios["accuracy"].seeds
-    for part in PARTS:
+    for part in (*PARTS, "dishonest"):
         run_dir = out / "runs" / part
         if run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"--out: {run_dir} exists and is not empty (use a new --out, or --report-only)")
@@ -51,6 +53,10 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
         simulate(scenarios["accuracy"], out / "runs" / "accuracy",
                  lambda arm, done, total: progress("accuracy", arm, done, total), ray_address)
     seconds["accuracy"] = time.perf_counter() - started
+    started = time.perf_counter()
+    run_dishonest(privacy, out / "runs" / "dishonest", setting,
+                  lambda arm, done, total: progress("dishonest", arm, done, total))
+    seconds["dishonest"] = time.perf_counter() - started
     command = ["fedmjp", "results", *(["--quick"] if setting == "quick" else []), "--out", str(out),
                *(["--seeds", ",".join(map(str, seeds))] if seeds else []),
                *(f"--set {shlex.quote(o)}" for o in overrides or []), *(["--arms", ",".join(arms)] if arms else [])]
@@ -77,7 +83,7 @@ def write_results(out: Path, reference: str = REFERENCE) -> Path:
     provenance = read_json(out / "provenance.json")
     accuracy = accuracy_rows(data["accuracy"], data["accuracy_arms"], reference) if data["accuracy"] else []
     atomic_json(out / "results.json", {"rows": table, "strongest": worst, "accuracy": accuracy,
-                                       "provenance": provenance})
+                                       "dishonest": data["dishonest"].get("rows", []), "provenance": provenance})
     if data["accuracy"]:
         curves = accuracy_curves_figure(data["curves"])
         shown = []

@@ -6,7 +6,9 @@ from typing import Any
 
 from ..scenario import Arm
 from .stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
-from .judging import COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, WITHIN_MARGIN, WORST_NOT_REDUCED
+from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
+from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, WITHIN_MARGIN, WORST_NOT_REDUCED,
+                      defence_of)
 
 
 def fmt(value: Any, digits: int) -> str:
@@ -36,11 +38,41 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
         cells = [row["arm"], row["attack"] or "–", *(fmt(row[key], d) for _, key, d in COLUMNS),
                  fmt(row["accuracy"], 3), fmt(row["delta_psnr"], 2), row["note"]]
         lines.append("| " + " | ".join(cells) + " |")
+    if data["dishonest"].get("rows"):
+        lines += render_dishonest(data["dishonest"], data["arms"])
     lines += ["", "## Figures", ""]
     lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures]
     lines += ["", "Run directories: `runs/privacy` and `runs/accuracy` (audit records, metrics, resolved "
               "scenarios); `fedmjp audit runs/privacy` shows the reconstructions.", ""]
     return "\n".join(lines)
+
+
+def render_dishonest(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
+    """The dishonest server's table (imprint), with the caption that states its setting."""
+    arm = Arm.model_validate(next(iter(arms.values())))
+    own = arm.audit.server.images
+    lines = ["", "## The dishonest server (imprint)", "",
+             f"Instead of the round-1 global weights, the server sends weights it planted (imprint bins, thresholds "
+             f"from {own.count} of its own `{own.source}` images, never a client's); the client computes one FedSGD "
+             f"gradient of a seeded batch of its test split ({arm.data.source} data, {arm.model.name} depth "
+             f"{arm.model.kwargs.get('depth', 'default')}, the arm's jigsaw and pruning applied) and the server "
+             f"decodes the reply. Means over {part['trials']} batches per row. patches exact: share of the batch's "
+             "true patches recovered at >= 40 dB PSNR, each matched once; placed: also at its true position; "
+             "matched PSNR: images assembled from the patches, matched one-to-one to the batch. Client check: "
+             "planted models the client's model check (`guard.model_check`) refuses, of those sent. Reading: "
+             f"\"{AS_MANY}\" where patches exact is within {SHARE_MARGIN:g} of the ViT's at the same batch size "
+             f"(with fewer placed named); \"{FEWER}\" where it is lower.", "",
+             "| arm | defence | batch | patches exact | placed | matched PSNR (dB) | client check | s per attack "
+             "| reading |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row, reading in zip(part["rows"], imprint_readings(part["rows"])):
+        measured = not row.get("not_applicable")
+        cells = [row["arm"], defence_of(arms.get(row["arm"]) or {}), str(row["batch"]),
+                 *(fmt(row.get(key) if measured else None, d) for key, d in
+                   (("patches_exact", 3), ("patches_placed", 3), ("psnr", 2))),
+                 f"{row['detected']}/{row['trials']}" if measured else "–",
+                 fmt(row.get("seconds") if measured else None, 2), reading]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def caption(data: dict[str, Any], reference: str) -> str:
