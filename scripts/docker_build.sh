@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the fedmjp image offline: a Debian base made with debootstrap (no image registry is
-# needed), a wheelhouse of every dependency taken with the host's pip, then deploy/Dockerfile.
+# needed), a wheelhouse of every dependency taken with the host's pip, an image with the
+# dependencies' venv (deploy/dependencies.Dockerfile), then the project on it (deploy/Dockerfile).
 #
 #   scripts/docker_build.sh [IMAGE]     default IMAGE: fedmjp:latest
 #
@@ -12,8 +13,8 @@
 #                  its CPU index, smaller image; needs that index reachable from this host)
 #   FORCE=1        rebuild even when the cached image's inputs hash matches
 #
-# Both images are cached: each carries a label with the hash of its inputs and is reused when
-# the hash matches. The wheelhouse (deploy/wheelhouse) and rootfs are kept out of git and out
+# The three images are cached: each carries a label with the hash of its inputs and is reused
+# when the hash matches. The wheelhouse (deploy/wheelhouse) and rootfs are kept out of git and out
 # of the build context's history (deploy/.gitignore, .dockerignore).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,32 +76,61 @@ else
     rm -f "$requirements.new"
 fi
 
-# 3. The project image; its label hashes everything that goes into it.
-inputs=$( {
-    echo "$base_id $TORCH"
-    cat deploy/Dockerfile .dockerignore pyproject.toml README.md
-    (cd deploy/wheelhouse && ls -l --time-style=+ | awk '{print $5, $NF}')
-    git ls-files -co --exclude-standard -- fedmjp clients server scenarios scripts/register_supernodes.sh | LC_ALL=C sort | xargs cat
-} | sha256sum | cut -c1-16)
-if [ -z "${FORCE:-}" ] && [ "$(label_of "$IMAGE" fedmjp.inputs)" = "$inputs" ]; then
-    log "image $IMAGE is up to date ($inputs)"
-    exit 0
-fi
-# A full disk shows up deep inside the build as a failed layer copy; say it first.
+# Build an image unless the one tagged NAME carries this inputs hash; then drop the image it
+# replaced (containers still on it keep it) and older untagged ones of ours: a build machine's
+# disk is not endless. Arguments: NAME INPUTS docker-build-arguments...
+build_image() {
+    local name=$1 inputs=$2 previous start
+    shift 2
+    if [ -z "${FORCE:-}" ] && [ "$(label_of "$name" fedmjp.inputs)" = "$inputs" ]; then
+        log "image $name is up to date ($inputs)"
+        return 0
+    fi
+    start=$(now)
+    previous=$(docker image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)
+    log "building $name"
+    # The legacy builder (no buildx here); its layer cache makes a source-only change cheap.
+    DOCKER_BUILDKIT=0 docker build --quiet --label "fedmjp.inputs=$inputs" -t "$name" "$@" >/dev/null
+    [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$name")" ] \
+        && docker rmi "$previous" >/dev/null 2>&1 || true
+    docker image prune --force --filter label=fedmjp.inputs >/dev/null 2>&1 || true
+    log "image $name built in $(( $(now) - start )) s ($(docker image inspect --format '{{.Size}}' "$name" | awk '{printf "%.1f GB", $1/1e9}'))"
+}
+
+# A full disk shows up deep inside a build as a failed layer write; say it first.
 root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
 free_gb=$(df --output=avail -BG "$root" 2>/dev/null | tail -1 | tr -dc 0-9)
-[ -n "$free_gb" ] && [ "$free_gb" -lt 8 ] \
-    && log "warning: only ${free_gb} GB free under $root; a first build needs about 14 GB, a source change far less"
-start=$(now)
-previous=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-log "building $IMAGE on $BASE_IMAGE"
-# The legacy builder (no buildx here); its layer cache makes a source-only change cheap.
-DOCKER_BUILDKIT=0 docker build --quiet -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --build-arg "TORCH=$TORCH" --label "fedmjp.inputs=$inputs" -t "$IMAGE" . >/dev/null
-# The image it replaces is unused now (containers still on it keep it), and so are older
-# project images left untagged by earlier builds whose containers are gone: each holds its
-# own copy of the project layers, and a build machine's disk is not endless.
-[ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$IMAGE")" ] \
-    && docker rmi "$previous" >/dev/null 2>&1 || true
-docker image prune --force --filter "label=org.opencontainers.image.title=fedmjp" >/dev/null 2>&1 || true
-log "image $IMAGE built in $(( $(now) - start )) s ($(docker image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f GB", $1/1e9}'))"
+[ -n "$free_gb" ] && [ "$free_gb" -lt 10 ] \
+    && log "warning: only ${free_gb} GB free under $root; the dependencies image needs about 7 GB"
+
+# 3. The dependencies image: one venv from the wheelhouse, served to the build over HTTP on
+#    loopback so that the 3 GB of wheels stay out of the build context and out of every layer.
+DEPENDENCIES=fedmjp-dependencies:latest
+dependency_inputs=$( {
+    echo "$base_id"
+    cat deploy/dependencies.Dockerfile
+    (cd deploy/wheelhouse && ls -l --time-style=+ | awk '{print $5, $NF}')
+} | sha256sum | cut -c1-16)
+if [ -n "${FORCE:-}" ] || [ "$(label_of "$DEPENDENCIES" fedmjp.inputs)" != "$dependency_inputs" ]; then
+    port=$("$PYTHON" -c 'from fedmjp.processes import free_port; print(free_port())')
+    "$PYTHON" -m http.server --bind 127.0.0.1 --directory deploy/wheelhouse "$port" >/dev/null 2>&1 &
+    server=$!
+    trap 'kill $server 2>/dev/null' EXIT
+    empty=$(mktemp -d)
+    build_image "$DEPENDENCIES" "$dependency_inputs" --network host -f deploy/dependencies.Dockerfile \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "WHEELS=http://127.0.0.1:$port" "$empty"
+    rmdir "$empty"
+    kill "$server"
+    trap - EXIT
+else
+    log "image $DEPENDENCIES is up to date ($dependency_inputs)"
+fi
+
+# 4. The project image on top; its label hashes everything that goes into it.
+inputs=$( {
+    echo "$(docker image inspect --format '{{.Id}}' "$DEPENDENCIES") $TORCH"
+    cat deploy/Dockerfile .dockerignore pyproject.toml README.md
+    git ls-files -co --exclude-standard -- fedmjp clients server scenarios scripts/register_supernodes.sh | LC_ALL=C sort | xargs cat
+} | sha256sum | cut -c1-16)
+build_image "$IMAGE" "$inputs" -f deploy/Dockerfile --build-arg "DEPENDENCIES=$DEPENDENCIES" \
+    --build-arg "TORCH=$TORCH" .
