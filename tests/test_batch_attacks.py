@@ -13,6 +13,8 @@ from fedmjp.attacks.gradient_matching import plain_forward, weights_of
 from fedmjp.attacks.optimization import matched_names
 from fedmjp.attacks.replay import Replay, replay_simulator
 from fedmjp.audit.adversary import observation
+from fedmjp.batch_metrics import align_batch, match_images
+from fedmjp.metrics import psnr
 from fedmjp.scenario import parse_scenario
 from fedmjp.train import LocalSettings, compute_gradient, local_update, seed_jigsaw
 from fedmjp.workload import client_round
@@ -44,6 +46,27 @@ def test_optimisation_attacks_return_one_image_per_example_of_a_batch(photos: to
     obs = Observation(NAME, _sent(model), result.tensors, num_examples=2, model_kwargs={"depth": 1})
     recon = build_attack(name, steps=2, restarts=1)(obs)
     assert recon.images.shape == (2, 3, 32, 32) and sorted(recon.labels.tolist()) == [4, 7]
+
+
+def test_ig_recovers_each_image_of_a_batch_of_four_real_photos(photos: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = tiny(NAME)
+    result = compute_gradient(model, photos, torch.tensor([3, 1, 7, 5]))
+    obs = Observation(NAME, _sent(model), result.tensors, num_examples=4, model_kwargs={"depth": 2})
+    recon = build_attack("ig", steps=200, restarts=1)(obs)
+    assert sorted(recon.labels.tolist()) == [1, 3, 5, 7]
+    # Every image matched to exactly one reconstruction, each well above what noise scores on it.
+    assert sorted(match_images(recon.images, photos).tolist()) == [0, 1, 2, 3]
+    matched = align_batch(recon.images, photos)
+    each = [psnr(matched[i:i + 1], photos[i:i + 1]).item() for i in range(4)]
+    noise = torch.rand(photos.shape, generator=torch.Generator().manual_seed(1))
+    grey = torch.full_like(photos, 0.5)
+    baseline = {name: [psnr(x[i:i + 1], photos[i:i + 1]).item() for i in range(4)]
+                for name, x in (("noise", noise), ("grey", grey))}
+    # Measured: matched 16.4, 23.2, 28.6, 26.9 dB (mean 23.8); noise mean 8.3 dB, mid-grey mean 12.3 dB.
+    assert all(got >= floor + 5.0 for got, floor in zip(each, baseline["noise"]))
+    mean = sum(each) / 4
+    assert mean >= sum(baseline["noise"]) / 4 + 8.0 and mean >= sum(baseline["grey"]) / 4 + 5.0
 
 
 def test_adaptive_on_a_batch_matches_through_the_clients_masked_forward(photos: torch.Tensor) -> None:
