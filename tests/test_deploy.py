@@ -26,7 +26,10 @@ from .loopback import LoopbackDeployment
 ROOT = Path(__file__).resolve().parent.parent
 FEDMJP = [sys.executable, "-m", "fedmjp"]
 
-SCENARIO = scenario(name="deploy-smoke", audit={"attacks": [{"name": "april"}], "clients": "all"})
+# The dishonest server plants weights for partition 0 in round 2: deployment runs the same round as simulation.
+SCENARIO = scenario(name="deploy-smoke", audit={
+    "attacks": [{"name": "april"}], "clients": "all",
+    "server": {"kind": "imprint", "rounds": [2], "clients": [0], "images": {"count": 32}}})
 
 
 def write_scenario(folder: Path, scenario: dict) -> Path:
@@ -144,11 +147,23 @@ def test_deployed_scenario_runs_two_rounds_on_both_supernodes(deployed: dict) ->
 def test_deployed_audit_scores_april_on_every_update_by_client_receipts(deployed: dict) -> None:
     records = read_jsonl(deployed["tmp"] / "run" / "audit" / "records.jsonl")
     april = [r for r in records if r["attack"] == "april"]
-    assert sorted((r["round"], r["partition_id"]) for r in april) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    # Round 2's reply from partition 0 answered planted weights: imprint's, not april's.
+    assert sorted((r["round"], r["partition_id"]) for r in april) == [(1, 0), (1, 1), (2, 1)]
     assert all(r["status"] == "scored" and r["metrics"]["psnr"] > 30 for r in april), april  # a ViT leaks
     # Ground truth stays on the clients: reconstructions are stored, true images are not.
     assert all(r.get("truth_image") in (None, "") for r in april)
     assert all((deployed["tmp"] / "run" / r["image"]).exists() for r in april)
+
+
+@pytest.mark.slow
+def test_deployed_dishonest_round_is_attacked_as_malicious_and_left_out_of_the_aggregate(deployed: dict) -> None:
+    records = read_jsonl(deployed["tmp"] / "run" / "audit" / "records.jsonl")
+    [imprint] = [r for r in records if r["attack"] == "imprint"]
+    assert (imprint["round"], imprint["partition_id"], imprint["status"]) == (2, 0, "scored")
+    # Two-block test model, one binning block: measured 0.78 of the 64 patches read exactly.
+    assert imprint["threat_model"]["server"] == "malicious" and imprint["metrics"]["patches_exact"] >= 0.6
+    rounds = read_jsonl(deployed["tmp"] / "run" / "arms" / "run" / "metrics.jsonl")
+    assert [r["aggregated"] for r in rounds] == [[0, 1], [1]]
 
 
 @pytest.mark.slow
