@@ -142,11 +142,41 @@ def test_a_frozen_position_embedding_on_the_client_is_not_applicable(planted) ->
         Imprint()(Observation("vit_tiny_patch4_32", weights, gradient, num_examples=1))
 
 
-def test_patch_with_more_values_than_spare_channels_is_not_applicable() -> None:
-    name = "mjp_vit_tiny_patch16_224"  # 768 values per patch, 192 channels
-    model = timm.create_model(name, depth=2)
-    with pytest.raises(NotApplicable, match="768 values"):
-        plant_imprint(name, model.state_dict(), torch.rand(2, 3, 224, 224), model_kwargs={"depth": 2})
+def test_a_patch_with_more_values_than_spare_channels_comes_back_as_its_projection() -> None:
+    """ViT-S/16 at 224 px: 768 values a patch, 384 channels. The embedding writes each patch's projection onto
+    the server's top 372 principal directions; a lone token gives that projection back exactly."""
+    from skimage import data
+    from torch.nn.functional import interpolate
+
+    from fedmjp.models import from_model_input, to_model_input
+    from fedmjp.patches import flat_tiles, from_tiles
+
+    name, kwargs = "vit_small_patch16_224", {"depth": 2}
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs)
+    weights = plant_imprint(name, model.state_dict(), server_images(224, 32), model_kwargs=kwargs)
+    model.load_state_dict(weights)
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255)[None]
+    photo = interpolate(photo, size=(224, 224), mode="bilinear", antialias=True).clamp(0, 1)
+    rec = Imprint()(Observation(name, weights, compute_gradient(model, photo, torch.tensor([0])).tensors,
+                                num_examples=1, model_kwargs=kwargs))
+    assert rec.threat_model.patch_read == "projection" and rec.info["patch_channels"] == "372 of 768 values"
+    # The truth as the embedding sees it: each patch projected onto the planted basis.
+    basis = weights["patch_embed.proj.weight"].reshape(384, -1)[:372]
+    tiles = flat_tiles(to_model_input(model, photo), 16) @ basis.T @ basis
+    projected = from_model_input(model, from_tiles(tiles.reshape(1, 196, 3, 16, 16), (14, 14))).clamp(0, 1)
+    to_projection = patch_recovery(rec.patches, rec.patch_positions, projected, 16)
+    to_truth = patch_recovery(rec.patches, rec.patch_positions, photo, 16)
+    # One binning block: most tokens alone in a bin, each read back as its projection at >= 40 dB, in place.
+    assert len(rec.patches) >= 0.7 * 196 and to_projection["patches_placed"] >= len(rec.patches) / 196 - 0.02
+    assert 0.4 <= to_truth["patches_exact"] <= to_projection["patches_exact"]
+
+
+def test_a_model_too_narrow_for_the_position_code_is_not_applicable() -> None:
+    model = timm.create_model("vit_tiny_patch4_32", depth=2, embed_dim=8, num_heads=1)
+    with pytest.raises(NotApplicable, match="7-bit position code"):
+        plant_imprint("vit_tiny_patch4_32", model.state_dict(), torch.rand(2, 3, 32, 32),
+                      model_kwargs={"depth": 2, "embed_dim": 8, "num_heads": 1})
 
 
 def test_honest_weights_carry_nothing_to_decode(planted) -> None:

@@ -70,6 +70,9 @@ class ThreatModel:
     assumes_mjp: bool = False
     # "malicious": the server chose the weights it sent (a planting attack), not the global model.
     server: Literal["honest", "malicious"] = "honest"
+    # A planting attack reads each patch "exact", or only its "projection" onto the server's principal
+    # directions where a patch has more values than the embedding has spare channels.
+    patch_read: Literal["exact", "projection"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,9 +5,13 @@ Robbing the Fed's imprint bins (Fowl et al., ICLR 2022), built from the ViT's ow
 
 - the patch embedding copies each patch's p = 3*P*P normalised values into channels [0, p) and writes a
   known constant ``A`` into channel p, so LayerNorm can be undone (a known-zero channel reads -mu/sigma,
-  the constant one (A - mu)/sigma);
-- ``pos_embed`` writes a one-hot position code into N spare channels (an MJP-masked position carries the
-  shared unknown embedding, planted to zero: its code is absent and its position is reported -1);
+  the constant one (A - mu)/sigma). Where p values and the position code do not fit the D channels (ViT-S/16
+  at 224 px: 768 values, 196 positions, 384 channels), it writes the patch's projection onto the top
+  principal directions of the server's own patches into the channels left: the patch comes back as that
+  projection, the closest the embedding allows, and the threat model says ``patch_read: projection``;
+- ``pos_embed`` writes position n as the binary code of n + 1 into ceil(log2(N + 1)) spare channels (an
+  MJP-masked position carries the shared unknown embedding, planted to zero: its code reads 0 and its position
+  is reported -1);
 - the CLS token carries a flag that every measurement direction weighs so negatively that CLS is in no bin;
 - in every block but the last (nothing reads patch tokens after the last attention) attention is silenced
   and the MLP becomes a bank of cumulative bins along a random direction w of the patch channels: fc1 rows
@@ -30,20 +34,23 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import from_model_input, to_model_input
-from ..patches import from_tiles
+from ..patches import flat_tiles, from_tiles
 from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_offset
 from .base import register_attack
 
 __all__ = ["Imprint", "ImprintLayout", "binning_blocks", "plant_imprint", "server_images"]
 
 CONSTANT = 1.0  # the known constant channel's value (before LayerNorm)
-CODE = 1.0  # the position code's value in the position's own channel
+CODE = 1.0  # a set bit of the position code
 FLAG = 1.0  # the CLS token's flag channel
 FLAG_WEIGHT = 10.0  # how strongly each measurement pushes the flagged CLS below every threshold
 SHARPNESS = 500.0  # k in gaps between thresholds: GELU's soft step spans about 1% of a bin
 SINK_WEIGHT = 1e-9  # fc2's equal columns: tiny, so the sink channel stays small over all blocks
-VALID_TOLERANCE = 0.1  # a lone token's recovered u has mean 0 and mean square 1 (LayerNorm output)
-CODE_TOLERANCE = 0.05  # ... and its position code channels read 0 or CODE, at most one lit
+VALID_TOLERANCE = 0.003  # a lone token's recovered u has mean 0 and mean square 1 (LayerNorm output): measured
+# within 1.5e-4 of it; a mix of two similar tokens from 0.01 up
+CODE_TOLERANCE = 0.05  # ... and its position code bits read 0 or CODE (two tokens' mix reads between)
+DUPLICATE = 0.5 / 255  # two reads of one token differ by less than this in every value
+RESERVED = 4  # channels besides the patch and the code: constant, flag, a known zero, sink
 
 
 @dataclass(frozen=True)
@@ -55,16 +62,30 @@ class ImprintLayout:
     dim: int  # D
 
     @property
+    def bits(self) -> int:
+        """Position code width: positions are coded 1..N, 0 is no position."""
+        return self.positions.bit_length()
+
+    @property
+    def values(self) -> int:
+        """Channels that hold the patch: all p values, or as many directions as the channels leave."""
+        return min(self.pixels, self.dim - self.bits - RESERVED)
+
+    @property
+    def projected(self) -> bool:
+        return self.values < self.pixels
+
+    @property
     def constant(self) -> int:
-        return self.pixels
+        return self.values
 
     @property
     def code(self) -> slice:
-        return slice(self.pixels + 1, self.pixels + 1 + self.positions)
+        return slice(self.values + 1, self.values + 1 + self.bits)
 
     @property
     def flag(self) -> int:
-        return self.pixels + 1 + self.positions
+        return self.values + 1 + self.bits
 
     @property
     def zero(self) -> slice:
@@ -90,10 +111,10 @@ class ImprintLayout:
             raise NotApplicable("imprint: needs at least two blocks (the last one cannot bin)")
         patch = model.patch_embed.patch_size[0]
         layout = cls(3 * patch * patch, model.patch_embed.num_patches, model.embed_dim)
-        if layout.zero.stop - layout.zero.start < 1:
+        if layout.values < 1:
             raise NotApplicable(
-                f"imprint: a patch has {layout.pixels} values and the grid {layout.positions} positions, more than "
-                f"the {layout.dim} channels hold with 4 reserved (only a projection of each patch would fit)"
+                f"imprint: the {layout.bits}-bit position code and {RESERVED} reserved channels leave none of the "
+                f"{layout.dim} channels for the patch"
             )
         return layout
 
@@ -137,7 +158,7 @@ def plant_imprint(
     model = _build(model_name, model_kwargs or {}, weights)
     layout = ImprintLayout.of(model)
     generator = torch.Generator().manual_seed(seed)
-    _plant_embedding(model, layout)
+    _plant_embedding(model, layout, images)
     # The server's tokens block by block through the planted model: each block's thresholds see what its
     # bins will see (earlier blocks' sink writes included).
     tokens = model._pos_embed(model.patch_embed(to_model_input(model, images.float())))
@@ -165,20 +186,31 @@ def plant_imprint(
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
 
-def _plant_embedding(model: nn.Module, layout: ImprintLayout) -> None:
+def _plant_embedding(model: nn.Module, layout: ImprintLayout, images: Tensor) -> None:
     proj = model.patch_embed.proj
     proj.weight.zero_()
-    proj.weight.view(layout.dim, -1)[: layout.pixels].copy_(torch.eye(layout.pixels))
+    proj.weight.view(layout.dim, -1)[: layout.values].copy_(_patch_basis(model, layout, images).T)
     proj.bias.zero_()
     proj.bias[layout.constant] = CONSTANT
     model.pos_embed.zero_()
     offset = patch_offset(model)
-    rows = torch.arange(layout.positions)
-    model.pos_embed[0, offset + rows, layout.code.start + rows] = CODE
+    model.pos_embed[0, offset:, layout.code] = CODE * _bits(torch.arange(layout.positions) + 1, layout.bits)
     model.cls_token.zero_()
     model.cls_token[0, 0, layout.flag] = FLAG
     if getattr(model, "unk_pos_embed", None) is not None:
         model.unk_pos_embed.zero_()  # a masked MJP position: no code
+
+
+def _patch_basis(model: nn.Module, layout: ImprintLayout, images: Tensor) -> Tensor:
+    """(p, values) orthonormal columns the embedding writes each patch onto: the identity where the patch fits;
+    otherwise the top eigenvectors of the server's patches' second moment (uncentred, so the mean patch is in
+    the span), the rank-``values`` projection closest to them in mean square."""
+    if not layout.projected:
+        return torch.eye(layout.pixels)
+    patches = flat_tiles(to_model_input(model, images.float()), model.patch_embed.patch_size[0])
+    patches = patches.reshape(-1, layout.pixels).double()
+    _, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending eigenvalues
+    return vectors[:, -layout.values :].flip(1).float()
 
 
 def _silence_attention(block: nn.Module) -> None:
@@ -221,29 +253,37 @@ def _undo_layernorm(u: Tensor, layout: ImprintLayout) -> Tensor:
     return u * sigma - zero * sigma
 
 
+def _bits(numbers: Tensor, width: int) -> Tensor:
+    """(len(numbers), width) float: the binary digits of each number, least significant first."""
+    return ((numbers[:, None] >> torch.arange(width)) & 1).float()
+
+
 def _clean_code(tokens: Tensor, layout: ImprintLayout) -> Tensor:
-    """(M,) bool: a single token's code is one-hot or empty; a mixture of tokens at two positions is neither."""
+    """(M,) bool: a single token's code bits are 0 or CODE; a mix of tokens at two positions reads between."""
     code = tokens[:, layout.code]
-    near = torch.minimum(code.abs(), (code - CODE).abs()) < CODE_TOLERANCE
-    return near.all(1) & ((code > CODE / 2).sum(1) <= 1)
+    return (torch.minimum(code.abs(), (code - CODE).abs()) < CODE_TOLERANCE).all(1)
 
 
 def _positions(tokens: Tensor, layout: ImprintLayout) -> Tensor:
-    """(M,) position from the one-hot code, -1 where no single code channel is lit (MJP's unknown embedding)."""
-    code = tokens[:, layout.code]
-    lit = code > CODE / 2
-    return torch.where(lit.sum(1) == 1, code.argmax(1), torch.full_like(code[:, 0], -1, dtype=torch.long))
+    """(M,) position from the code, -1 where it reads 0 (MJP's unknown embedding) or beyond the grid."""
+    number = ((tokens[:, layout.code] > CODE / 2).long() << torch.arange(layout.bits)).sum(1)
+    return torch.where((number >= 1) & (number <= layout.positions), number - 1, -1)
 
 
 def _dedupe(patches: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-    """One copy of each token seen in several blocks (same position, same values at 8-bit precision)."""
-    if not len(patches):  # nothing read (e.g. a pruned reply): nothing to dedupe
-        return patches, positions
-    key = torch.cat([(patches * 255).round(), positions[:, None].to(patches.dtype)], dim=1)
-    _, inverse = torch.unique(key, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), len(inverse), dtype=torch.long).scatter_reduce(
-        0, inverse, torch.arange(len(inverse)), reduce="amin")
-    return patches[first], positions[first]
+    """One copy of each token seen in several blocks: same position, values within half an 8-bit step (a lone
+    token is read to about a tenth of one; rounding to 8 bits would split copies that straddle a step)."""
+    keep = []
+    for position in positions.unique():
+        index = (positions == position).nonzero().flatten()
+        near = torch.cdist(patches[index], patches[index], p=float("inf")) <= DUPLICATE
+        taken = torch.zeros(len(index), dtype=torch.bool)
+        for i in range(len(index)):
+            if not taken[i]:
+                keep.append(int(index[i]))
+                taken |= near[i]
+    order = torch.tensor(sorted(keep), dtype=torch.long)
+    return patches[order], positions[order]
 
 
 def assemble(patches: Tensor, positions: Tensor, batch: int, grid: tuple[int, int], patch: int) -> Tensor:
@@ -332,18 +372,22 @@ class Imprint:
             raw = raw[_clean_code(raw, layout)]
             positions = _positions(raw, layout)
             patch = model.patch_embed.patch_size[0]
-            normalised = raw[:, : layout.pixels].float().reshape(-1, 3, patch, patch)
+            # The embedding wrote basis^T x into the patch channels: basis @ that is x (or its projection).
+            basis = obs.weights["patch_embed.proj.weight"].reshape(layout.dim, -1)[: layout.values].float()
+            normalised = (raw[:, : layout.values].float() @ basis).reshape(-1, 3, patch, patch)
             values = from_model_input(model, normalised).clamp(0, 1).flatten(1)
             patches, positions = _dedupe(values, positions)
             images = assemble(patches, positions, obs.num_examples, tuple(model.patch_embed.grid_size), patch)
         return Reconstruction(
             images=images,
-            threat_model=ThreatModel(architecture=obs.model_name, labels="none", server="malicious"),
+            threat_model=ThreatModel(architecture=obs.model_name, labels="none", server="malicious",
+                                     patch_read="projection" if layout.projected else "exact"),
             seconds=timer.seconds,
             start=torch.full_like(images, 0.5),
             patches=patches,
             patch_positions=positions,
             info={"binning_blocks": len(blocks), "patches_recovered": len(patches),
+                  "patch_channels": f"{layout.values} of {layout.pixels} values",
                   "patches_with_position": int((positions >= 0).sum()), "tokens": tokens},
         )
 
