@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from ..attack_case import ClientModel, run_single
 from ..attacks import NotApplicable
@@ -44,9 +45,13 @@ def run_dishonest(scenario: Scenario, run_dir: Path, setting: str, progress: Pro
     batches, trials = BATCHES[setting], TRIALS[setting]
     rows = []
     for arm in scenario.arms.values():
+        # The server's own images and the client's test split, read once per arm, not per cell.
+        spec = arm.audit.server.images
+        own = server_images(input_size(arm), spec.count, source=spec.source, root=spec.root, seed=arm.seed)
+        test = dataset(arm, "test")
         for done, batch in enumerate(batches):
             progress(arm.name, done, len(batches))
-            rows.append(measure_cell(arm, batch, trials))
+            rows.append(measure_cell(arm, batch, trials, own, test))
         progress(arm.name, len(batches), len(batches))
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / ROWS
@@ -59,15 +64,13 @@ def read_dishonest(out: Path) -> dict[str, Any]:
     return read_json(out / "runs" / "dishonest" / ROWS)
 
 
-def measure_cell(arm: Arm, batch: int, trials: int) -> dict[str, Any]:
+def measure_cell(arm: Arm, batch: int, trials: int, own: Tensor, test: Any) -> dict[str, Any]:
     """Means over ``trials`` seeded batches: patches read, placed, matched PSNR, attack seconds; how many
-    planted models the client check flagged. A cell the attack cannot serve says why instead."""
+    planted models the client check flagged. ``own``: the server's images; ``test``: the arm's test split.
+    A cell the attack cannot serve says why instead."""
     row: dict[str, Any] = {"arm": arm.name, "batch": batch, "trials": trials}
     if arm.defence.dp is not None:
         return row | {"not_applicable": "Flower's local DP runs only inside a Flower run: not measured here"}
-    spec = arm.audit.server.images
-    own = server_images(input_size(arm), spec.count, source=spec.source, root=spec.root, seed=arm.seed)
-    test = dataset(arm, "test")
     defend = partial(prune, fraction=arm.defence.prune) if arm.defence.prune else None
     scores: list[dict[str, float]] = []
     detected = 0
