@@ -109,7 +109,7 @@ def receipt(msg: Message, context: Context) -> Message:
     """Score the server's reconstructions against the batch used this round; return numbers only."""
     import torch
 
-    from fedmjp.audit.receipt import client_receipt, encode_scores, patch_scores
+    from fedmjp.audit.receipt import encode_scores, receipt_scores
     from fedmjp.workload import dataset, stack
 
     config = msg.content["config"]
@@ -122,14 +122,9 @@ def receipt(msg: Message, context: Context) -> Message:
     indices, shuffled, steps = batch
     truth, labels = stack(dataset(arm, "train"), indices)
     arrays = {k: torch.from_numpy(v.numpy()) for k, v in msg.content["recon"].items()}
-    reconstructions = [
-        (arrays[f"rec-{i}"], arrays.get(f"start-{i}"), arrays.get(f"labels-{i}"))
-        for i in range(int(config["count"]))
-    ]
-    scored = client_receipt(truth, labels, shuffled, int(config["patch"]), reconstructions)
-    for i, (metrics, _) in enumerate(scored):
-        if f"patches-{i}" in arrays:
-            metrics.update(patch_scores(truth, int(config["patch"]), arrays[f"patches-{i}"], arrays[f"positions-{i}"]))
+    sent = [tuple(arrays.get(f"{part}-{i}") for part in ("rec", "start", "labels", "patches", "positions"))
+            for i in range(int(config["count"]))]
+    scored = receipt_scores(truth, labels, shuffled, int(config["patch"]), sent)
     metrics = MetricRecord(encode_scores(scored))
     content = RecordDict({"metrics": metrics, "config": ConfigRecord({"shuffled": steps})})
     if bool(config["truth"]):

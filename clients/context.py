@@ -74,8 +74,9 @@ def round_batch(context: Context, arm: Arm, server_round: int
                 ) -> tuple[np.ndarray, torch.Tensor | None, list[bool]] | None:
     """(indices of every example used, the shuffle mask of a one-step round, shuffled steps),
     or None when this node kept no state for that arm and round."""
-    import numpy as np
     import torch
+
+    from fedmjp.audit.receipt import round_examples
 
     info = context.state["round-info"] if "round-info" in context.state else None
     if info is None or str(info["arm"]) != arm.name or int(info["round"]) != server_round:
@@ -83,8 +84,6 @@ def round_batch(context: Context, arm: Arm, server_round: int
     arrays = {k: v.numpy() for k, v in context.state["round-arrays"].items()}
     steps = [bool(s) for s in context.state["round-info"]["shuffled"]]
     batches = [arrays[f"batch-{i}"] for i in range(len(steps))]
-    # Attacks reconstruct the examples of the round; a mask is only meaningful for one step.
-    if len(steps) == 1:
-        mask = torch.from_numpy(arrays["mask-0"]).bool() if "mask-0" in arrays else None
-        return batches[0], mask, steps  # batch order: per-sample masks follow it
-    return np.unique(np.concatenate(batches)), None, steps
+    masks = [torch.from_numpy(arrays[f"mask-{i}"]).bool() if f"mask-{i}" in arrays else None
+             for i in range(len(steps))]
+    return (*round_examples(batches, masks), steps)

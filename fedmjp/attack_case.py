@@ -22,7 +22,7 @@ from torch import nn
 
 from .attacks.base import Attack, Observation, Reconstruction, Timer, plants
 from .attacks.imprint import server_images
-from .audit.receipt import client_receipt, patch_scores
+from .audit.receipt import receipt_scores, sent_of
 from .batch_metrics import align_batch
 from .train import compute_gradient, seed_jigsaw
 
@@ -148,10 +148,7 @@ def run_single(client: ClientModel, images: torch.Tensor, attack: Attack, label:
     obs, shuffled = observe(client, images, labels, seed, defend)
     with Timer() as timer:
         recon = attack(obs)
-    reconstructions = [(recon.images, recon.start, recon.labels)]
-    metrics, baseline = client_receipt(images, labels, shuffled, client.patch_size, reconstructions)[0]
-    if recon.patches is not None:  # a patch-reading attack is scored on the patches it read, placed or not
-        metrics.update(patch_scores(images, client.patch_size, recon.patches, recon.patch_positions))
+    metrics, baseline = receipt_scores(images, labels, shuffled, client.patch_size, [sent_of(recon)])[0]
     return SingleResult(images, recon, metrics, baseline["psnr"], shuffled, timer.seconds)
 
 

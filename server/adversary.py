@@ -15,6 +15,7 @@ from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.attacks import NotApplicable
 from fedmjp.audit.adversary import Adversary, Outcome
 from fedmjp.audit.receipt import decode_scores
+from fedmjp.audit.records import Receipt, append_attack_records
 from fedmjp.audit.store import GUARD_ACTIONS
 from fedmjp.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
@@ -44,16 +45,6 @@ def receipt_request(arm: str, server_round: int, patch: int, outcomes: list[Outc
     config = ConfigRecord({ARM_KEY: arm, "round": server_round, "patch": patch, "count": len(outcomes),
                            "truth": want_truth})
     return RecordDict({"recon": ArrayRecord(arrays), "config": config})
-
-
-@dataclass
-class Receipt:
-    """What a client answered about one reply's reconstructions."""
-
-    scored: dict[int, tuple[dict[str, float], dict[str, float]]]
-    truth: torch.Tensor | None = None
-    shuffled: list[bool] | None = None
-    error: str = ""
 
 
 @dataclass
@@ -123,7 +114,8 @@ class RoundAuditor:
         if attacked:
             self._collect_receipts(server_round, attacked)
             for item in attacked:
-                self._record_attacks(server_round, item)
+                append_attack_records(self.store, self.arm.name, server_round, item.reply.partition_id,
+                                      item.reply.num_examples, item.outcomes, item.receipt)
         self._record_faults(server_round, checked.faults, set(planted))
 
     def _attack(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
@@ -149,36 +141,6 @@ class RoundAuditor:
         by_question = {a.metadata.reply_to_message_id: a for a in answers}
         for item, question in zip(asking, questions):
             item.receipt = read_receipt(by_question.get(question.metadata.message_id), len(item.reconstructed))
-
-    def _record_attacks(self, server_round: int, item: Attacked) -> None:
-        reply, receipt = item.reply, item.receipt
-        truth_image = None
-        if receipt is not None and receipt.truth is not None:
-            truth_image = self.store.save_images(self.arm.name, f"r{server_round:03d}-p{reply.partition_id}-truth",
-                                                 receipt.truth)
-        reconstructed = item.reconstructed
-        for outcome in item.outcomes:
-            record = AuditRecord(
-                arm=self.arm.name, round=server_round, partition_id=reply.partition_id, attack=outcome.spec.name,
-                status=outcome.status, num_examples=reply.num_examples, reason=outcome.reason,
-            )
-            if outcome.status == "attacked":
-                rec = outcome.reconstruction
-                name = f"r{server_round:03d}-p{reply.partition_id}-{outcome.spec.name}"
-                record.image = self.store.save_images(self.arm.name, name, rec.images)
-                record.truth_image = truth_image
-                record.seconds = rec.seconds
-                record.threat_model = rec.threat_model.to_dict()
-                record.info = scalar_info(rec.info)
-                record.labels_recovered = [] if rec.labels is None else [int(v) for v in rec.labels]
-                record.shuffled_steps = (receipt.shuffled or []) if receipt else []
-                scored = receipt.scored.get(reconstructed.index(outcome)) if receipt else None
-                if scored is None:
-                    record.status, record.reason = "receipt-failed", receipt.error if receipt else "receipt: no reply"
-                else:
-                    record.status = "scored"
-                    record.metrics, record.baseline = scored
-            self.store.append(record)
 
     def _record_guards(self, server_round: int, checked: CheckedReplies) -> None:
         """What each client's guard measured and allowed out (it reports it in its metrics)."""
@@ -210,13 +172,6 @@ class RoundAuditor:
             self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
                                           attack="none", status="fault", source="fault", reason=reason,
                                           info={"planted": partition_id in planted}))
-
-
-def scalar_info(info: dict) -> dict[str, float | str | bool]:
-    """What an attack reported about itself (e.g. adaptive's ``dal_head_residual``), kept where it fits
-    a JSON record: numbers, flags and words, not tensors."""
-    return {k: v if isinstance(v, (bool, str)) else float(v) for k, v in info.items()
-            if isinstance(v, (bool, int, float, str))}
 
 
 def read_receipt(answer: Message | None, count: int) -> Receipt:

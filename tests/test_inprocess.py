@@ -33,7 +33,7 @@ def _metrics(run_dir: Path, arm: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("overrides, field", [
-    ({}, "audit.attacks"),
+    ({"audit": {"server": {"kind": "imprint"}}}, "audit.server.kind"),
     ({"audit": {"attacks": []}, "arms": {"run": {"defence": {"dp": {"epsilon": 10.0}}}}}, "defence.dp"),
 ])
 def test_what_needs_flower_is_refused_naming_the_field(tmp_path: Path, overrides: dict, field: str) -> None:

@@ -10,8 +10,11 @@ a mid-grey image (``BASELINE_GREY``); the attack's own start is scored too (``st
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from ..attacks.base import Reconstruction
 
 from ..batch_metrics import match_images, patch_recovery
 from ..metrics import leakage_metrics, pairwise_mse
@@ -83,6 +86,34 @@ def patch_scores(truth: torch.Tensor, patch: int, patches: torch.Tensor, positio
     """A patch-reading attack's (imprint) recovered patches, with their positions (-1: unknown), against the
     batch: ``patches_exact`` and ``patches_placed`` (:func:`fedmjp.batch_metrics.patch_recovery`)."""
     return patch_recovery(patches, positions, truth, patch)
+
+
+# What the server sends of one reconstruction: images, its start, recovered labels, and a patch-reading
+# attack's patches with their positions (None where the attack has none).
+Sent = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
+
+
+def sent_of(recon: Reconstruction) -> Sent:
+    return recon.images, recon.start, recon.labels, recon.patches, recon.patch_positions
+
+
+def receipt_scores(truth: torch.Tensor, labels_true: torch.Tensor, shuffled: torch.Tensor | None, patch: int,
+                   sent: list[Sent]) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """:func:`client_receipt`, and a patch-reading attack also scored on the patches it read, placed or not."""
+    scored = client_receipt(truth, labels_true, shuffled, patch, [s[:3] for s in sent])
+    for (metrics, _), (_, _, _, patches, positions) in zip(scored, sent):
+        if patches is not None:
+            metrics.update(patch_scores(truth, patch, patches, positions))
+    return scored
+
+
+def round_examples(batches: list[np.ndarray], masks: list[torch.Tensor | None]
+                   ) -> tuple[np.ndarray, torch.Tensor | None]:
+    """What a round's reconstructions are scored against: the indices of every example the client used and,
+    for a one-step round, its shuffle mask (a mask is only meaningful for one step)."""
+    if len(batches) == 1:
+        return batches[0], masks[0]  # batch order: per-sample masks follow it
+    return np.unique(np.concatenate(batches)), None
 
 
 # The receipt travels as one flat MetricRecord: "{i}.m.{key}" for reconstruction i's metrics and
