@@ -78,7 +78,8 @@ def fab_install_seconds(log: str) -> float | None:
     return None if first is None or installed is None else round(installed - first, 2)
 
 
-# What a fresh ClientApp process imports for each kind of message (clients/app.py defers the rest).
+# What a cold ClientApp process would import for each kind of message (clients/app.py defers the rest);
+# the loopback SuperNodes run through clients.launcher, whose forked tasks find them imported.
 COLD_IMPORTS = {
     "partition query": "import clients.app",
     "train": "import clients.app, clients.defence_mods, fedmjp.faults, fedmjp.workload",
@@ -149,7 +150,7 @@ def main() -> None:
     print(f"deployment: {dep_round:.1f} s/round {figures['deploy_round_s']}  ({figures['ratio_deploy_over_simulate']:.1f}x)")
     print(f"on a SuperNode, pull to reply (median): {figures['node_seconds_per_message']}")
     print(f"messages per node per run: {figures['messages_per_node']}")
-    print(f"cold ClientApp import per message type (a process per message), s: {figures['cold_clientapp_import_s']}")
+    print(f"cold ClientApp import per message type (what clients.launcher saves each message), s: {figures['cold_clientapp_import_s']}")
     print(f"FAB: {figures['fab_files']} files, {figures['fab_bytes_unpacked']} bytes, installed in "
           f"{figures['fab_install_s']} s; polling (s): {figures['poll_interval_s']}")
     print(f"load average (1, 5, 15 min) before {figures['load_average_before']}, after {figures['load_average_after']}")

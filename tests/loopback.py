@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,8 +84,9 @@ class LoopbackDeployment:
             return link.register_node(self.certs / f"supernode-{key}.pub")
 
     def start_supernode(self, key: int, partition_id: int, num_partitions: int) -> subprocess.Popen[bytes]:
+        # Through clients.launcher, as the compose file does: ClientApp processes start warm.
         return self._start(f"supernode-{key}", [
-            console_script("flower-supernode"), "--superlink", self.address, "--root-certificates", str(self.certs / "ca.crt"),
+            sys.executable, "-m", "clients.launcher", "--superlink", self.address, "--root-certificates", str(self.certs / "ca.crt"),
             "--auth-supernode-private-key", str(self.certs / f"supernode-{key}"), "--port", str(free_port()),
             "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}",
         ])

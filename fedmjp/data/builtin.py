@@ -7,6 +7,7 @@ from functools import cache
 import numpy as np
 import skimage.data
 import torch
+from torch.utils.data import Dataset
 
 from fedmjp.data.arrays import ImageArrayDataset, first_per_class, resize_batch, stratified_split
 
@@ -44,7 +45,7 @@ def load_digits(
 
 def load_photos(
     split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
-) -> ImageArrayDataset:
+) -> PhotoCrops:
     """Seeded random square crops of scikit-image's photos; the class is the photo.
 
     Every call draws the same crops for both splits and keeps the last 20% of each
@@ -54,13 +55,36 @@ def load_photos(
     rng = np.random.default_rng(seed)
     num_test = int(round(CROPS_PER_PHOTO * TEST_FRACTION))
     chosen = slice(0, CROPS_PER_PHOTO - num_test) if split == "train" else slice(CROPS_PER_PHOTO - num_test, None)
-    images, targets = [], []
+    crops, targets = [], []
     for label, photo_name in enumerate(PHOTOS):
-        photo = _photo(photo_name)
-        boxes = _crop_boxes(rng, photo.shape[1:], CROPS_PER_PHOTO)[chosen][:limit_per_class]
-        images += [resize_batch(photo[None, :, y : y + s, x : x + s], image_size)[0] for y, x, s in boxes]
+        height_width = _photo(photo_name).shape[1:]
+        boxes = _crop_boxes(rng, height_width, CROPS_PER_PHOTO)[chosen][:limit_per_class]
+        crops += [(photo_name, int(y), int(x), int(side)) for y, x, side in boxes]
         targets += [label] * len(boxes)
-    return ImageArrayDataset(torch.stack(images), np.array(targets), list(PHOTOS), image_size)
+    return PhotoCrops(crops, np.array(targets), list(PHOTOS), image_size)
+
+
+class PhotoCrops(Dataset):
+    """Photo crops cut and resized when read, served as float32 (3, S, S) in [0, 1].
+
+    Cutting all 800 up front costs a process seconds; a deployed ClientApp runs each message in
+    a fresh process and reads one batch, so it pays only for that batch.
+    """
+
+    def __init__(self, crops: list[tuple[str, int, int, int]], targets: np.ndarray, classes: list[str],
+                 image_size: int) -> None:
+        self.crops = crops
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.classes = classes
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        photo_name, y, x, side = self.crops[index]
+        crop = resize_batch(_photo(photo_name)[None, :, y : y + side, x : x + side], self.image_size)[0]
+        return crop.float().div_(255.0), int(self.targets[index])
 
 
 @cache
