@@ -82,9 +82,16 @@ class PhotoCrops(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self._crop(index).float().div_(255.0), int(self.targets[index])
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every crop as uint8 (N, 3, S, S), as ImageArrayDataset stores them (cuts them all)."""
+        return torch.stack([self._crop(i) for i in range(len(self))])
+
+    def _crop(self, index: int) -> torch.Tensor:
         photo_name, y, x, side = self.crops[index]
-        crop = resize_batch(_photo(photo_name)[None, :, y : y + side, x : x + side], self.image_size)[0]
-        return crop.float().div_(255.0), int(self.targets[index])
+        return resize_batch(_photo(photo_name)[None, :, y : y + side, x : x + side], self.image_size)[0]
 
 
 @cache

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedmjp.data.arrays import ImageArrayDataset
-from fedmjp.data.builtin import PHOTOS, load_digits, load_photos
+from fedmjp.data.builtin import PHOTOS, PhotoCrops, load_digits, load_photos
 from fedmjp.data.torchvision_sets import load_cifar10, load_cifar100, load_imagefolder
 
 SPLITS = ("train", "test")
+# Images stored whole, or (photos) cut when read: both serve (image, label) and have targets and classes.
+ImageSet = ImageArrayDataset | PhotoCrops
 
 
 def load_huggingface(*args, **kwargs) -> ImageArrayDataset:
@@ -19,7 +21,7 @@ def load_huggingface(*args, **kwargs) -> ImageArrayDataset:
     return load(*args, **kwargs)
 
 
-LOADERS: dict[str, Callable[..., ImageArrayDataset]] = {
+LOADERS: dict[str, Callable[..., ImageSet]] = {
     "digits": load_digits,
     "photos": load_photos,
     "cifar10": load_cifar10,
@@ -38,7 +40,7 @@ def load_dataset(
     name: str | None = None,
     seed: int = 0,
     limit_per_class: int | None = None,
-) -> ImageArrayDataset:
+) -> ImageSet:
     """A data set of ``(image, label)``: float32 (3, S, S) in [0, 1] and an int.
 
     Parameters
