@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmjp.aggregate import ServerOptimizer
+from fedmjp.data.builtin import PHOTOS
 from fedmjp.rundir import read_jsonl
 from fedmjp.scenario import load_scenario, parse_scenario
 from fedmjp.processes import processes_with_env
@@ -131,25 +132,31 @@ def overhead_table() -> Table:
     return table
 
 
+def scale_data(count: int) -> tuple[dict, str]:
+    """The CIFAR-10 subset while it has an example per client, else enough seeded photo crops."""
+    if CIFAR.is_dir() and sum(1 for f in (CIFAR / "train").rglob("*") if f.is_file()) >= count:
+        return {"source": "imagefolder", "root": str(CIFAR), "test_limit": 100}, "CIFAR-10 subset"
+    crops = max(100, -(-count // (len(PHOTOS) * 4)) * 5)  # 80% of the crops train: one per client at least
+    return {"source": "photos", "test_limit": 80, "crops_per_photo": crops}, f"photos, {crops} crops each"
+
+
 def scale_table(counts: list[int]) -> Table:
     """Start-up, time per round and peak memory as the population grows, 10 clients a round."""
-    data = ({"source": "imagefolder", "root": str(CIFAR), "test_limit": 100} if CIFAR.is_dir()
-            else {"source": "photos", "test_limit": 80})
-    table = Table(title=f"scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (2 blocks), FedSGD batch 16, "
-                        f"{'CIFAR-10 subset' if CIFAR.is_dir() else 'photos'}")
-    for column in ("clients", "start-up s", "s/round (mean)", "wall s", "peak memory GiB"):
-        table.add_column(column, justify="right")
+    table = Table(title="scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (2 blocks), FedSGD batch 16")
+    for column in ("clients", "data", "start-up s", "s/round (mean)", "wall s", "peak memory GiB"):
+        table.add_column(column, justify="left" if column == "data" else "right")
     for count in counts:
+        data, label = scale_data(count)
         scenario = {**OVERHEAD, "data": data, "clients": {"num_clients": count, "per_round": 10, "cpus": 1},
                     "training": {**OVERHEAD["training"], "rounds": 3, "batch_size": 16},
                     "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}}}
         try:
             wall, rows, peak, startup = simulate(scenario)
         except subprocess.CalledProcessError as exc:
-            table.add_row(str(count), "failed", "", "", exc.stderr.decode()[-80:])
+            table.add_row(str(count), label, "failed", "", "", exc.stderr.decode()[-80:])
             continue
         per_round = sum(r["seconds"] for r in rows) / len(rows)
-        table.add_row(str(count), f"{startup:.1f}", f"{per_round:.2f}", f"{wall:.0f}", f"{peak / 2**30:.2f}")
+        table.add_row(str(count), label, f"{startup:.1f}", f"{per_round:.2f}", f"{wall:.0f}", f"{peak / 2**30:.2f}")
     return table
 
 

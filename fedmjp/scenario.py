@@ -43,9 +43,14 @@ class Data(Strict):
     # on the clients (each a shard of it; a deployed server need not hold client data). "auto": the
     # server when it can load the test split, else the clients.
     evaluate_on: Literal["auto", "server", "clients"] = "auto"
+    # photos only: crops drawn per photo (default 100; 80% train). Crops are cut when read, so a
+    # population of 100,000 clients can have its own examples offline.
+    crops_per_photo: Annotated[int, Field(ge=5)] | None = None
 
     @model_validator(mode="after")
     def _paths(self) -> Data:
+        if self.crops_per_photo is not None and self.source != "photos":
+            raise ValueError("data.crops_per_photo applies to the photos source only")
         if self.source == "imagefolder" and not self.root:
             raise ValueError("data.root is required for an imagefolder source")
         if self.source == "huggingface" and not self.name:

@@ -10,6 +10,7 @@ import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import timm
@@ -18,10 +19,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import models  # noqa: F401  (registers fedmjp's models with timm)
-from .data import load_dataset, partition
+from .data import load_dataset
+from .data.partition import partition_rows, partitioner
 from .defences import fix_pos_embed
 from .scenario import Arm
 from .train import LocalResult, compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 
 def build_model(arm: Arm) -> nn.Module:
@@ -45,28 +50,34 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def _data_key(arm: Arm) -> tuple:
+    """What identifies an arm's data: source, input size, root, name, seed, crops per photo."""
+    d = arm.data
+    return d.source, input_size(arm), d.root, d.name, arm.seed, d.crops_per_photo
+
+
 @functools.lru_cache(maxsize=4)
-def _dataset(source: str, split: str, size: int, root: str | None, name: str | None, seed: int) -> Dataset:
-    return load_dataset(source, split, size, root=root, name=name, seed=seed)
+def _dataset(key: tuple, split: str) -> Dataset:
+    source, size, root, name, seed, crops = key
+    return load_dataset(source, split, size, root=root, name=name, seed=seed, crops_per_photo=crops)
 
 
 def dataset(arm: Arm, split: str) -> Dataset:
-    d = arm.data
-    return _dataset(d.source, split, input_size(arm), d.root, d.name, arm.seed)
+    return _dataset(_data_key(arm), split)
 
 
 @functools.lru_cache(maxsize=8)
-def _partitions(source: str, size: int, root: str | None, name: str | None, seed: int, num: int,
-                method: str, alpha: float, shards: int) -> tuple[np.ndarray, ...]:
-    targets = _dataset(source, "train", size, root, name, seed).targets
-    return tuple(partition(targets, num, method, alpha=alpha, shards_per_partition=shards, seed=seed))
+def _partitioner(key: tuple, num: int, method: str, alpha: float, shards: int) -> Partitioner:
+    seed = key[4]
+    return partitioner(_dataset(key, "train").targets, num, method, alpha=alpha, shards_per_partition=shards,
+                       seed=seed)
 
 
 def partition_indices(arm: Arm, partition_id: int) -> np.ndarray:
-    d, p = arm.data, arm.data.partitioning
-    parts = _partitions(d.source, input_size(arm), d.root, d.name, arm.seed, arm.clients.num_clients,
-                        p.method, p.alpha, p.shards_per_partition)
-    return parts[partition_id]
+    """This client's examples; only its own partition is cut (a Ray worker serves a few of many)."""
+    p = arm.data.partitioning
+    split = _partitioner(_data_key(arm), arm.clients.num_clients, p.method, p.alpha, p.shards_per_partition)
+    return partition_rows(split, partition_id)
 
 
 def stack(data: Dataset, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from fedmjp.data import load_dataset, partition
+from fedmjp.data.partition import partition_rows, partitioner
+from fedmjp.scenario import parse_scenario
 
 from .conftest import SHARED_DATA
 
@@ -289,6 +291,30 @@ def test_same_seed_gives_same_partitions(method: str) -> None:
     other = partition(SORTED_TARGETS, 5, method, seed=12)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("method", ["iid", "dirichlet", "shards"])
+def test_one_partition_alone_is_the_same_as_among_all(method: str) -> None:
+    everything = partition(SORTED_TARGETS, 9, method, seed=5)
+    split = partitioner(SORTED_TARGETS, 9, method, seed=5)
+    assert all(np.array_equal(partition_rows(split, i), everything[i]) for i in (8, 0, 4))
+
+
+def test_a_client_of_a_large_population_cuts_only_its_own_partition() -> None:
+    targets = np.arange(100_000) % 10
+    # All 100,000 partitions take minutes (one load_partition each); one is a slice.
+    rows = partition_rows(partitioner(targets, 100_000, "iid"), 99_999)
+    assert len(rows) == 1 and 0 <= rows[0] < 100_000
+
+
+def test_photos_scale_to_any_number_of_crops_and_only_photos_take_the_field() -> None:
+    big = load_dataset("photos", "train", 16, crops_per_photo=1000)
+    assert len(big) == 8 * 800 and np.array_equal(np.bincount(big.targets), np.full(8, 800))
+    small = load_dataset("photos", "train", 16)
+    image, label = big[len(big) - 1]
+    assert image.shape == (3, 16, 16) and label == 7 and len(small) == 640
+    with pytest.raises(ValueError, match="data.crops_per_photo"):
+        parse_scenario({"data": {"source": "digits", "crops_per_photo": 200}})
 
 
 def test_partition_works_on_a_loaded_datasets_targets() -> None:

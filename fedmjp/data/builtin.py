@@ -44,7 +44,8 @@ def load_digits(
 
 
 def load_photos(
-    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
+    split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None,
+    crops_per_photo: int = CROPS_PER_PHOTO,
 ) -> PhotoCrops:
     """Seeded random square crops of scikit-image's photos; the class is the photo.
 
@@ -53,12 +54,12 @@ def load_photos(
     attack demos on real photographs, not for measuring generalisation.
     """
     rng = np.random.default_rng(seed)
-    num_test = int(round(CROPS_PER_PHOTO * TEST_FRACTION))
-    chosen = slice(0, CROPS_PER_PHOTO - num_test) if split == "train" else slice(CROPS_PER_PHOTO - num_test, None)
+    num_test = int(round(crops_per_photo * TEST_FRACTION))
+    chosen = slice(0, crops_per_photo - num_test) if split == "train" else slice(crops_per_photo - num_test, None)
     crops, targets = [], []
     for label, photo_name in enumerate(PHOTOS):
         height_width = _photo(photo_name).shape[1:]
-        boxes = _crop_boxes(rng, height_width, CROPS_PER_PHOTO)[chosen][:limit_per_class]
+        boxes = _crop_boxes(rng, height_width, crops_per_photo)[chosen][:limit_per_class]
         crops += [(photo_name, int(y), int(x), int(side)) for y, x, side in boxes]
         targets += [label] * len(boxes)
     return PhotoCrops(crops, np.array(targets), list(PHOTOS), image_size)

@@ -40,6 +40,7 @@ def load_dataset(
     name: str | None = None,
     seed: int = 0,
     limit_per_class: int | None = None,
+    crops_per_photo: int | None = None,
 ) -> ImageSet:
     """A data set of ``(image, label)``: float32 (3, S, S) in [0, 1] and an int.
 
@@ -54,6 +55,7 @@ def load_dataset(
     name : Hugging Face data set name or builder (source "huggingface" only).
     seed : seed of the train/test split where the source has none, and of the photo crops.
     limit_per_class : keep only the first that many items of each class (quick runs).
+    crops_per_photo : "photos" only: crops drawn per photo (default 100).
 
     Raises
     ------
@@ -67,8 +69,9 @@ def load_dataset(
         raise ValueError(f"data.image_size: must be a positive integer, got {image_size!r}")
     if limit_per_class is not None and (not isinstance(limit_per_class, int) or limit_per_class < 1):
         raise ValueError(f"data.limit_per_class: must be a positive integer, got {limit_per_class!r}")
+    extra = {"crops_per_photo": crops_per_photo} if source == "photos" and crops_per_photo else {}
     return LOADERS[source](
-        split, image_size, root=root, name=name, seed=seed, limit_per_class=limit_per_class
+        split, image_size, root=root, name=name, seed=seed, limit_per_class=limit_per_class, **extra
     )
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flwr_datasets.partitioner import Partitioner
 
 METHODS = ("iid", "dirichlet", "shards")
 # flwr-datasets' default minimum partition size, lowered for small data sets so that
@@ -32,38 +36,57 @@ def partition(
         cut into ``num_partitions * shards_per_partition`` equal shards, deal them out;
         the remainder of the division is left out).
     """
+    split = partitioner(targets, num_partitions, method, alpha=alpha, shards_per_partition=shards_per_partition,
+                        seed=seed)
+    return [partition_rows(split, i) for i in range(int(num_partitions))]
+
+
+def partitioner(
+    targets: np.ndarray,
+    num_partitions: int,
+    method: str = "iid",
+    *,
+    alpha: float = 0.5,
+    shards_per_partition: int = 2,
+    seed: int = 0,
+) -> Partitioner:
+    """The flwr-datasets partitioner behind ``partition``, ready to give one partition at a time
+    (``partition_rows``): a client needs only its own, and with 100,000 clients all of them take minutes."""
     # Imported here: the server and the CLI never partition, and these cost a process 0.7 s.
     import datasets
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner, ShardPartitioner
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
 
     targets = np.asarray(targets)
     _check(targets, num_partitions, method, alpha, shards_per_partition)
     num_partitions, shards_per_partition = int(num_partitions), int(shards_per_partition)  # flwr wants int
     table = datasets.Dataset.from_dict({"label": targets.astype(np.int64), "index": np.arange(len(targets))})
-    partitioner: Partitioner
+    split: Partitioner
     if method == "iid":
         table = table.shuffle(seed=seed)  # IidPartitioner cuts contiguous blocks
-        partitioner = IidPartitioner(num_partitions)
+        split = IidPartitioner(num_partitions)
     elif method == "dirichlet":
         min_size = max(1, min(MAX_MIN_PARTITION_SIZE, len(targets) // (2 * num_partitions)))
-        partitioner = DirichletPartitioner(
+        split = DirichletPartitioner(
             num_partitions, "label", alpha=float(alpha), min_partition_size=min_size, seed=seed
         )
     else:
-        partitioner = ShardPartitioner(
+        split = ShardPartitioner(
             num_partitions, "label", num_shards_per_partition=shards_per_partition, seed=seed
         )
-    partitioner.dataset = table
+    split.dataset = table
+    return split
+
+
+def partition_rows(split: Partitioner, partition_id: int) -> np.ndarray:
+    """Indices (into the data set) of one partition of ``split``."""
     try:
         with warnings.catch_warnings():
             # datasets' sort (shards) trips a pyarrow deprecation users cannot act on.
             warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
             # The "index" column survives the partitioners' own shuffles and sorts.
-            return [
-                np.asarray(partitioner.load_partition(i).with_format("numpy")["index"], dtype=np.int64)
-                for i in range(num_partitions)
-            ]
+            return np.asarray(split.load_partition(partition_id).with_format("numpy")["index"], dtype=np.int64)
     except ValueError as error:  # e.g. Dirichlet sampling gave up on tiny partitions
+        method = type(split).__name__.removesuffix("Partitioner").lower()
         field = "alpha" if method == "dirichlet" else "num_partitions"
         raise ValueError(f"{field}: {method} partitioning failed: {error}") from error
 
