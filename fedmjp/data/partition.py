@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,28 +16,10 @@ METHODS = ("iid", "dirichlet", "shards")
 MAX_MIN_PARTITION_SIZE = 10
 
 
-def partition(
-    targets: np.ndarray,
-    num_partitions: int,
-    method: str = "iid",
-    *,
-    alpha: float = 0.5,
-    shards_per_partition: int = 2,
-    seed: int = 0,
-) -> list[np.ndarray]:
-    """Disjoint index arrays, one per partition; the same seed gives the same partitions.
-
-    Parameters
-    ----------
-    targets : 1-D integer labels of the whole data set (``dataset.targets``).
-    num_partitions : number of clients.
-    method : "iid" (uniform random, equal sizes), "dirichlet" (label skew with
-        concentration ``alpha``: smaller is more skewed) or "shards" (sort by label,
-        cut into ``num_partitions * shards_per_partition`` equal shards, deal them out;
-        the remainder of the division is left out).
-    """
-    split = partitioner(targets, num_partitions, method, alpha=alpha, shards_per_partition=shards_per_partition,
-                        seed=seed)
+def partition(targets: np.ndarray, num_partitions: int, method: str = "iid", **options: Any) -> list[np.ndarray]:
+    """Disjoint index arrays, one per partition (``partitioner``'s parameters); the same seed gives the
+    same partitions."""
+    split = partitioner(targets, num_partitions, method, **options)
     return [partition_rows(split, i) for i in range(int(num_partitions))]
 
 
@@ -50,8 +32,18 @@ def partitioner(
     shards_per_partition: int = 2,
     seed: int = 0,
 ) -> Partitioner:
-    """The flwr-datasets partitioner behind ``partition``, ready to give one partition at a time
-    (``partition_rows``): a client needs only its own, and with 100,000 clients all of them take minutes."""
+    """The flwr-datasets partitioner of ``targets``, ready to give one partition at a time
+    (``partition_rows``): a client needs only its own, and with 100,000 clients all of them take minutes.
+
+    Parameters
+    ----------
+    targets : 1-D integer labels of the whole data set (``dataset.targets``).
+    num_partitions : number of clients.
+    method : "iid" (uniform random, equal sizes), "dirichlet" (label skew with
+        concentration ``alpha``: smaller is more skewed) or "shards" (sort by label,
+        cut into ``num_partitions * shards_per_partition`` equal shards, deal them out;
+        the remainder of the division is left out).
+    """
     # Imported here: the server and the CLI never partition, and these cost a process 0.7 s.
     import datasets
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
