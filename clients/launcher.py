@@ -18,7 +18,6 @@ ClientApp as ``flwr-clientapp`` looked up on PATH and does not wait for it
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import select
 import shutil

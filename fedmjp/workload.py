@@ -73,11 +73,16 @@ def _partitioner(key: tuple, num: int, method: str, alpha: float, shards: int) -
                        seed=seed)
 
 
+@functools.lru_cache(maxsize=1024)
+def _partition(key: tuple, num: int, method: str, alpha: float, shards: int, partition_id: int) -> np.ndarray:
+    return partition_rows(_partitioner(key, num, method, alpha, shards), partition_id)
+
+
 def partition_indices(arm: Arm, partition_id: int) -> np.ndarray:
-    """This client's examples; only its own partition is cut (a Ray worker serves a few of many)."""
+    """This client's examples; only its own partition is cut (a Ray worker serves a few of many), once."""
     p = arm.data.partitioning
-    split = _partitioner(_data_key(arm), arm.clients.num_clients, p.method, p.alpha, p.shards_per_partition)
-    return partition_rows(split, partition_id)
+    return _partition(_data_key(arm), arm.clients.num_clients, p.method, p.alpha, p.shards_per_partition,
+                      partition_id)
 
 
 def stack(data: Dataset, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

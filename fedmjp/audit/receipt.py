@@ -10,14 +10,17 @@ a mid-grey image (``BASELINE_GREY``); the attack's own start is scored too (``st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..attacks.base import Reconstruction
-
 from ..batch_metrics import match_images, patch_recovery
 from ..metrics import leakage_metrics, pairwise_mse
+
+if TYPE_CHECKING:
+    from ..attacks.base import Reconstruction
 
 # The data-free baseline: what an attacker who saw no gradient would guess for every pixel.
 BASELINE_GREY = 0.5
