@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from . import checkpoint
 from .attacks.base import Attack, Observation, Reconstruction, Timer, plants
 from .attacks.imprint import server_images
 from .audit.receipt import receipt_scores, sent_of
@@ -100,18 +101,11 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
 
 
 def load_weights(client: ClientModel, path: str | Path) -> None:
-    """Load a checkpoint into the client's model: a state dict (a run's ``final_weights.pt``) or a
-    resumable checkpoint (its ``model`` entry)."""
+    """:func:`fedmjp.checkpoint.load_weights` into the client's model (ValueError naming ``weights``)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged or foreign file is an input problem
-        raise ValueError(f"weights: cannot read {path} ({type(exc).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    try:
-        client.model.load_state_dict(state, strict=True)
-    except (RuntimeError, AttributeError, TypeError):
-        raise ValueError(f"weights: {path} does not fit {client.name} with these arguments") from None
+        checkpoint.load_weights(client.model, path)
+    except ValueError as exc:
+        raise ValueError(f"weights: {exc} ({client.name} with these arguments)") from None
 
 
 Defence = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]

@@ -55,6 +55,21 @@ def load(path: Path) -> Checkpoint | None:
         raise ValueError(f"{path}: cannot read the checkpoint ({type(exc).__name__})") from None
 
 
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a state dict (a run's ``final_weights.pt``) or a resumable checkpoint (its ``model`` entry)
+    into ``model``; ValueError naming the file when it cannot be read or does not fit."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged or foreign file is an input problem
+        raise ValueError(f"cannot read {path} ({type(exc).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, AttributeError, TypeError):
+        raise ValueError(f"{path} does not fit the model") from None
+
+
 def cut_back(path: Path, size: int) -> None:
     """Drop what a crashed round appended after the checkpoint (never earlier records)."""
     if path.exists() and path.stat().st_size > size:

@@ -124,6 +124,9 @@ class Model(Strict):
     mjp: MJP | None = None
     # A fixed (non-learnable) 2-D sin-cos position embedding: no pos_embed gradient is shared.
     fixed_pos_embed: bool = False
+    # Start from these weights instead of the seeded init: a state dict (a run's final_weights.pt) or a
+    # checkpoint; relative to the scenario file.
+    weights: str | None = None
 
     @model_validator(mode="after")
     def _known(self) -> Model:
@@ -387,13 +390,19 @@ class Scenario(BaseModel):
 ARM_KEYS = set(Arm.model_fields) - {"name"}
 
 
-def _resolve_root(arm: Arm, base_dir: Path | None) -> Arm:
-    """Relative data roots are relative to the scenario file (runs happen in other folders)."""
-    root = arm.data.root
-    if not root or base_dir is None:
+def _resolve_paths(arm: Arm, base_dir: Path | None) -> Arm:
+    """Relative data roots and weights are relative to the scenario file (runs happen in other folders)."""
+    if base_dir is None:
         return arm
-    resolved = (base_dir / os.path.expanduser(root)).resolve()
-    return arm.model_copy(update={"data": arm.data.model_copy(update={"root": str(resolved)})})
+
+    def resolved(path: str) -> str:
+        return str((base_dir / os.path.expanduser(path)).resolve())
+
+    if arm.data.root:
+        arm = arm.model_copy(update={"data": arm.data.model_copy(update={"root": resolved(arm.data.root)})})
+    if arm.model.weights:
+        arm = arm.model_copy(update={"model": arm.model.model_copy(update={"weights": resolved(arm.model.weights)})})
+    return arm
 
 
 def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
@@ -421,7 +430,7 @@ def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
         except ValidationError as exc:
             prefix = f"arms.{arm_name}" if override else ""
             raise InputError(f"{label}: {_first_error(exc, prefix)}") from None
-        arm = _resolve_root(arm, Path(source).parent if source else None)
+        arm = _resolve_paths(arm, Path(source).parent if source else None)
         _check_paths(arm, label)
         arms[str(arm_name)] = arm
     return Scenario(name=name, base=base, arms=arms, source=source, seeds=seeds)
@@ -443,6 +452,8 @@ def _check_paths(arm: Arm, label: str) -> None:
     root = arm.data.root
     if root and arm.data.source in ("imagefolder", "huggingface") and not os.path.exists(root):
         raise InputError(f"{label}: data.root: {root} does not exist")
+    if arm.model.weights and not os.path.isfile(arm.model.weights):
+        raise InputError(f"{label}: arms.{arm.name}.model.weights: {arm.model.weights} is not a file")
 
 
 def apply_overrides(raw: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

@@ -19,9 +19,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import models  # noqa: F401  (registers fedmjp's models with timm)
+from .checkpoint import load_weights
 from .data import load_dataset
 from .data.partition import partition_rows, partitioner
 from .defences import fix_pos_embed
+from .errors import InputError
 from .scenario import Arm
 from .train import LocalResult, compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
 
@@ -30,11 +32,17 @@ if TYPE_CHECKING:
 
 
 def build_model(arm: Arm) -> nn.Module:
-    """The arm's model, initialised from the scenario seed (same weights for every arm)."""
+    """The arm's model, initialised from the scenario seed (same weights for every arm), or from
+    ``model.weights``."""
     torch.manual_seed(arm.seed)
     model = timm.create_model(arm.model.name, **arm.model.create_kwargs())
     if arm.model.fixed_pos_embed:  # defence: no position-embedding gradient to share
         fix_pos_embed(model)
+    if arm.model.weights:
+        try:
+            load_weights(model, arm.model.weights)
+        except ValueError as exc:
+            raise InputError(f"arms.{arm.name}.model.weights: {exc}") from None
     return model
 
 

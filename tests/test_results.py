@@ -338,7 +338,9 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
                "--arms", "vit,mjp-0.25,dp-eps1e3", "--seeds", "0,1",
                "--set", "data.source=photos", "--set", "data.root=null", "--set", "privacy:data.test_limit=40",
                "--set", "privacy:audit.attacks=[{name: april}, {name: adaptive}]",
-               "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2"]
+               "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2",
+               "--set", "realism:audit.attacks=[{name: ig, options: {steps: 2, restarts: 1}}]",
+               "--set", "realism:data.test_limit=20"]
     process = subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
     stdout = finish(process, mark)
@@ -357,7 +359,8 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     assert float(april["mjp-0.25"]["PSNR mean (dB)"]) < 30 and float(april["dp-eps1e3"]["PSNR mean (dB)"]) < 30
     assert {a: r["shuffled replies"] for a, r in april.items()} == {"vit": "–", "mjp-0.25": "4/4", "dp-eps1e3": "–"}
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["setting"] == "quick" and set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest"}
+    assert provenance["setting"] == "quick" and \
+        set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest", "realism"}
     # The dishonest server's part: the same arms, imprint at batch 1 and 8; DP is not measured outside Flower.
     dishonest = table_rows(text, "arm | defence | batch")
     assert [(r["arm"], r["batch"]) for r in dishonest] == [(a, b) for a in ("vit", "mjp-0.25", "dp-eps1e3")
@@ -367,6 +370,15 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     recorded = json.loads((out / "results.json").read_text())["dishonest"]
     assert [(r["arm"], r["batch"]) for r in recorded] == [(r["arm"], int(r["batch"])) for r in dishonest]
     assert "commit:" in text and "machine:" in text
+    # The grid of where users train: the arms of it selected, both stages (the accuracy part ran), the
+    # numbers those of each cell's run directory.
+    grid = table_rows(text, "stage | training | batch")
+    assert len(grid) == 2 * 2 * 3 * 2 and {r["arm"] for r in grid} == {"vit", "mjp-0.25"}
+    for row in grid:
+        cell = out / "runs" / "realism" / f"{row['stage']}-{row['training']}-b{row['batch']}"
+        stats = summarize(cell)["arms"][row["arm"]]["attacks"][row["strongest attack"]]
+        assert row["matched PSNR (dB)"] == f"{stats['psnr_mean']:.2f}" and row["SSIM"] == f"{stats['ssim_mean']:.3f}"
+    assert len(json.loads((out / "results.json").read_text())["realism"]) == len(grid)
     accuracy = {r["arm"]: r for r in table_rows((out / "accuracy.md").read_text(), "arm | seeds")}
     assert list(accuracy) == ["vit", "mjp-0.25"] and accuracy["mjp-0.25"]["seeds"] == "2"
 

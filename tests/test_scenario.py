@@ -122,3 +122,34 @@ def test_a_head_as_wide_as_the_classes_is_accepted() -> None:
 def test_missing_scenario_file_is_exit_code_2(tmp_path: Path) -> None:
     done = run_cli("validate", str(tmp_path / "nope.yaml"))
     assert done.returncode == 2 and "scenario file not found" in done.stderr
+
+
+def test_model_weights_resolve_against_the_file_and_load_into_the_model(tmp_path: Path) -> None:
+    import torch
+
+    from fedmjp.workload import build_model
+
+    spec = {"model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 1}}}
+    model = build_model(parse_scenario(spec).arms["run"])
+    trained = {k: v + 1 for k, v in model.state_dict().items()}
+    (tmp_path / "w").mkdir()
+    torch.save(trained, tmp_path / "w" / "final_weights.pt")
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump({**spec, "model": {**spec["model"], "weights": "w/final_weights.pt"}}))
+    arm = load_scenario(path).arms["run"]
+    assert arm.model.weights == str(tmp_path / "w" / "final_weights.pt")
+    loaded = build_model(arm).state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_model_weights_that_are_missing_or_do_not_fit_name_the_field(tmp_path: Path) -> None:
+    import torch
+
+    from fedmjp.workload import build_model
+
+    with pytest.raises(InputError, match=r"arms\.run\.model\.weights: .*nothing\.pt is not a file"):
+        parse_scenario({"model": {"weights": str(tmp_path / "nothing.pt")}})
+    torch.save({"head.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    arm = parse_scenario({"model": {"kwargs": {"depth": 1}, "weights": str(tmp_path / "other.pt")}}).arms["run"]
+    with pytest.raises(InputError, match=r"arms\.run\.model\.weights: .*other\.pt does not fit the model"):
+        build_model(arm)

@@ -14,8 +14,9 @@ from ..errors import InputError
 
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override a field of both parts (--set data.root=/data/cifar10) or of one "
-                               "(--set privacy:training.rounds=2, --set accuracy:training.rounds=50); repeatable."),
+    typer.Option("--set", help="Override a field of every part (--set data.root=/data/cifar10) or of one "
+                               "(--set privacy:training.rounds=2, --set accuracy:training.rounds=50, "
+                               "--set realism:data.test_limit=50 for every cell of the grid); repeatable."),
 ]
 
 
@@ -43,9 +44,10 @@ def results(
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
     ] = None,
 ) -> None:
-    """Run the results scenario's privacy part (attacked FedSGD), accuracy part (FedAvg) and dishonest server's
-    part (imprint), then write OUT/results.md (leakage per arm and attack with test accuracy, recomputed from
-    the run directories) and the figures."""
+    """Run the results scenario's privacy part (attacked FedSGD), accuracy part (FedAvg), dishonest server's
+    part (imprint) and the grid of where users train (batch size x FedSGD/FedAvg x init/trained), then write
+    OUT/results.md (leakage per arm and attack with test accuracy, recomputed from the run directories) and
+    the figures."""
     from ..results import DEFAULT_SCENARIO, run_results, write_results
     from ..superlink import FlowerError
     from .simulate import parse_seeds

@@ -6,7 +6,11 @@ position embedding, local DP, pruning). It is run twice through ``fedmjp.simulat
 - the **privacy part**: the file as written (FedSGD, batch size 1: APRIL's closed form applies),
   every reply attacked; its audit gives the leakage columns;
 - the **accuracy part**: the same arms and defences with a training setting that learns (FedAvg,
-  local steps on batches of 32, more rounds) and no attacks; it gives the test accuracy column.
+  local steps on batches of 32, more rounds) and no attacks; it gives the test accuracy column;
+- the **dishonest server's part** (``dishonest``): imprint planted in the weights, at several batch sizes;
+- the **grid of where users train** (``realism``): five arms over batch size (1, 4, 16) x FedSGD / one
+  FedAvg epoch x random init / the accuracy part's final weights, every applicable passive attack, in
+  this process; the page names where reconstructions stop being recognisable.
 
 Both settings are ``--set`` overrides listed below (nothing hidden), recorded in results.md. Every
 number in the table is recomputed from the run directories with ``summarize()``; the words that
@@ -15,7 +19,7 @@ once per seed; accuracy.md gives each arm's mean top-1 with a 95% t interval and
 the ViT over the seeds.
 
 Modules: ``settings`` (the parts and settings), ``judging`` (reading the runs, the leakage readings),
-``accuracy`` and ``stats`` (accuracy over seeds), ``tables`` (the markdown), ``figures``, ``run``
+``accuracy`` and ``stats`` (accuracy over seeds), ``dishonest``, ``realism``, ``tables`` (the markdown), ``figures``, ``run``
 (running both parts, writing the results) and ``provenance``.
 """
 

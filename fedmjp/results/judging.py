@@ -10,6 +10,7 @@ from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
 from .dishonest import read_dishonest
+from .realism import RECOGNISABLE_SSIM, read_realism
 from .settings import REFERENCE
 
 ATTACK_ORDER = ("april", "ig", "adaptive")
@@ -29,8 +30,8 @@ FLAGS = (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN)
 
 
 def collect(out: Path) -> dict[str, Any]:
-    """The privacy part's summary, records and resolved arms, the accuracy part over its seeds, and the
-    dishonest server's part (empty when it did not run)."""
+    """The privacy part's summary, records and resolved arms, the accuracy part over its seeds, the dishonest
+    server's part and the grid of where users train (each empty when it did not run)."""
     privacy_dir = out / "runs" / "privacy"
     if not (privacy_dir / "scenario.yaml").is_file():
         raise InputError(f"{out}: no privacy run directory (runs/privacy/scenario.yaml)")
@@ -39,7 +40,7 @@ def collect(out: Path) -> dict[str, Any]:
     return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
             "accuracy": finals(curves) if runs else None, "curves": curves,
             "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
-            "dishonest": read_dishonest(out)}
+            "dishonest": read_dishonest(out), "realism": read_realism(out)}
 
 
 def accuracy_of(data: dict[str, Any], arm: str) -> float | None:
@@ -176,3 +177,48 @@ def worst_rows(data: dict[str, Any], per_attack: list[dict[str, Any]], reference
                     "ssim_mean": stats.get("ssim_mean"), "patch_psnr_mean": stats.get("patch_psnr_mean"),
                     "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "note": note})
     return out
+
+
+def realism_rows(part: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any]]:
+    """Per cell and arm: its strongest attack (highest mean matched PSNR) and that attack's numbers, read
+    from the cell's summary, judged against the ViT's strongest in the same cell."""
+    out = []
+    for name in part.get("cells", []):
+        stage, training, batch = name.rsplit("-", 2)
+        arms = part["summaries"][name]["arms"]
+        ref_attacks = (arms.get(reference) or {}).get("attacks") or {}
+        ref_name = strongest(ref_attacks)
+        ref = ref_attacks.get(ref_name) if ref_name else None
+        for arm, entry in arms.items():
+            attack = strongest(entry["attacks"])
+            stats = entry["attacks"][attack] if attack else {}
+            ssim = stats.get("ssim_mean")
+            out.append({"cell": name, "stage": stage, "training": training, "batch": int(batch.removeprefix("b")),
+                        "arm": arm, "attack": attack, "count": stats.get("count", 0),
+                        "psnr_mean": stats.get("psnr_mean"), "ssim_mean": ssim, "lpips_mean": stats.get("lpips_mean"),
+                        "leakage_mean": stats.get("leakage_mean"), "seconds_mean": stats.get("seconds_mean"),
+                        "recognisable": None if ssim is None else ssim >= RECOGNISABLE_SSIM,
+                        "note": judge(stats, ref, arm == reference) if attack else "nothing scored"})
+    return out
+
+
+def where_recognisability_stops(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per arm, training and stage: the batch sizes at which the strongest attack's images are
+    recognisable (mean SSIM >= RECOGNISABLE_SSIM) and those at which they are not."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["arm"], row["training"], row["stage"]), []).append(row)
+    lines = []
+    for (arm, training, stage), group in groups.items():
+        group = sorted(group, key=lambda r: r["batch"])
+        yes = [r["batch"] for r in group if r["recognisable"]]
+        no = [r["batch"] for r in group if r["recognisable"] is False]
+        if not no:
+            words = f"recognisable at every batch size measured ({', '.join(map(str, yes))})" if yes else \
+                "nothing scored"
+        elif not yes:
+            words = f"not recognisable at any batch size measured ({', '.join(map(str, no))})"
+        else:
+            words = f"recognisable at batch {', '.join(map(str, yes))}; not at {', '.join(map(str, no))}"
+        lines.append(f"{arm}, {training}, {stage}: {words}")
+    return lines

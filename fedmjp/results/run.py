@@ -11,8 +11,9 @@ from ..errors import InputError
 from ..rundir import atomic_json, atomic_write
 from .accuracy import accuracy_rows
 from .dishonest import run_dishonest
+from .realism import run_realism
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
-from .judging import collect, rows, worst_rows
+from .judging import collect, realism_rows, rows, worst_rows
 from .provenance import read_json, git_commit, machine
 from .settings import PARTS, REFERENCE, load_part
 from .tables import render_accuracy, render_markdown
@@ -28,13 +29,14 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
 
     The accuracy part runs once per seed (``seeds``, else the file's ``seeds``) into ``runs/accuracy/seed-S``;
     the privacy part runs on the first of them, and the dishonest server's part (imprint, in this process) on
-    the privacy part's arms with that seed.
+    the privacy part's arms with that seed; then the grid of :mod:`.realism` (in this process), from the
+    accuracy part's final weights of that seed.
     """
     from ..simulate import simulate, simulate_seeds
 
     scenarios = {part: load_part(path, setting, part, overrides or [], arms) for part in PARTS}
     seeds = seeds or scenarios["accuracy"].seeds
-    for part in (*PARTS, "dishonest"):
+    for part in (*PARTS, "dishonest", "realism"):
         run_dir = out / "runs" / part
         if run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"--out: {run_dir} exists and is not empty (use a new --out, or --report-only)")
@@ -57,6 +59,10 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
     run_dishonest(privacy, out / "runs" / "dishonest", setting,
                   lambda arm, done, total: progress("dishonest", arm, done, total))
     seconds["dishonest"] = time.perf_counter() - started
+    started = time.perf_counter()
+    run_realism(path, out, setting, overrides or [], arms, seeds[0] if seeds else None,
+                lambda _cell, done, total: progress("realism", "cells", done, total))
+    seconds["realism"] = time.perf_counter() - started
     command = ["fedmjp", "results", *(["--quick"] if setting == "quick" else []), "--out", str(out),
                *(["--seeds", ",".join(map(str, seeds))] if seeds else []),
                *(f"--set {shlex.quote(o)}" for o in overrides or []), *(["--arms", ",".join(arms)] if arms else [])]
@@ -83,7 +89,8 @@ def write_results(out: Path, reference: str = REFERENCE) -> Path:
     provenance = read_json(out / "provenance.json")
     accuracy = accuracy_rows(data["accuracy"], data["accuracy_arms"], reference) if data["accuracy"] else []
     atomic_json(out / "results.json", {"rows": table, "strongest": worst, "accuracy": accuracy,
-                                       "dishonest": data["dishonest"].get("rows", []), "provenance": provenance})
+                                       "dishonest": data["dishonest"].get("rows", []),
+                                       "realism": realism_rows(data["realism"], reference), "provenance": provenance})
     if data["accuracy"]:
         curves = accuracy_curves_figure(data["curves"])
         shown = []

@@ -10,6 +10,8 @@ from ..scenario import Scenario, apply_overrides, parse_scenario, read_raw
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent.parent / "scenarios" / "results-cifar10.yaml"
 REFERENCE = "vit"
 PARTS = ("privacy", "accuracy")
+# What ``PART:KEY=VALUE`` may name: the two parts, and the grid of where users train (every cell).
+SCOPES = (*PARTS, "realism")
 
 # The accuracy part: a training setting that learns, no attacks (``--set`` overrides of the file).
 ACCURACY = [
@@ -52,7 +54,7 @@ def part_overrides(part: str, overrides: list[str]) -> list[str]:
     chosen = []
     for override in overrides:
         scope, sep, rest = override.partition(":")
-        if sep and scope in PARTS and "=" not in scope:
+        if sep and scope in SCOPES and "=" not in scope:
             if scope == part:
                 chosen.append(rest)
         else:

@@ -8,7 +8,8 @@ from ..scenario import Arm
 from .stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
 from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, WITHIN_MARGIN, WORST_NOT_REDUCED,
-                      defence_of)
+                      defence_of, realism_rows, where_recognisability_stops)
+from .realism import RECOGNISABLE_SSIM, RECOGNISABLE_WHY
 
 
 def fmt(value: Any, digits: int) -> str:
@@ -40,10 +41,12 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
         lines.append("| " + " | ".join(cells) + " |")
     if data["dishonest"].get("rows"):
         lines += render_dishonest(data["dishonest"], data["arms"])
+    if data["realism"]:
+        lines += render_realism(data, realism_rows(data["realism"], reference))
     lines += ["", "## Figures", ""]
     lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures]
-    lines += ["", "Run directories: `runs/privacy` and `runs/accuracy` (audit records, metrics, resolved "
-              "scenarios); `fedmjp audit runs/privacy` shows the reconstructions.", ""]
+    lines += ["", "Run directories: `runs/privacy`, `runs/accuracy` and `runs/realism/CELL` (audit records, metrics, "
+              "resolved scenarios); `fedmjp audit runs/privacy` (or a cell's) shows the reconstructions.", ""]
     return "\n".join(lines)
 
 
@@ -72,6 +75,50 @@ def render_dishonest(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
                  f"{row['detected']}/{row['trials']}" if measured else "–",
                  fmt(row.get("seconds") if measured else None, 2), reading]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[str]:
+    """The grid of where users train, its caption (settings read from the cells' run directories) and where
+    the strongest attack's reconstructions stop being recognisable."""
+    part = data["realism"]
+    resolved = [Arm.model_validate(arm) for name in part["cells"] for arm in part["resolved"][name].values()]
+    arm = next(a for a in resolved if a.training.mode == "fedavg") if any(
+        a.training.mode == "fedavg" for a in resolved) else resolved[0]
+    t, replies = arm.training, arm.clients.sampled_per_round
+    specs = {s.name: s for a in resolved for s in a.audit.attacks}
+    attacks = ", ".join(name + (f" ({', '.join(f'{k} {v}' for k, v in spec.options.items())})" if spec.options else "")
+                        for name, spec in specs.items())
+    tops = ", ".join(f"{a} {v[min(v)]:.3f}" for a, v in (data["accuracy"] or {}).items()
+                     if a in part["arms"] and v)
+    grey = part.get("grey_ssim")
+    lines = ["", "## Leakage where users train", "",
+             f"The arms {', '.join(part['arms'])} over batch size x local training x stage ({part['setting']} setting), "
+             f"one attacked round per cell in this process (the Flower round's arithmetic, `runs/realism/CELL`). "
+             f"{arm.data.source} data, {arm.model.name} depth {arm.model.kwargs.get('depth', 'default')} width "
+             f"{arm.model.kwargs.get('embed_dim', 'default')} (the accuracy part's model, at both stages); every "
+             f"client holds {part['examples']} training examples; FedSGD: one gradient of a batch of them; FedAvg: "
+             f"one local epoch over all of them ({t.optimizer}, lr {t.lr:g}, momentum {t.momentum:g}), the settings "
+             f"the client reports and the replaying attacker uses. {replies} repl{'y' if replies == 1 else 'ies'} "
+             f"attacked per cell and arm, by every passive attack that applies: {attacks} (april's closed form at "
+             "FedSGD batch 1 only). init: the seeded random initialisation; trained: the accuracy part's final "
+             "weights of the same arm, first seed" + (f" (test top-1 {tops})" if tops else "") + ". "
+             "Reconstructions are matched one-to-one to the client's images before every metric; the row is the "
+             "arm's strongest attack in the cell (highest mean matched PSNR). Leakage: PSNR over the mid-grey "
+             "baseline. Reading: against the ViT's strongest attack in the same cell, as in the first table. "
+             f"Recognisable: mean SSIM >= {RECOGNISABLE_SSIM:g}. Why that rule: {RECOGNISABLE_WHY}"
+             + (f" Here the mid-grey image scores SSIM {grey:.3f} on average." if grey is not None else ""), "",
+             "| stage | training | batch | arm | strongest attack | scored | matched PSNR (dB) | SSIM | LPIPS "
+             "| leakage over grey (dB) | recognisable | s per attack | reading |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+    for row in table:
+        recognisable = {True: "yes", False: "no", None: "–"}[row["recognisable"]]
+        cells = [row["stage"], row["training"], str(row["batch"]), row["arm"], row["attack"] or "–", str(row["count"]),
+                 fmt(row["psnr_mean"], 2), fmt(row["ssim_mean"], 3), fmt(row["lpips_mean"], 3),
+                 fmt(row["leakage_mean"], 2), recognisable, fmt(row["seconds_mean"], 2), row["note"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Where reconstructions stop being recognisable (strongest attack per cell):", ""]
+    lines += [f"- {line}" for line in where_recognisability_stops(table)]
     return lines
 
 
