@@ -55,8 +55,9 @@ def simulate(
                                                     "scenario's seeds); each seed in OUT/seed-S.")
     ] = None,
     in_process: Annotated[
-        bool, typer.Option("--in-process", help="Run the rounds in this process, without Flower or Ray (no "
-                                                "attacks, DP, guard or faults): for a machine without them.")
+        bool, typer.Option("--in-process", help="Run the rounds in this process, without Flower or Ray (a "
+                                                "curious server's attacks, but no planting server, DP, guard or "
+                                                "faults): for a machine without them.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
