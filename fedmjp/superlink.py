@@ -180,7 +180,11 @@ class SimulationSuperLink(FlowerConnection):
             # A new session: stopping the group stops the ServerApp and Ray workers too.
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        wait_healthy(f"http://127.0.0.1:{self.port}/health", self.startup_timeout, self._starting)
+        try:
+            wait_healthy(f"http://127.0.0.1:{self.port}/health", self.startup_timeout, self._starting)
+        except BaseException:  # a failed start, Ctrl-C or SIGTERM: __exit__ will not run, stop it here
+            self.stop()
+            raise
         return self
 
     def _starting(self) -> None:

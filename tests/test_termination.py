@@ -1,0 +1,87 @@
+"""A terminated ``fedmjp simulate`` stops what it started (SuperLink, flwr-simulation, Ray), like Ctrl-C does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fedmjp.processes import processes_with_env
+
+from .flower_runs import kill_marked
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+FEDMJP = Path(sys.executable).parent / "fedmjp"
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def flwr_home_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((item[len(b"FLWR_HOME="):].decode() for item in env if item.startswith(b"FLWR_HOME=")), None)
+
+
+def wait_for_ray(process: subprocess.Popen[bytes], mark: str, timeout: float = 300) -> str:
+    """Wait until the run's Ray processes are up (they leave the SuperLink's process group); its FLWR_HOME."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"fedmjp exited early with {process.returncode}"
+        pids = processes_with_env("FEDMJP_TEST_MARK", mark)
+        homes = {flwr_home_of(pid) for pid in pids if "flower-superlink" in " ".join(command_line(pid))} - {None}
+        ray = [pid for pid in pids if command_line(pid)[0].startswith("ray::")]
+        if homes and ray:
+            (home,) = homes
+            return home
+        time.sleep(0.25)
+    raise AssertionError(f"no Ray process in {timeout:.0f} s")
+
+
+def survivors(key: str, value: str, wait: float = 5.0) -> list[str]:
+    """Command lines of processes still holding ``key=value`` after up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while (pids := processes_with_env(key, value)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [" ".join(command_line(pid))[:200] for pid in pids]
+
+
+def test_sigterm_stops_the_superlink_and_ray_and_exits_143(tmp_path: Path) -> None:
+    mark = uuid.uuid4().hex
+    log = tmp_path / "fedmjp.log"  # a file, not a pipe: nobody reads a pipe while we wait
+    # Like tests/flower_runs.start_simulate, but the installed console script (what a user kills).
+    with open(log, "wb") as output:
+        process = subprocess.Popen([str(FEDMJP), "simulate", str(ROOT / "scenarios" / "ci-smoke.yaml"),
+                                    "--out", str(tmp_path / "run")], cwd=tmp_path,
+                                   env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        flwr_home = wait_for_ray(process, mark)
+        process.send_signal(signal.SIGTERM)  # the CLI only, as `kill PID` does; not its process group
+        process.wait(timeout=60)
+        output = log.read_text(errors="replace")
+        assert survivors("FLWR_HOME", flwr_home) == []
+        # Not every process it started: Ray's dashboard and runtime-env agents sometimes rename themselves
+        # over the FLWR_HOME of their /proc environ, escape SimulationSuperLink.stop, and linger ~60 s.
+        assert [line for line in survivors("FEDMJP_TEST_MARK", mark, wait=0) if "flower-superlink" in line] == []
+        assert process.returncode == 128 + signal.SIGTERM, (process.returncode, output[-2000:])
+        assert "Traceback" not in output, output[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_marked(mark)
