@@ -8,6 +8,7 @@ Every error names the field that is wrong, as one line.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -105,6 +106,16 @@ class Training(Strict):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     server_optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     server_lr: Annotated[float, Field(gt=0)] = 1.0
+    # The clients' learning rate over rounds: constant, or cosine from lr in round 1 towards 0 in the last.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    # FedAvg clients train on random crops (4 px reflect padding) and horizontal flips of their images.
+    augment: bool = False
+
+    def lr_at(self, server_round: int) -> float:
+        """The clients' learning rate in this round (1-based)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (server_round - 1) / self.rounds))
 
 
 class MJP(Strict):
@@ -321,6 +332,18 @@ class Arm(Strict):
                     f"{where}: april's closed form needs one example and one local step "
                     f"(training.batch_size is {self.training.batch_size}, mode {self.training.mode})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _augment_unaudited(self) -> Arm:
+        if not self.training.augment:
+            return self
+        if self.training.mode != "fedavg":
+            raise ValueError("training.augment: applies to FedAvg's local training (mode fedavg)")
+        if self.audit.attacks or self.guard.enabled:
+            # Receipts score reconstructions against the stored images, not the augmented ones sent.
+            raise ValueError("training.augment: the audit would score reconstructions against the stored images, "
+                             "not the augmented ones the client trained on (turn audit.attacks and the guard off)")
         return self
 
     @model_validator(mode="after")

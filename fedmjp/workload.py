@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from . import models  # noqa: F401  (registers fedmjp's models with timm)
 from .checkpoint import load_weights
 from .data import load_dataset
+from .data.augment import augment
 from .data.partition import partition_rows, partitioner
 from .defences import fix_pos_embed
 from .errors import InputError
@@ -153,7 +154,10 @@ def client_round(arm: Arm, weights: dict[str, torch.Tensor], partition_id: int, 
         # Epochs actually run: a fixed step count may end mid-epoch (counted as started).
         own = len(partition_indices(arm, partition_id))
         epochs = t.local_epochs if t.local_steps is None else -(-len(batches) * len(batches[0]) // own)
-        result = local_update(model, (stack(data, b) for b in batches), lr=t.lr, optimizer=t.optimizer,
+        stacked = (stack(data, b) for b in batches)
+        if t.augment:
+            stacked = ((augment(images), labels) for images, labels in stacked)
+        result = local_update(model, stacked, lr=t.lr_at(server_round), optimizer=t.optimizer,
                               momentum=t.momentum, epochs=epochs)
     return ClientRound(result, batches)
 

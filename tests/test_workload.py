@@ -48,3 +48,43 @@ def test_server_evaluates_where_it_has_the_test_split_and_clients_otherwise() ->
     assert not server_evaluates(remote)
     assert server_evaluates(Arm.model_validate({"data": {"source": "digits"}}))
     assert not server_evaluates(Arm.model_validate({"data": {"source": "digits", "evaluate_on": "clients"}}))
+
+
+def test_a_cosine_schedule_falls_from_lr_over_the_rounds_and_the_client_reports_the_rounds_lr() -> None:
+    import math
+
+    import pytest
+
+    from fedmjp.workload import build_model, client_round
+
+    t = arm(training={"rounds": 4, "lr": 0.1, "lr_schedule": "cosine"}).training
+    assert [t.lr_at(r) for r in (1, 3)] == [0.1, pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 2)))]
+    assert t.lr_at(4) < t.lr_at(3) < t.lr_at(2) < t.lr_at(1) and arm().training.lr_at(3) == arm().training.lr
+    fedavg = arm(model={"kwargs": {"depth": 1}}, training={"mode": "fedavg", "local_steps": 1, "rounds": 4, "lr": 0.1,
+                                                           "lr_schedule": "cosine"})
+    weights = build_model(fedavg).state_dict()
+    assert client_round(fedavg, weights, 0, 3).result.settings.lr == pytest.approx(t.lr_at(3))
+
+
+def test_augmented_clients_train_on_new_crops_seeded_per_round_and_are_never_audited() -> None:
+    import pytest
+    import torch
+
+    from fedmjp.errors import InputError
+    from fedmjp.workload import build_model, client_round
+
+    spec = {"model": {"kwargs": {"depth": 1}}, "training": {"mode": "fedavg", "local_steps": 2}}
+    plain = arm(**spec)
+    augmented = arm(**{**spec, "training": {**spec["training"], "augment": True}})
+    weights = build_model(plain).state_dict()
+
+    def update(a: Arm) -> torch.Tensor:
+        return client_round(a, weights, 0, 1).result.tensors["pos_embed"]
+
+    assert torch.equal(update(augmented), update(augmented))  # seeded: the run repeats
+    assert not torch.equal(update(augmented), update(plain))
+    for extra, message in (({"audit": {"attacks": [{"name": "ig"}]}}, "score reconstructions against the stored"),
+                           ({"training": {"augment": True}}, "applies to FedAvg")):
+        raw = {**spec, "training": {**spec["training"], "augment": True}, **extra}
+        with pytest.raises(InputError, match=message):
+            parse_scenario({"data": {"source": "photos"}, **raw})
