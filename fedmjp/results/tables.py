@@ -95,8 +95,7 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
     lines = ["", "## Leakage where users train", "",
              f"The arms {', '.join(part['arms'])} over batch size x local training x stage ({part['setting']} setting), "
              f"one attacked round per cell in this process (the Flower round's arithmetic, `runs/realism/CELL`). "
-             f"{arm.data.source} data, {arm.model.name} depth {arm.model.kwargs.get('depth', 'default')} width "
-             f"{arm.model.kwargs.get('embed_dim', 'default')} (the accuracy part's model, at both stages); every "
+             f"{arm.data.source} data, {model_words(arm)} (the accuracy part's model, at both stages); every "
              f"client holds {part['examples']} training examples; FedSGD: one gradient of a batch of them; FedAvg: "
              f"one local epoch over all of them ({t.optimizer}, lr {t.lr:g}, momentum {t.momentum:g}), the settings "
              f"the client reports and the replaying attacker uses. {replies} repl{'y' if replies == 1 else 'ies'} "
@@ -148,17 +147,24 @@ def caption(data: dict[str, Any], reference: str) -> str:
     return text
 
 
+def model_words(arm: Arm) -> str:
+    """The model and its architecture overrides, e.g. ``vit_tiny_patch4_32 (depth 4, patch_size 8)``."""
+    kwargs = ", ".join(f"{k} {v}" for k, v in arm.model.kwargs.items())
+    return f"{arm.model.name}" + (f" ({kwargs})" if kwargs else "")
+
+
 def _base_settings(arms: dict[str, Any]) -> str:
     if not arms:
         return "no arms"
     arm = Arm.model_validate(next(iter(arms.values())))
     t, c = arm.training, arm.clients
+    local = ", ".join([t.optimizer, f"lr {t.lr:g}", *(["cosine over rounds"] if t.lr_schedule == "cosine" else []),
+                       *(["crops and flips"] if t.augment else [])])
     steps = "one step" if t.mode == "fedsgd" else f"{t.local_steps or t.local_epochs} local " \
-        f"{'steps' if t.local_steps else 'epochs'} ({t.optimizer}, lr {t.lr:g})"
+        f"{'steps' if t.local_steps else 'epoch(s)'} ({local})"
     attacks = ", ".join(s.name + (f" {dict(s.options)}" if s.options else "") for s in arm.audit.attacks) or "none"
-    return (f"{arm.data.source} data, {arm.model.name} depth {arm.model.kwargs.get('depth', 'default')}, "
-            f"{t.mode} batch {t.batch_size}, {steps}, {t.rounds} round(s), {c.sampled_per_round} of "
-            f"{c.num_clients} clients per round; attacks: {attacks}")
+    return (f"{arm.data.source} data, {model_words(arm)}, {t.mode} batch {t.batch_size}, {steps}, {t.rounds} "
+            f"round(s), {c.sampled_per_round} of {c.num_clients} clients per round; attacks: {attacks}")
 
 
 ACCURACY_HEAD = ("arm", "seeds", "top-1 mean", "95% CI low", "95% CI high", "p vs ViT", "reading")
