@@ -32,7 +32,8 @@ results: $(STAMP)
 	rm -rf results/runs
 	$(BIN)/fedmjp results --quick --out results
 
-# The full setting (about 33 minutes on 2 cores): results-full/results.md.
+# The full setting (about two hours on 2 cores, estimated from its parts: the accuracy part alone about
+# 75 min): results-full/results.md.
 results-full: $(STAMP)
 	rm -rf results-full/runs
 	$(BIN)/fedmjp results --out results-full
