@@ -134,3 +134,16 @@ def test_the_rules_anchors_hold_on_real_photos() -> None:
     blur = leakage_metrics(gaussian_blur(images, 19, BLUR_SIGMA), images, lpips=False)
     assert grey < RECOGNISABLE_SSIM < blur["ssim"]
     assert blur["psnr"] > 15  # the blur is "close" by PSNR though it shows hardly an object
+
+
+@pytest.mark.parametrize("setting", ["quick", "full"])
+def test_every_cell_of_each_setting_is_a_valid_scenario_on_stored_images(setting: str) -> None:
+    """The full accuracy part augments its clients' images; the grid's cells must not (their receipts score the
+    stored images), whatever the setting."""
+    from fedmjp.results.realism import ARMS as GRID_ARMS
+    from fedmjp.results.realism import BUDGETS, cell_scenario
+
+    for cell in cells(("init",)):  # trained cells differ only in model.weights (the fixture above)
+        scenario = cell_scenario(DEFAULT_SCENARIO, setting, ["data.source=photos", "data.root=null"], cell,
+                                 list(GRID_ARMS), {}, 10, None, BUDGETS[setting])
+        assert all(not a.training.augment and a.training.lr_schedule == "constant" for a in scenario.arms.values())

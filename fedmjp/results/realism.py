@@ -44,9 +44,10 @@ RECOGNISABLE_WHY = (
     "sits between them: below it a reconstruction is nearer to showing nothing than to a heavy blur. PSNR would "
     "not do: that blur scores 19.5 dB, about what an optimisation attack reaches on a batch without showing it.")
 GRID = "grid.json"
-# The FedAvg clients' local training: what people run (SGD with momentum, one epoch over their data).
+# The FedAvg clients' local training: what people run (SGD with momentum, one epoch over their data), on
+# their images as stored (the accuracy part's augmentation would leave the receipts nothing to score).
 LOCAL = ["training.optimizer=sgd", "training.lr=0.01", "training.momentum=0.9", "training.local_epochs=1",
-         "training.local_steps=null"]
+         "training.local_steps=null", "training.lr_schedule=constant", "training.augment=false"]
 
 
 @dataclass(frozen=True)

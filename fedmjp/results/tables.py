@@ -83,8 +83,7 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
     the strongest attack's reconstructions stop being recognisable."""
     part = data["realism"]
     resolved = [Arm.model_validate(arm) for name in part["cells"] for arm in part["resolved"][name].values()]
-    arm = next(a for a in resolved if a.training.mode == "fedavg") if any(
-        a.training.mode == "fedavg" for a in resolved) else resolved[0]
+    arm = next((a for a in resolved if a.training.mode == "fedavg"), resolved[0])
     t, replies = arm.training, arm.clients.sampled_per_round
     specs = {s.name: s for a in resolved for s in a.audit.attacks}
     attacks = ", ".join(name + (f" ({', '.join(f'{k} {v}' for k, v in spec.options.items())})" if spec.options else "")
