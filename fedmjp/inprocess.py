@@ -89,7 +89,7 @@ def audit_round(adversary: Adversary, store: AuditStore, patch: int, server_roun
         work, tensors = replies[partition_id]
         result = work.result
         metrics = result.settings.to_metrics() if result.settings else None
-        outcomes = adversary.run(adversary.observation(weights, tensors, result.num_examples, metrics))
+        outcomes = adversary.run(adversary.observation(weights, tensors, result.num_examples, server_round, metrics))
         attacked = [o for o in outcomes if o.status == "attacked"]
         receipt = None
         if attacked:

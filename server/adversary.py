@@ -105,12 +105,13 @@ class RoundAuditor:
         self._record_guards(server_round, checked)
         audit = self.arm.audit
         planted = planted or {}
-        attacked = [self._attack_planted(planted[r.partition_id], r)
+        attacked = [self._attack_planted(planted[r.partition_id], r, server_round)
                     for r in checked.usable if r.partition_id in planted]
         if audit.attacks and audit.attacks_round(server_round):
             weights = sent.to_torch_state_dict()
             by_partition = {r.partition_id: r for r in checked.usable if r.partition_id not in planted}
-            attacked += [self._attack(weights, by_partition[p]) for p in audit.targets(list(by_partition))]
+            attacked += [self._attack(weights, by_partition[p], server_round)
+                         for p in audit.targets(list(by_partition))]
         if attacked:
             self._collect_receipts(server_round, attacked)
             for item in attacked:
@@ -118,12 +119,12 @@ class RoundAuditor:
                                       item.reply.num_examples, item.outcomes, item.receipt)
         self._record_faults(server_round, checked.faults, set(planted))
 
-    def _attack(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
-        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, reply.metrics)
+    def _attack(self, weights: dict[str, torch.Tensor], reply: Reply, server_round: int) -> Attacked:
+        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, server_round, reply.metrics)
         return Attacked(reply, self.adversary.run(obs))
 
-    def _attack_planted(self, weights: dict[str, torch.Tensor], reply: Reply) -> Attacked:
-        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples)
+    def _attack_planted(self, weights: dict[str, torch.Tensor], reply: Reply, server_round: int) -> Attacked:
+        obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, server_round)
         return Attacked(reply, self.adversary.run_planted(obs))
 
     def _collect_receipts(self, server_round: int, attacked: list[Attacked]) -> None:

@@ -112,11 +112,17 @@ def test_settings_travel_in_reply_metrics_and_reach_the_attacker() -> None:
     assert LocalSettings.from_metrics(settings.to_metrics()) == settings
     assert LocalSettings.from_metrics({"num-examples": 3.0}) is None
     arm = parse_scenario({"data": {"source": "photos"}, "training": {"mode": "fedavg", "batch_size": 8}}).arms["run"]
-    reported = observation(arm, {}, {}, 12, settings)
+    reported = observation(arm, {}, {}, 12, 1, settings)
     assert (reported.local_batch_size, reported.local_steps, reported.local_momentum) == (3, 4, 0.9)
     assert reported.local_reported
-    configured = observation(arm, {}, {}, 12)
+    configured = observation(arm, {}, {}, 12, 1)
     assert configured.local_batch_size == 8 and not configured.local_reported
+
+
+def test_without_reported_settings_the_server_assumes_the_lr_it_scheduled_for_the_round() -> None:
+    arm = parse_scenario({"data": {"source": "photos"}, "training": {
+        "mode": "fedavg", "rounds": 4, "lr": 0.1, "lr_schedule": "cosine"}}).arms["run"]
+    assert [observation(arm, {}, {}, 12, r).local_lr for r in (1, 3)] == [0.1, pytest.approx(0.05)]
 
 
 def test_a_client_with_fewer_examples_than_the_batch_size_reports_the_batch_it_used() -> None:

@@ -96,7 +96,7 @@ def test_april_says_not_applicable_without_a_pos_embed_gradient() -> None:
     weights = {k: v.clone() for k, v in build_model(arm).state_dict().items()}
     tensors = client_round(arm, weights, 0, 1).result.tensors
     adversary = Adversary(arm)
-    [outcome] = adversary.run(adversary.observation(weights, tensors, 1))
+    [outcome] = adversary.run(adversary.observation(weights, tensors, 1, server_round=1))
     assert outcome.status == "not-applicable" and "pos_embed" in outcome.reason
 
 

@@ -27,20 +27,21 @@ class Outcome:
 
 
 def observation(arm: Arm, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
-                num_examples: int, settings: LocalSettings | None = None) -> Observation:
+                num_examples: int, server_round: int, settings: LocalSettings | None = None) -> Observation:
     """What the server knows: its weights, the reply, and how the client trained.
 
     ``settings`` are what the client reported in its reply's metrics (``LocalSettings.from_metrics``):
     the batch size it really used, its steps, optimizer, learning rate and momentum. Without them the
-    server falls back on the config it sent, which a client with few examples does not follow exactly.
+    server falls back on the config it sent for ``server_round`` (the round's lr under a schedule), which a
+    client with few examples does not follow exactly.
     """
     t = arm.training
     fedsgd = t.mode == "fedsgd"
     if settings is None:
         batch = num_examples if fedsgd else min(t.batch_size, num_examples)
         settings = LocalSettings(batch_size=batch, steps=1 if fedsgd else max(1, num_examples // batch),
-                                 epochs=0 if fedsgd else t.local_epochs, optimizer=t.optimizer, lr=t.lr,
-                                 momentum=t.momentum if t.optimizer == "sgd" else 0.0)
+                                 epochs=0 if fedsgd else t.local_epochs, optimizer=t.optimizer,
+                                 lr=t.lr_at(server_round), momentum=t.momentum if t.optimizer == "sgd" else 0.0)
         reported = False
     else:
         reported = True
@@ -99,10 +100,11 @@ class Adversary:
         return [run_attack(*self.planting, obs)]
 
     def observation(self, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
-                    num_examples: int, metrics: Mapping[str, float] | None = None) -> Observation:
+                    num_examples: int, server_round: int, metrics: Mapping[str, float] | None = None
+                    ) -> Observation:
         """``metrics``: the reply's metrics, which carry the client's real local settings."""
         settings = LocalSettings.from_metrics(metrics) if metrics is not None else None
-        return observation(self.arm, weights, tensors, num_examples, settings)
+        return observation(self.arm, weights, tensors, num_examples, server_round, settings)
 
     def run(self, obs: Observation) -> list[Outcome]:
         return [run_attack(spec, attack, obs) for spec, attack in self.attacks]

@@ -12,6 +12,7 @@ import torch
 
 from ..attacks import build_attack
 from ..scenario import Arm
+from ..train import LocalSettings
 from .adversary import observation, run_attack
 from .receipt import score
 
@@ -24,11 +25,13 @@ class Verdict:
 
 
 def inspect(arm: Arm, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], truth: torch.Tensor,
-            labels: torch.Tensor, shuffled: torch.Tensor | None, patch: int) -> Verdict:
-    """Attack our own update with the guard's attack and decide what may leave."""
+            labels: torch.Tensor, shuffled: torch.Tensor | None, patch: int, server_round: int,
+            settings: LocalSettings | None) -> Verdict:
+    """Attack our own update with the guard's attack and decide what may leave (``settings``: how we trained,
+    as the reply reports it)."""
     guard = arm.guard
     outcome = run_attack(guard.attack, build_attack(guard.attack.name, **guard.attack.options),
-                         observation(arm, weights, tensors, len(truth)))
+                         observation(arm, weights, tensors, len(truth), server_round, settings))
     if outcome.status != "attacked":
         return Verdict("pass", None, 0.0, f"{guard.attack.name} {outcome.status}: {outcome.reason}")
     rec = outcome.reconstruction
