@@ -189,3 +189,19 @@ def test_imprint_with_a_missing_server_folder_is_an_input_error(folder: Path, tm
                      "imprint", "--server-images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2 and result.stderr.startswith("error: --server-images:")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_leaves_the_clients_fused_attention_alone() -> None:
+    """Importing the commands once set TIMM_FUSED_ATTN=0 for the whole process, so every run started by the
+    CLI (its SuperLink, Ray's clients, the in-process grid inherit the environment) trained unfused: slower,
+    and not the arithmetic of a run started from Python. Only the attacker's copy turns it off."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import os, timm, fedmjp, fedmjp.commands; "
+             "m = timm.create_model('vit_tiny_patch4_32', depth=1); "
+             "print(os.environ.get('TIMM_FUSED_ATTN'), all(b.attn.fused_attn for b in m.blocks))")
+    env = {k: v for k, v in os.environ.items() if k != "TIMM_FUSED_ATTN"}
+    shown = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["None", "True"]

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import json
+import math
+import random
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
-# Before any timm import: optimisation attacks differentiate through attention twice.
-os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+import typer
+from rich.console import Console
+from rich.table import Table
 
-import json  # noqa: E402
-import random  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Any, Optional  # noqa: E402
-
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from ..cli import app, user_errors  # noqa: E402
-from ..errors import InputError  # noqa: E402
+from ..cli import app, user_errors
+from ..errors import InputError
 
 out = Console()
 
