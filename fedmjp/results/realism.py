@@ -82,8 +82,9 @@ BUDGETS = {
     # Measured on 2 cores (2-block width-96 ViT, 2 arms): a FedSGD cell 7.5 s (batch 1) to 24 s (16), a
     # FedAvg epoch at batch 1 (16 unrolled steps) 81 s, with 2 replies; quick attacks 1 reply per cell.
     "quick": Budget(16, 1, 100, ("april", "ig", "adaptive")),
-    # The full setting's accuracy model (patch 8, 16 tokens, 4 blocks of width 96) costs about half the quick
-    # one's a step: twice the replies and steps, and april-opt, make it about 2.7 times the quick grid.
+    # The full setting's accuracy model (patch 8, 16 tokens, 4 blocks of width 96). Measured on 2 cores
+    # (4c10510): FedSGD cells at init 1.4, 1.8 and 3.2 min (batch 1, 4, 16); FedAvg at batch 1 attacked 2 of
+    # its 5 arms in 10.5 min: the grid takes well over an hour, not the 2.7 times the quick grid estimated.
     "full": Budget(16, 2, 200, ("april", "ig", "april-opt", "adaptive")),
 }
 Progress = Callable[[str, int, int], None]  # (cell, cells done, cells)
