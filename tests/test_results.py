@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -401,6 +402,7 @@ def test_report_only_rewrites_the_results_from_the_run_directories(results: Path
 @pytest.mark.parametrize("args, message", [
     (["--arms", "vit,nope"], "--arms: unknown arm 'nope'"),
     (["--report-only", "--quick"], "--report-only rewrites existing results"),
+    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, realism)"),
     (["--set", "defence.prune=2"], "results-cifar10.yaml: defence.prune: Input should be less than 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: list[str], message: str) -> None:
@@ -414,3 +416,39 @@ def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_parts_runs_only_those_into_an_earlier_run_and_keeps_its_provenance(results: Path, tmp_path: Path) -> None:
+    """``--parts dishonest`` into the output of an earlier run: the other parts stay as they were, the
+    provenance keeps their times and gives the later part its own command, commit and load (a real imprint
+    run, in this process, on the photos that ship with scikit-image)."""
+    from typer.testing import CliRunner
+
+    import fedmjp.commands.results  # noqa: F401
+    from fedmjp.cli import app
+
+    out = tmp_path / "out"
+    shutil.copytree(results, out)
+    before = {p: p.read_bytes() for p in (out / "runs").rglob("*") if p.is_file()}
+    atomic_json(out / "provenance.json", {"setting": "quick", "command": "fedmjp results --quick --out out",
+                                          "commit": "0123abc", "seconds": {"privacy": 60.0, "accuracy": 120.0}})
+    done = CliRunner().invoke(app, ["results", "--quick", "--out", str(out), "--parts", "dishonest",
+                                    "--arms", "vit,mjp-0.25", "--set", "data.source=photos", "--set", "data.root=null",
+                                    "--set", "privacy:data.test_limit=40"])
+    assert done.exit_code == 0, done.output
+    assert all(path.read_bytes() == data for path, data in before.items())
+    assert {a["arm"] for a in json.loads((out / "runs" / "dishonest" / "rows.json").read_text())["rows"]} == {
+        "vit", "mjp-0.25"}
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["command"] == "fedmjp results --quick --out out" and provenance["commit"] == "0123abc"
+    assert set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest"} and provenance["seconds"]["dishonest"] > 0
+    later = provenance["parts"]
+    assert list(later) == ["dishonest"] and "--parts dishonest" in later["dishonest"]["command"]
+    text = (out / "results.md").read_text()
+    assert "dishonest part run later: `fedmjp results --quick" in text
+    assert "wall time: privacy part 1.0 min, accuracy part 2.0 min, dishonest part" in text
+    # A part that has run already is not run again, and the earlier run's setting is kept.
+    again = CliRunner().invoke(app, ["results", "--quick", "--out", str(out), "--parts", "dishonest"])
+    assert again.exit_code == 2 and "runs/dishonest exists and is not empty" in again.stderr
+    other = CliRunner().invoke(app, ["results", "--out", str(out), "--parts", "realism"])
+    assert other.exit_code == 2 and "holds results of the quick setting, not the full one" in other.stderr

@@ -25,7 +25,8 @@ ARMS = ["vit", "mjp-0.25"]
 # Unscoped: both parts and every cell; "realism:": the cells only.
 OVERRIDES = ["data.source=photos", "data.root=null", "accuracy:training.rounds=1", "accuracy:training.local_steps=2",
              "accuracy:data.test_limit=20", "realism:data.test_limit=20"]
-BUDGET = Budget(examples=4, replies=1, steps=3, attacks=("april", "ig", "adaptive"))
+# FedAvg cells with their own (smaller) attack budget, as the full setting's.
+BUDGET = Budget(examples=4, replies=1, steps=3, attacks=("april", "ig", "adaptive"), fedavg=(1, 2))
 BATCHES = (1, 4)
 
 
@@ -87,6 +88,8 @@ def test_the_page_states_the_grid_and_where_recognisability_stops(grid: Path) ->
     data = {"realism": part, "accuracy": {"vit": {0: 0.25}, "mjp-0.25": {0: 0.5}}}
     text = "\n".join(render_realism(data, rows))
     assert "every client holds 4 training examples" in text and "momentum 0.9" in text
+    assert ("fedsgd: 1 reply, april, ig (steps 3, restarts 1), adaptive (steps 3, restarts 1); "
+            "fedavg: 1 reply, ig (steps 2, restarts 1), adaptive (steps 2, restarts 1).") in text
     assert "test top-1 vit 0.250, mjp-0.25 0.500" in text
     table = [line for line in text.splitlines() if line.startswith("| trained") or line.startswith("| init")]
     assert len(table) == len(rows) == 16
@@ -147,3 +150,8 @@ def test_every_cell_of_each_setting_is_a_valid_scenario_on_stored_images(setting
         scenario = cell_scenario(DEFAULT_SCENARIO, setting, ["data.source=photos", "data.root=null"], cell,
                                  list(GRID_ARMS), {}, 10, None, BUDGETS[setting])
         assert all(not a.training.augment and a.training.lr_schedule == "constant" for a in scenario.arms.values())
+        budget = {(a.clients.per_round, s.name, s.options.get("steps")) for a in scenario.arms.values()
+                  for s in a.audit.attacks}
+        if setting == "full":  # a replay attack unrolls a whole local epoch: FedAvg cells get a quarter
+            replies, steps = (1, 100) if cell.training == "fedavg" else (2, 200)
+            assert {(r, s) for r, name, s in budget if name != "april"} == {(replies, steps)}

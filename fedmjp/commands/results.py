@@ -40,6 +40,11 @@ def results(
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Do not run: rewrite the results from OUT/runs.")
     ] = False,
+    parts: Annotated[
+        Optional[str], typer.Option("--parts", help="Run only these parts (comma-separated: privacy, accuracy, "
+                                                    "dishonest, realism) into OUT, whose other parts may have run "
+                                                    "before (the grid starts from the accuracy part's weights).")
+    ] = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
     ] = None,
@@ -53,12 +58,13 @@ def results(
     from .simulate import parse_seeds
 
     if report_only:
-        if quick or set_ or arms or scenario or seeds:
-            raise InputError("--report-only rewrites existing results: --quick, --set, --arms, --scenario, --seeds "
-                             "do not apply")
+        if quick or set_ or arms or scenario or seeds or parts:
+            raise InputError("--report-only rewrites existing results: --quick, --set, --arms, --scenario, --seeds, "
+                             "--parts do not apply")
         typer.echo(f"results: {write_results(out_dir)}")
         return
     selected = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    chosen_parts = [p.strip() for p in parts.split(",") if p.strip()] if parts is not None else None
     chosen_seeds = parse_seeds(seeds)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
@@ -71,7 +77,7 @@ def results(
 
         try:
             path = run_results(scenario or DEFAULT_SCENARIO, out_dir, "quick" if quick else "full", set_ or [],
-                               selected, progress, ray_address, chosen_seeds)
+                               selected, progress, ray_address, chosen_seeds, chosen_parts)
         except FlowerError as exc:
             fail(str(exc))
             raise typer.Exit(1) from None

@@ -63,18 +63,25 @@ class Cell:
 
 @dataclass(frozen=True)
 class Budget:
-    """Per setting: examples each client holds, replies attacked per cell, the attacks and their budgets."""
+    """Per setting: examples each client holds, replies attacked per cell, the attacks and their budgets.
+    ``fedavg``: replies and steps of the FedAvg cells where they differ (every iteration of a replay attack
+    unrolls the client's whole local epoch, up to ``examples`` steps)."""
 
     examples: int
     replies: int
     steps: int  # of every optimisation attack (one restart)
     attacks: tuple[str, ...]
+    fedavg: tuple[int, int] | None = None  # (replies, steps)
+
+    def replies_for(self, cell: Cell) -> int:
+        return self.fedavg[0] if self.fedavg and cell.training == "fedavg" else self.replies
 
     def specs(self, cell: Cell) -> list[dict[str, Any]]:
         """The attacks of a cell: april's closed form only where it applies (one example, one step)."""
         closed_form = cell.training == "fedsgd" and cell.batch == 1
+        steps = self.fedavg[1] if self.fedavg and cell.training == "fedavg" else self.steps
         return [{"name": name} if name == "april" else
-                {"name": name, "options": {"steps": self.steps, "restarts": 1}}
+                {"name": name, "options": {"steps": steps, "restarts": 1}}
                 for name in self.attacks if name != "april" or closed_form]
 
 
@@ -83,9 +90,10 @@ BUDGETS = {
     # FedAvg epoch at batch 1 (16 unrolled steps) 81 s, with 2 replies; quick attacks 1 reply per cell.
     "quick": Budget(16, 1, 100, ("april", "ig", "adaptive")),
     # The full setting's accuracy model (patch 8, 16 tokens, 4 blocks of width 96). Measured on 2 cores
-    # (4c10510): FedSGD cells at init 1.4, 1.8 and 3.2 min (batch 1, 4, 16); FedAvg at batch 1 attacked 2 of
-    # its 5 arms in 10.5 min: the grid takes well over an hour, not the 2.7 times the quick grid estimated.
-    "full": Budget(16, 2, 200, ("april", "ig", "april-opt", "adaptive")),
+    # (4c10510), 2 replies and 200 steps everywhere: FedSGD cells at init 1.4, 1.8 and 3.2 min (batch 1, 4,
+    # 16), but FedAvg at batch 1 attacked 2 of its 5 arms in 10.5 min (the grid: well over two hours), so
+    # FedAvg cells attack one reply for 100 steps, a quarter of that.
+    "full": Budget(16, 2, 200, ("april", "ig", "april-opt", "adaptive"), fedavg=(1, 100)),
 }
 Progress = Callable[[str, int, int], None]  # (cell, cells done, cells)
 
@@ -111,7 +119,7 @@ def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, ar
     raw = apply_overrides(read_raw(path), [*SETTINGS[setting]["accuracy"], *part_overrides("accuracy", overrides)])
     raw = apply_overrides(raw, [
         *LOCAL, f"training.mode={cell.training}", f"training.batch_size={cell.batch}", "training.rounds=1",
-        f"clients.num_clients={num_clients}", f"clients.per_round={budget.replies}",
+        f"clients.num_clients={num_clients}", f"clients.per_round={budget.replies_for(cell)}",
         "data.partitioning={method: iid}", "data.test_limit=100", f"audit.attacks={json.dumps(budget.specs(cell))}",
         "audit.clients=all", *part_overrides("realism", overrides)])
     chosen = {}

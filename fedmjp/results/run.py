@@ -6,6 +6,7 @@ import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..rundir import atomic_json, atomic_write
@@ -15,7 +16,7 @@ from .realism import run_realism
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
 from .judging import collect, realism_rows, rows, worst_rows
 from .provenance import read_json, git_commit, machine
-from .settings import PARTS, REFERENCE, load_part
+from .settings import PARTS, REFERENCE, RUN_ORDER, load_part
 from .tables import render_accuracy, render_markdown
 
 Progress = Callable[[str, str, int, int], None]  # (part, arm, rounds done, rounds)
@@ -24,51 +25,81 @@ ACCURACY_FIGURE = "accuracy_over_rounds.png"
 
 def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[str] | None = None,
                 arms: list[str] | None = None, progress: Progress = lambda *_: None,
-                ray_address: str | None = None, seeds: list[int] | None = None) -> Path:
+                ray_address: str | None = None, seeds: list[int] | None = None,
+                parts: list[str] | None = None) -> Path:
     """Run the parts (``out/runs/PART``), then write the results; return results.md's path.
 
     The accuracy part runs once per seed (``seeds``, else the file's ``seeds``) into ``runs/accuracy/seed-S``;
     the privacy part runs on the first of them, and the dishonest server's part (imprint, in this process) on
     the privacy part's arms with that seed; then the grid of :mod:`.realism` (in this process), from the
-    accuracy part's final weights of that seed.
+    accuracy part's final weights of that seed. ``parts``: only these, into an ``out`` whose other parts may
+    have run before. provenance.json gets each part's seconds as it finishes, so a stopped run keeps them.
     """
     from ..simulate import simulate, simulate_seeds
 
+    chosen = _chosen_parts(parts)
     scenarios = {part: load_part(path, setting, part, overrides or [], arms) for part in PARTS}
     seeds = seeds or scenarios["accuracy"].seeds
-    for part in (*PARTS, "dishonest", "realism"):
+    for part in chosen:
         run_dir = out / "runs" / part
         if run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"--out: {run_dir} exists and is not empty (use a new --out, or --report-only)")
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    privacy = scenarios["privacy"].with_seed(seeds[0]) if seeds else scenarios["privacy"]
-    simulate(privacy, out / "runs" / "privacy", lambda arm, done, total: progress("privacy", arm, done, total),
-             ray_address)
-    seconds["privacy"] = time.perf_counter() - started
-    started = time.perf_counter()
-    if seeds:
-        simulate_seeds(scenarios["accuracy"], out / "runs" / "accuracy", seeds,
-                       lambda seed, arm, done, total: progress("accuracy", f"{arm}, seed {seed}", done, total),
-                       ray_address)
-    else:
-        simulate(scenarios["accuracy"], out / "runs" / "accuracy",
-                 lambda arm, done, total: progress("accuracy", arm, done, total), ray_address)
-    seconds["accuracy"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_dishonest(privacy, out / "runs" / "dishonest", setting,
-                  lambda arm, done, total: progress("dishonest", arm, done, total))
-    seconds["dishonest"] = time.perf_counter() - started
-    started = time.perf_counter()
-    run_realism(path, out, setting, overrides or [], arms, seeds[0] if seeds else None,
-                lambda _cell, done, total: progress("realism", "cells", done, total))
-    seconds["realism"] = time.perf_counter() - started
     command = ["fedmjp", "results", *(["--quick"] if setting == "quick" else []), "--out", str(out),
                *(["--seeds", ",".join(map(str, seeds))] if seeds else []),
-               *(f"--set {shlex.quote(o)}" for o in overrides or []), *(["--arms", ",".join(arms)] if arms else [])]
-    atomic_json(out / "provenance.json", {"setting": setting, "command": " ".join(command), "seconds": seconds,
-                                          "scenario": str(path), "commit": git_commit(), "machine": machine()})
+               *(f"--set {shlex.quote(o)}" for o in overrides or []), *(["--arms", ",".join(arms)] if arms else []),
+               *(["--parts", ",".join(chosen)] if parts else [])]
+    provenance = _provenance(out, setting, path, " ".join(command), later=parts is not None)
+    privacy = scenarios["privacy"].with_seed(seeds[0]) if seeds else scenarios["privacy"]
+
+    def accuracy() -> None:
+        if seeds:
+            simulate_seeds(scenarios["accuracy"], out / "runs" / "accuracy", seeds,
+                           lambda seed, arm, done, total: progress("accuracy", f"{arm}, seed {seed}", done, total),
+                           ray_address)
+        else:
+            simulate(scenarios["accuracy"], out / "runs" / "accuracy",
+                     lambda arm, done, total: progress("accuracy", arm, done, total), ray_address)
+
+    runners: dict[str, Callable[[], object]] = {
+        "privacy": lambda: simulate(privacy, out / "runs" / "privacy",
+                                    lambda arm, done, total: progress("privacy", arm, done, total), ray_address),
+        "accuracy": accuracy,
+        "dishonest": lambda: run_dishonest(privacy, out / "runs" / "dishonest", setting,
+                                           lambda arm, done, total: progress("dishonest", arm, done, total)),
+        "realism": lambda: run_realism(path, out, setting, overrides or [], arms, seeds[0] if seeds else None,
+                                       lambda _cell, done, total: progress("realism", "cells", done, total)),
+    }
+    for part in chosen:
+        load = machine()["load"]
+        started = time.perf_counter()
+        runners[part]()
+        provenance["seconds"][part] = time.perf_counter() - started
+        if parts is not None:
+            provenance["parts"][part] = {"command": " ".join(command), "commit": git_commit(), "load": load}
+        atomic_json(out / "provenance.json", provenance)
     return write_results(out)
+
+
+def _chosen_parts(parts: list[str] | None) -> list[str]:
+    """The parts to run, in the order they run."""
+    unknown = sorted(set(parts or ()) - set(RUN_ORDER))
+    if unknown:
+        raise InputError(f"--parts: unknown part {unknown[0]!r} (choose from {', '.join(RUN_ORDER)})")
+    if parts is not None and not parts:
+        raise InputError("--parts: name at least one part")
+    return [p for p in RUN_ORDER if parts is None or p in parts]
+
+
+def _provenance(out: Path, setting: str, path: Path, command: str, later: bool) -> dict[str, Any]:
+    """This run's provenance; with ``later`` (some parts only), that of the run before it, if any, which the
+    parts run now join with their own command, commit and load."""
+    before = read_json(out / "provenance.json") if later else {}
+    if before and before.get("setting") != setting:
+        raise InputError(f"--out: {out} holds results of the {before.get('setting')} setting, not the {setting} "
+                         "one (use a new --out)")
+    return {"setting": setting, "command": command, "scenario": str(path), "commit": git_commit(),
+            "machine": machine(), **before, "seconds": dict(before.get("seconds") or {}),
+            "parts": dict(before.get("parts") or {})}
 
 
 def write_results(out: Path, reference: str = REFERENCE) -> Path:

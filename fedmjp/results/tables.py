@@ -10,6 +10,7 @@ from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
 from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, WITHIN_MARGIN, WORST_NOT_REDUCED,
                       defence_of, realism_rows, where_recognisability_stops)
 from .realism import RECOGNISABLE_SSIM, RECOGNISABLE_WHY
+from .settings import RUN_ORDER
 
 
 def fmt(value: Any, digits: int) -> str:
@@ -84,10 +85,9 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
     part = data["realism"]
     resolved = [Arm.model_validate(arm) for name in part["cells"] for arm in part["resolved"][name].values()]
     arm = next((a for a in resolved if a.training.mode == "fedavg"), resolved[0])
-    t, replies = arm.training, arm.clients.sampled_per_round
-    specs = {s.name: s for a in resolved for s in a.audit.attacks}
-    attacks = ", ".join(name + (f" ({', '.join(f'{k} {v}' for k, v in spec.options.items())})" if spec.options else "")
-                        for name, spec in specs.items())
+    t = arm.training
+    budgets = "; ".join(f"{mode}: {_attack_budget([a for a in resolved if a.training.mode == mode])}"
+                        for mode in ("fedsgd", "fedavg") if any(a.training.mode == mode for a in resolved))
     tops = ", ".join(f"{a} {v[min(v)]:.3f}" for a, v in (data["accuracy"] or {}).items()
                      if a in part["arms"] and v)
     grey = part.get("grey_ssim")
@@ -97,9 +97,9 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
              f"{arm.data.source} data, {model_words(arm)} (the accuracy part's model, at both stages); every "
              f"client holds {part['examples']} training examples; FedSGD: one gradient of a batch of them; FedAvg: "
              f"one local epoch over all of them ({t.optimizer}, lr {t.lr:g}, momentum {t.momentum:g}), the settings "
-             f"the client reports and the replaying attacker uses. {replies} repl{'y' if replies == 1 else 'ies'} "
-             f"attacked per cell and arm, by every passive attack that applies: {attacks} (april's closed form at "
-             "FedSGD batch 1 only). init: the seeded random initialisation; trained: the accuracy part's final "
+             f"the client reports and the replaying attacker uses. Attacked per cell and arm, by every passive "
+             f"attack that applies (april's closed form at FedSGD batch 1 only): {budgets}. init: the seeded "
+             "random initialisation; trained: the accuracy part's final "
              "weights of the same arm, first seed" + (f" (test top-1 {tops})" if tops else "") + ". "
              "Reconstructions are matched one-to-one to the client's images before every metric; the row is the "
              "arm's strongest attack in the cell (highest mean matched PSNR). Leakage: PSNR over the mid-grey "
@@ -197,6 +197,19 @@ def render_accuracy(data: dict[str, Any], table: list[dict[str, Any]], figures: 
     return "\n".join(lines)
 
 
+def _run_position(part: str) -> int:
+    return RUN_ORDER.index(part) if part in RUN_ORDER else len(RUN_ORDER)
+
+
+def _attack_budget(arms: list[Arm]) -> str:
+    """"2 replies, april, ig (steps 200, restarts 1)": what the cells of one training mode attacked."""
+    replies = arms[0].clients.sampled_per_round
+    specs = {s.name: s for a in arms for s in a.audit.attacks}
+    return f"{replies} repl{'y' if replies == 1 else 'ies'}, " + ", ".join(
+        name + (f" ({', '.join(f'{k} {v}' for k, v in spec.options.items())})" if spec.options else "")
+        for name, spec in specs.items())
+
+
 def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
     if not provenance:
         return []
@@ -205,5 +218,8 @@ def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
             f"- commit: `{provenance.get('commit', 'unknown')}`",
             f"- machine: {machine_.get('cpu', '?')}, {machine_.get('cores', '?')} cores, "
             f"{machine_.get('system', '')}, load average at start {machine_.get('load', '?')}",
-            "- wall time: " + ", ".join(f"{part} part {s / 60:.1f} min"
-                                        for part, s in (provenance.get("seconds") or {}).items()), ""]
+            "- wall time: " + ", ".join(f"{part} part {s / 60:.1f} min" for part, s in sorted(
+                (provenance.get("seconds") or {}).items(), key=lambda item: _run_position(item[0]))),
+            *(f"- {part} part run later: `{p['command']}` at commit `{p['commit']}`, load average at start {p['load']}"
+              for part, p in (provenance.get("parts") or {}).items() if p["command"] != provenance.get("command")),
+            ""]
