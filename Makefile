@@ -32,9 +32,8 @@ results: $(STAMP)
 	rm -rf results/runs
 	$(BIN)/fedmjp results --quick --out results
 
-# The full setting: results-full/results.md. Measured on 2 cores (4c10510): privacy part 12 min, accuracy
-# part 85 min (unfused attention; about 69 min fused, estimated), dishonest part 1 min; the grid well over
-# an hour (stopped after 4 of 12 cells).
+# The full setting: results-full/results.md. Measured on 2 idle cores (d7b9352, AMD EPYC): 2 h 19 min in
+# all; privacy part 15 min, accuracy part 87 min, dishonest part 1 min, the grid 36 min.
 results-full: $(STAMP)
 	rm -rf results-full/runs
 	$(BIN)/fedmjp results --out results-full
