@@ -108,6 +108,19 @@ def run_arms(link: SimulationSuperLink, arms: list[Arm], run_dir: Path, work: Pa
         raise FlowerError(f"arm {failed.name}: run {run_id} {status.status}: {server_error(logs)} (log: {log_path})")
 
 
+def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: str | None = None,
+               in_process: bool = False) -> None:
+    """Refuse, before a run writes anything, arms whose clients' data cannot be split as asked (at each of
+    ``seeds``); an arm on a remote Ray cluster has its data on that cluster's nodes and is not checked."""
+    from .workload import check_partitioning  # torch and timm: not for the CLI's other commands
+
+    address = None if in_process else ray_address or os.environ.get("RAY_ADDRESS")
+    for seeded in [scenario.with_seed(seed) for seed in seeds] if seeds else [scenario]:
+        for arm in seeded.arms.values():
+            if not (arm.ray.address or address):
+                check_partitioning(arm)
+
+
 def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None,
              ray_address: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Run every arm (with ``resume``, the unfinished ones, from their last complete round);

@@ -153,3 +153,24 @@ def test_model_weights_that_are_missing_or_do_not_fit_name_the_field(tmp_path: P
     arm = parse_scenario({"model": {"kwargs": {"depth": 1}, "weights": str(tmp_path / "other.pt")}}).arms["run"]
     with pytest.raises(InputError, match=r"arms\.run\.model\.weights: .*other\.pt does not fit the model"):
         build_model(arm)
+
+
+SMOKE = str(ROOT / "scenarios" / "ci-smoke.yaml")
+
+
+@pytest.mark.parametrize("mode", [[], ["--in-process", "--seeds", "0,1"]])
+def test_more_clients_than_examples_is_one_line_before_anything_runs(tmp_path: Path, mode: list[str]) -> None:
+    """1,437 built-in digits cannot go to 5,000 clients: refused before Ray starts or a file is written."""
+    out = tmp_path / "run"
+    done = run_cli("simulate", SMOKE, "--set", "clients.num_clients=5000", *mode, "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "error: arms.run.clients.num_clients: 5000 partitions but only 1437 samples\n"
+    assert not out.exists()
+
+
+def test_validate_refuses_a_dirichlet_split_that_gives_up() -> None:
+    done = run_cli("validate", SMOKE, "--set", "clients.num_clients=700", "--set", "data.partitioning.method=dirichlet",
+                   "--set", "data.partitioning.alpha=0.001")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: arms.run.data.partitioning.alpha: dirichlet partitioning failed")
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -28,8 +28,11 @@ SetOpt = Annotated[
 @app.command("validate")
 @user_errors
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
-    """Check a scenario file without running it."""
+    """Check a scenario file, and that its data splits among the clients as asked, without running it."""
     loaded = load_scenario(scenario, set_ or [])
+    from ..simulate import check_data
+
+    check_data(loaded, loaded.seeds)
     typer.echo(f"{scenario}: valid ({len(loaded.arms)} arm(s): {', '.join(loaded.arms)})")
 
 
@@ -62,7 +65,7 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Run every arm of SCENARIO on Flower's simulation engine and write a run directory."""
-    from ..simulate import load_run_dir, read_seeds, seed_dir, simulate_seeds
+    from ..simulate import check_data, load_run_dir, read_seeds, seed_dir, simulate_seeds
     from ..simulate import simulate as run
     from ..superlink import FlowerError
 
@@ -81,6 +84,7 @@ def simulate(
         run_dir = out_dir or default_out(loaded.name)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise InputError(f"--out: {run_dir} exists and is not empty")
+        check_data(loaded, chosen, ray_address, in_process)  # before the progress bar: one line on error
     labels = [(seed, name) for seed in (chosen or [None]) for name in loaded.arms]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=as_json) as bar:

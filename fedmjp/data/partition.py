@@ -75,6 +75,8 @@ def partition_rows(split: Partitioner, partition_id: int) -> np.ndarray:
         with warnings.catch_warnings():
             # datasets' sort (shards) trips a pyarrow deprecation users cannot act on.
             warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
+            # Dirichlet redraws print the whole alpha vector per try; a draw that gives up raises below.
+            warnings.filterwarnings("ignore", message="The specified min_partition_size", category=UserWarning)
             # The "index" column survives the partitioners' own shuffles and sorts.
             return np.asarray(split.load_partition(partition_id).with_format("numpy")["index"], dtype=np.int64)
     except ValueError as error:  # e.g. Dirichlet sampling gave up on tiny partitions
