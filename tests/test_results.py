@@ -24,7 +24,8 @@ import yaml
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.summary import summarize
 from fedmjp.metrics import leakage_metrics
-from fedmjp.results import CONTENT_NOT_REDUCED, COLUMNS, EXACT_DB, MARGIN_DB, NO_REDUCTION, WORST_NOT_REDUCED, judge
+from fedmjp.results import (CONTENT_NOT_REDUCED, COLUMNS, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED,
+                            WORST_NOT_REDUCED, judge)
 from fedmjp.results import collect, rows, strength_figure, write_results
 from fedmjp.rundir import atomic_json, atomic_write, versions
 from tests.flower_runs import finish
@@ -149,7 +150,7 @@ def test_an_exact_worst_case_is_not_reduced_whatever_its_decibels() -> None:
     # One reply of six sent without the jigsaw, recovered at 94.6 dB: as exact as the ViT's 100 dB.
     half = {"count": 6, "psnr_mean": 33.6, "psnr_max": 94.6, "patch_psnr_mean": 35.1}
     assert judge(half, ref, is_reference=False) == WORST_NOT_REDUCED
-    assert judge({**half, "psnr_max": 40.0}, ref, is_reference=False) == ""
+    assert judge({**half, "psnr_max": 40.0}, ref, is_reference=False) == REDUCED
 
 
 def test_shuffled_replies_count_the_replies_sent_with_the_jigsaw_applied(results: Path) -> None:
@@ -187,6 +188,8 @@ def test_no_reduction_is_said_exactly_where_the_arm_leaks_at_least_as_much_as_th
         assert row["reading"].startswith(NO_REDUCTION) == not_below, row
         assert row["reading"].startswith(WORST_NOT_REDUCED) == worst, row
         assert row["reading"].startswith(CONTENT_NOT_REDUCED) == content, row
+        reduced = not (not_below or worst or content) and stats["psnr_mean"] <= ref["psnr_mean"] - MARGIN_DB
+        assert row["reading"].startswith(REDUCED) == reduced, row
         assert float(row["Δ PSNR vs ViT"]) == pytest.approx(stats["psnr_mean"] - ref["psnr_mean"], abs=0.006)
         seen.add((row["arm"], row["attack"], not_below, worst))
     # The fixture covers all three readings, and the MJP-aware attacker is compared with the ViT's strongest.

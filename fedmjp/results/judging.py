@@ -24,6 +24,7 @@ WORST_NOT_REDUCED = "worst case not reduced vs ViT"
 CONTENT_NOT_REDUCED = "patch content not reduced vs ViT"
 MARGIN_DB = 1.0
 WITHIN_MARGIN = f"within {MARGIN_DB:g} dB of ViT"
+REDUCED = "reduced vs ViT"
 # At or above this PSNR a reconstruction is exact to 8-bit pixels: 94 dB and 100 dB are the same leak.
 EXACT_DB = 60.0
 FLAGS = (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN)
@@ -90,7 +91,7 @@ def judge(stats: dict[str, Any], ref: dict[str, Any] | None, is_reference: bool)
         return CONTENT_NOT_REDUCED
     if stats["psnr_mean"] > ref["psnr_mean"] - MARGIN_DB:
         return WITHIN_MARGIN
-    return ""
+    return REDUCED
 
 
 def defence_of(arm: dict[str, Any]) -> str:
@@ -143,7 +144,7 @@ def rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any
             if arm != reference and ref and "psnr_mean" in stats and "psnr_mean" in ref:
                 delta = stats["psnr_mean"] - ref["psnr_mean"]
             note = judge(stats, ref, arm == reference)
-            if note in FLAGS and ref_name != attack:
+            if note in (*FLAGS, REDUCED) and ref_name != attack:
                 note += f" ({ref_name})"
             out.append({"arm": arm, "attack": attack, "defence": defence_of(data["arms"].get(arm) or {}),
                         "shuffled": shuffled, "count": stats.get("count", 0),

@@ -7,8 +7,8 @@ from typing import Any
 from ..scenario import Arm
 from .stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
-from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, WITHIN_MARGIN, WORST_NOT_REDUCED,
-                      defence_of, realism_rows, where_recognisability_stops)
+from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
+                      WORST_NOT_REDUCED, defence_of, realism_rows, where_recognisability_stops)
 from .realism import RECOGNISABLE_SSIM, RECOGNISABLE_WHY
 from .settings import RUN_ORDER
 
@@ -142,7 +142,8 @@ def caption(data: dict[str, Any], reference: str) -> str:
              "i.e. exact (some replies leak as much as an "
              f"undefended ViT's); \"{CONTENT_NOT_REDUCED}\" where PSNR is lower but the patch-matched PSNR is not, "
              f"within {MARGIN_DB:g} dB or both exact (the patches leaked, in the wrong places); "
-             f"\"{WITHIN_MARGIN}\" where the mean is less than {MARGIN_DB:g} dB below it.")
+             f"\"{WITHIN_MARGIN}\" where the mean is less than {MARGIN_DB:g} dB below it; \"{REDUCED}\" where "
+             "the mean, the maximum and the patch-matched PSNR are all lower by more than that.")
     return text
 
 
