@@ -19,6 +19,7 @@ from fedmjp.results.judging import realism_rows, where_recognisability_stops
 from fedmjp.results.realism import RECOGNISABLE_SSIM, Budget, cells, read_realism, run_realism
 from fedmjp.results.settings import DEFAULT_SCENARIO, load_part
 from fedmjp.results.tables import render_realism
+from fedmjp.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
 ARMS = ["vit", "mjp-0.25"]
@@ -99,6 +100,12 @@ def test_the_page_states_the_grid_and_where_recognisability_stops(grid: Path) ->
         assert cells[10] == ("yes" if row["recognisable"] else "no")
     for sentence in where_recognisability_stops(rows):
         assert f"- {sentence}" in text
+    # A cell's seconds: the rounds of every arm in its run directory, as their metrics recorded them.
+    seconds = {name: sum(row["seconds"] for arm in ARMS
+                         for row in read_jsonl(grid / "runs" / "realism" / name / "arms" / arm / "metrics.jsonl"))
+               for name in part["cells"]}
+    assert all(value > 0 for value in seconds.values())
+    assert ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()) + "." in text
 
 
 def test_the_recognisability_sentence_follows_its_rule() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audit.summary import SCORED, SERVER, read_records, summarize
 from ..inprocess import simulate_in_process
-from ..rundir import arm_dir, atomic_json
+from ..rundir import arm_dir, atomic_json, read_jsonl
 from ..scenario import Scenario, apply_overrides, parse_scenario, read_raw
 from .accuracy import accuracy_runs, resolved_arms
 from .provenance import read_json
@@ -92,7 +92,8 @@ BUDGETS = {
     # The full setting's accuracy model (patch 8, 16 tokens, 4 blocks of width 96). Measured on 2 cores
     # (4c10510), 2 replies and 200 steps everywhere: FedSGD cells at init 1.4, 1.8 and 3.2 min (batch 1, 4,
     # 16), but FedAvg at batch 1 attacked 2 of its 5 arms in 10.5 min (the grid: well over two hours), so
-    # FedAvg cells attack one reply for 100 steps, a quarter of that: the grid then took 35.6 min (d7b9352).
+    # FedAvg cells attack one reply for 100 steps, a quarter of that: the grid then took 35.6 min (d7b9352),
+    # its cells 1.8 to 3.9 min for FedSGD (batch 1 to 16), 7 min for FedAvg at batch 1, 1 to 2.2 min at 4 and 16.
     "full": Budget(16, 2, 200, ("april", "ig", "april-opt", "adaptive"), fedavg=(1, 100)),
 }
 Progress = Callable[[str, int, int], None]  # (cell, cells done, cells)
@@ -179,4 +180,11 @@ def read_realism(out: Path) -> dict[str, Any]:
             if r.source == SERVER and r.status == SCORED and "ssim" in r.baseline]
     return grid | {"summaries": {name: summarize(part_dir / name) for name in grid["cells"]},
                    "resolved": {name: resolved_arms(part_dir / name) for name in grid["cells"]},
+                   "seconds": {name: cell_seconds(part_dir / name) for name in grid["cells"]},
                    "grey_ssim": float(np.mean(grey)) if grey else None}
+
+
+def cell_seconds(run_dir: Path) -> float:
+    """A cell's time: every round of every arm (the clients' training, the attacks, the scoring)."""
+    return sum(row["seconds"] for metrics in sorted(run_dir.glob("arms/*/metrics.jsonl"))
+               for row in read_jsonl(metrics))

@@ -117,6 +117,8 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Where reconstructions stop being recognisable (strongest attack per cell):", ""]
     lines += [f"- {line}" for line in where_recognisability_stops(table)]
+    seconds = ", ".join(f"{name} {value:.0f}" for name, value in part["seconds"].items())
+    lines += ["", f"Seconds per cell, every arm's round (the clients' training, the attacks, the scoring): {seconds}."]
     return lines
 
 
