@@ -114,10 +114,10 @@ def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: 
     ``seeds``); an arm on a remote Ray cluster has its data on that cluster's nodes and is not checked."""
     from .workload import check_partitioning  # torch and timm: not for the CLI's other commands
 
-    address = None if in_process else ray_address or os.environ.get("RAY_ADDRESS")
+    address = ray_address or os.environ.get("RAY_ADDRESS")
     for seeded in [scenario.with_seed(seed) for seed in seeds] if seeds else [scenario]:
         for arm in seeded.arms.values():
-            if not (arm.ray.address or address):
+            if in_process or not (arm.ray.address or address):
                 check_partitioning(arm)
 
 
