@@ -1,6 +1,6 @@
 """Gradient inversion attacks: one interface, closed-form, optimisation and adaptive attacks."""
 
-from . import adaptive, april, imprint, optimization  # noqa: F401  (each registers its attacks)
+from . import adaptive, april, imprint, optimization, trap  # noqa: F401  (each registers its attacks)
 from .base import (
     Attack,
     NotApplicable,
