@@ -5,14 +5,13 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.audit.guard import add_noise, inspect
-from fedmjp.audit.store import GUARD_ACTIONS
+from fedmjp.audit.guard import add_noise, inspect, verdict_metrics, withheld_reason
 from fedmjp.train import LocalSettings
 from fedmjp.workload import dataset, derive_seed, stack
 
 from .context import arm_of, partition_of, round_batch
 
-GUARD_WITHHELD = 7001  # error code of a withheld update
+GUARD_WITHHELD = 7001  # error code of a withheld update (judged too leaky, or unjudged)
 
 
 def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -32,13 +31,9 @@ def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     verdict = inspect(arm, weights, tensors, truth, labels, shuffled, patch, server_round,
                       LocalSettings.from_metrics(metrics))
     if verdict.action == "withhold":
-        reason = f"withheld by client guard: {arm.guard.attack.name} PSNR {verdict.psnr:.1f} dB > {arm.guard.max_psnr}"
-        return Message(Error(code=GUARD_WITHHELD, reason=reason), reply_to=msg)
+        return Message(Error(code=GUARD_WITHHELD, reason=withheld_reason(verdict, arm.guard)), reply_to=msg)
     if verdict.action == "noise":
         seed = derive_seed(arm.seed, "guard", server_round, partition_of(context))
         reply.content["arrays"] = ArrayRecord(add_noise(tensors, arm.guard.noise_scale, seed))
-    metrics["guard.action"] = GUARD_ACTIONS.index(verdict.action)
-    metrics["guard.seconds"] = verdict.seconds
-    if verdict.psnr is not None:
-        metrics["guard.psnr"] = verdict.psnr
+    metrics.update(verdict_metrics(verdict))
     return reply

@@ -14,9 +14,9 @@ from flwr.serverapp import Grid
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.attacks import NotApplicable
 from fedmjp.audit.adversary import Adversary, Outcome
+from fedmjp.audit.guard import WITHHELD, guard_record, withheld_record
 from fedmjp.audit.receipt import decode_scores
 from fedmjp.audit.records import Receipt, append_attack_records
-from fedmjp.audit.store import GUARD_ACTIONS
 from fedmjp.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
 
@@ -144,27 +144,17 @@ class RoundAuditor:
             item.receipt = read_receipt(by_question.get(question.metadata.message_id), len(item.reconstructed))
 
     def _record_guards(self, server_round: int, checked: CheckedReplies) -> None:
-        """What each client's guard measured and allowed out (it reports it in its metrics)."""
+        """What each client's guard measured and allowed out (it reports it in its metrics, or in the reason
+        of the error reply that withheld its update), with the attack that really judged."""
         if not self.arm.guard.enabled:
             return
-        name = self.arm.guard.attack.name
         for reply in checked.usable:
-            metrics = reply.metrics
-            if "guard.action" not in metrics:
-                continue
-            psnr = {"psnr": float(metrics["guard.psnr"])} if "guard.psnr" in metrics else {}
-            self.store.append(AuditRecord(
-                arm=self.arm.name, round=server_round, partition_id=reply.partition_id, attack=name,
-                status="scored" if psnr else "not-applicable", source="client-guard", metrics=psnr,
-                seconds=float(metrics["guard.seconds"]), reason=GUARD_ACTIONS[int(metrics["guard.action"])],
-                num_examples=reply.num_examples,
-            ))
+            if "guard.action" in reply.metrics:
+                self.store.append(guard_record(self.arm, server_round, reply.partition_id, reply.num_examples,
+                                               reply.metrics))
         for partition_id, reason in checked.faults:
-            if "client guard" in reason:
-                self.store.append(AuditRecord(
-                    arm=self.arm.name, round=server_round, partition_id=partition_id, attack=name,
-                    status="withheld", source="client-guard", reason=reason,
-                ))
+            if WITHHELD in reason:
+                self.store.append(withheld_record(self.arm, server_round, partition_id, reason))
 
     def _record_faults(self, server_round: int, faults: list[Fault], planted: set[int]) -> None:
         """One record per fault; ``info.planted`` on those the server sent planted weights (so a client's

@@ -57,9 +57,16 @@ def test_set_overrides_parse_values_as_yaml() -> None:
         ({"arms": {"mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 2}}}}},
          "arms.mjp.model.mjp.ratio: Input should be less than or equal to 1"),
         ({"arms": {"mjp": {"model": {"mjp": {"ratio": 0.2}}}}}, "arms.mjp.model.mjp: 'vit_tiny_patch4_32'"),
-        # The guard's attack must apply to what the client sends (april: one example, one step).
-        ({"training": {"batch_size": 4}, "guard": {"enabled": True}},
+        # The guard must be able to judge what the client sends: its attack or a fallback must apply.
+        ({"training": {"batch_size": 4}, "guard": {"enabled": True, "fallback": []}},
          "guard.attack: april's closed form needs one example"),
+        ({"training": {"batch_size": 4}, "guard": {"enabled": True, "fallback": [{"name": "adaptive"}]}},
+         "guard.attack: april's closed form needs one example and one plain SGD step (training.batch_size is 4"),
+        # A guard that may send unjudged must not rest on its fallback alone.
+        ({"training": {"mode": "fedavg", "local_steps": 3}, "guard": {"enabled": True, "on_unjudged": "send"}},
+         "guard.on_unjudged: send needs a guard.attack that applies"),
+        ({"guard": {"enabled": True, "fallback": [{"name": "ig", "options": {"stepz": 5}}]}},
+         "guard.fallback.0.options:"),
         ({"data": {"source": "cifar100"}}, "model.kwargs.num_classes: the model has 10 outputs but data.source "
                                            "'cifar100' has 100 classes"),
     ],
@@ -69,6 +76,17 @@ def test_bad_scenarios_name_the_field(raw: dict, field: str) -> None:
         parse_scenario(raw, "s.yaml")
     message = str(info.value)
     assert field in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "training",
+    [{"batch_size": 4}, {"mode": "fedavg", "batch_size": 2, "local_steps": 3}],
+    ids=["fedsgd-batch-4", "fedavg-3-steps"],
+)
+def test_a_guard_whose_attack_cannot_apply_is_valid_when_its_fallback_can(training: dict) -> None:
+    arm = parse_scenario({"training": training, "guard": {"enabled": True}}).arms["run"]
+    assert arm.guard.attack.name == "april" and [s.name for s in arm.guard.fallback] == ["adaptive", "ig"]
+    assert arm.guard.on_unjudged == "withhold"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,6 +101,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         "data: {source: imagefolder, root: /missing/data}\n",
         "clients: {num_clients: 2, per_round: 3}\n",
         "training: [unclosed\n",
+        "training: {batch_size: 4}\nguard: {enabled: true, fallback: []}\n",
     ],
 )
 def test_simulate_rejects_a_bad_scenario_with_one_line_and_no_run_dir(tmp_path: Path, content: str) -> None:

@@ -27,6 +27,8 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 # What a client guard did with its reply; a guard record's ``reason`` is one of these.
 GUARD_ACTIONS = ("pass", "noise", "withhold")
+# A guard record's attack when none of the guard's attacks judged the update.
+GUARD_NO_JUDGE = "none"
 
 
 @dataclass
@@ -36,7 +38,7 @@ class AuditRecord:
     partition_id: int
     attack: str
     # "scored", "not-applicable" (the attack cannot run here), "receipt-failed", "failed",
-    # "withheld" (a client guard kept the update back).
+    # "withheld" (a client guard kept the update back), "unjudged" (a client guard sent it unjudged).
     status: str
     # "server": what a curious server got; "client-guard": what the client measured itself.
     source: str = "server"

@@ -20,7 +20,7 @@ import yaml
 from ..errors import InputError
 from ..model_check import REFUSAL
 from ..rundir import arm_dir
-from .store import AuditRecord, AuditStore
+from .store import GUARD_NO_JUDGE, AuditRecord, AuditStore
 
 SERVER = "server"
 GUARD = "client-guard"
@@ -28,6 +28,9 @@ FAULT = "fault"
 SCORED = "scored"
 NOT_APPLICABLE = "not-applicable"
 FAILED = ("failed", "receipt-failed")
+WITHHELD = "withheld"
+# A guard record of an update sent without judgement (older run directories recorded it as not-applicable).
+SENT_UNJUDGED = ("unjudged", NOT_APPLICABLE)
 # Higher is more leakage for these, so their maximum is the worst case over clients and rounds.
 WORST_CASE = ("psnr", "ssim", "patch_psnr")
 
@@ -173,14 +176,19 @@ def metric_stats(records: list[AuditRecord]) -> dict[str, float]:
 
 
 def guard_stats(records: list[AuditRecord]) -> dict[str, Any]:
-    """Client-side guard records: how many, how many replies were withheld or noised, and per attack
-    the client's own leakage measurements."""
+    """Client-side guard records: how many; the updates judged (by a fallback among them), withheld, noised,
+    and those no attack judged, withheld or sent; per attack the client's own leakage measurements."""
+    judged = [r for r in records if r.attack != GUARD_NO_JUDGE and r.status in (SCORED, WITHHELD)]
     return {
         "count": len(records),
-        "withheld": sum(r.status == "withheld" for r in records),
+        "judged": len(judged),
+        "judged_by_fallback": sum(r.info.get("fallback") is True for r in judged),
+        "withheld": sum(r.status == WITHHELD for r in records),
+        "withheld_unjudged": sum(r.status == WITHHELD and r.attack == GUARD_NO_JUDGE for r in records),
+        "sent_unjudged": sum(r.status in SENT_UNJUDGED for r in records),
         "noised": sum(r.reason == "noise" for r in records),
-        "attacks": {attack: metric_stats([r for r in records if r.attack == attack])
-                    for attack in dict.fromkeys(r.attack for r in records)},
+        "attacks": {attack: metric_stats([r for r in judged if r.attack == attack])
+                    for attack in dict.fromkeys(r.attack for r in judged)},
     }
 
 

@@ -46,8 +46,10 @@ def audit(
     for arm, entry in summary["arms"].items():
         out.print(arm_table(arm, entry))
         if guard := entry.get("guard"):
-            typer.echo(f"arm {arm}: client guard: {guard['count']} record(s), {guard['withheld']} withheld, "
-                       f"{guard['noised']} noised")
+            typer.echo(f"arm {arm}: client guard: {guard['count']} record(s), {guard['judged']} judged "
+                       f"({guard['judged_by_fallback']} by a fallback), {guard['withheld']} withheld "
+                       f"({guard['withheld_unjudged']} unjudged), {guard['noised']} noised, "
+                       f"{guard['sent_unjudged']} sent unjudged")
         if check := entry.get("model_check"):
             typer.echo(f"arm {arm}: client model check: {check['checked']} model(s) checked, {check['refused']} "
                        f"refused ({check['refused_planted']} planted, {check['refused_honest']} honest)")
