@@ -14,6 +14,7 @@ import fedmjp  # noqa: E402,F401  (registers the models)
 import timm  # noqa: E402
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
 
 
 def tiny(name: str = "vit_tiny_patch4_32", **kwargs) -> torch.nn.Module:
@@ -30,3 +31,15 @@ def photo32() -> torch.Tensor:
 
     img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     return interpolate(img, size=(32, 32), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def cifar() -> tuple[torch.Tensor, torch.Tensor]:
+    """16 held-out CIFAR-10 test images and labels (a client's batch); skips without the shared data."""
+    if not os.path.isdir(CIFAR):
+        pytest.skip(f"{CIFAR} not present")
+    from fedmjp.data import load_dataset
+
+    test = load_dataset("imagefolder", "test", 32, root=CIFAR)
+    index = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:16]
+    return torch.stack([test[int(i)][0] for i in index]), torch.tensor([test[int(i)][1] for i in index])

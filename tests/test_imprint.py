@@ -15,22 +15,9 @@ from fedmjp.batch_metrics import match_images, patch_recovery
 from fedmjp.metrics import pairwise_mse
 from fedmjp.train import compute_gradient, seed_jigsaw
 
-from .conftest import SHARED_DATA
+from .conftest import CIFAR
 
-CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
 ARMS = {"vit": ("vit_tiny_patch4_32", {}), "mjp": ("mjp_vit_tiny_patch4_32", {"mjp_ratio": 0.25})}
-
-
-@pytest.fixture(scope="module")
-def cifar() -> tuple[torch.Tensor, torch.Tensor]:
-    """16 CIFAR-10 test images and labels (the client's batch)."""
-    if not os.path.isdir(CIFAR):
-        pytest.skip(f"{CIFAR} not present")
-    from fedmjp.data import load_dataset
-
-    test = load_dataset("imagefolder", "test", 32, root=CIFAR)
-    index = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:16]
-    return torch.stack([test[int(i)][0] for i in index]), torch.tensor([test[int(i)][1] for i in index])
 
 
 @pytest.fixture(scope="module")

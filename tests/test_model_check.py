@@ -15,6 +15,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from typer.testing import CliRunner
 
 import fedmjp.commands.audit  # noqa: F401  (registers the command)
+from clients.context import partition_mod
 from clients.model_check import MODEL_REFUSED, model_check_mod
 from fedmjp.attacks.imprint import plant_imprint, server_images
 from fedmjp.audit import AuditStore
@@ -141,7 +142,7 @@ def grows(msg: Message, _: Context) -> Message:
 
 
 class NodesInProcess:
-    """A Grid stand-in: every node answers at once through the model check mod, then ``grows``."""
+    """A Grid stand-in: every node answers at once through the partition and model check mods, then ``grows``."""
 
     def __init__(self, contexts: dict[int, Context]) -> None:
         self.contexts = contexts
@@ -151,7 +152,9 @@ class NodesInProcess:
         ids = []
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = msg.object_id  # as Flower's SuperLink stamps it
-            self.replies.append(model_check_mod(msg, self.contexts[msg.metadata.dst_node_id], grows))
+            # As the ClientApp's mods run: the partition the server assigns first, then the model check.
+            self.replies.append(partition_mod(msg, self.contexts[msg.metadata.dst_node_id],
+                                              lambda m, c: model_check_mod(m, c, grows)))
             ids.append(msg.metadata.message_id)
         return ids
 

@@ -364,12 +364,21 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     assert {a: r["shuffled replies"] for a, r in april.items()} == {"vit": "–", "mjp-0.25": "4/4", "dp-eps1e3": "–"}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["setting"] == "quick" and \
-        set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest", "realism"}
+        set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest", "detector", "realism"}
     # The dishonest server's part: the same arms, imprint at batch 1 and 8; DP is not measured outside Flower.
     dishonest = table_rows(text, "arm | defence | batch")
     assert [(r["arm"], r["batch"]) for r in dishonest] == [(a, b) for a in ("vit", "mjp-0.25", "dp-eps1e3")
                                                            for b in ("1", "8")]
     assert float(dishonest[0]["patches exact"]) >= 0.8 and dishonest[0]["client check"] == "2/2"
+    # The client's check as a detector: every construction against the ViT and MJP 0.25, and honest models.
+    detector = table_rows(text, "construction | arm | batch")
+    assert [(r["construction"], r["arm"]) for r in detector] == [
+        (c, a) for a in ("vit", "mjp-0.25") for c in ("imprint", "imprint, knows the original check",
+                                                      "imprint, knows the current check", "trap weights")]
+    assert all(r["refused, first round"] == "1/1" for r in detector if "current" not in r["construction"])
+    assert re.search(r"False alarms of the current check over \d+ honest models, [^:]*: 0 in a first round", text)
+    honest = {r["honest models"]: r for r in table_rows(text, "honest models | checked")}
+    assert set(honest) == {"random init", "FedAvg, Adam lr 3e-3", "accuracy part, trained"}
     assert dishonest[-1]["patches exact"] == "–" and dishonest[-1]["reading"].startswith("not applicable")
     recorded = json.loads((out / "results.json").read_text())["dishonest"]
     assert [(r["arm"], r["batch"]) for r in recorded] == [(r["arm"], int(r["batch"])) for r in dishonest]
@@ -405,7 +414,7 @@ def test_report_only_rewrites_the_results_from_the_run_directories(results: Path
 @pytest.mark.parametrize("args, message", [
     (["--arms", "vit,nope"], "--arms: unknown arm 'nope'"),
     (["--report-only", "--quick"], "--report-only rewrites existing results"),
-    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, realism)"),
+    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism)"),
     (["--set", "defence.prune=2"], "results-cifar10.yaml: defence.prune: Input should be less than 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: list[str], message: str) -> None:

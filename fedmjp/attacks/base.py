@@ -73,6 +73,8 @@ class ThreatModel:
     # A planting attack reads each patch "exact", or only its "projection" onto the server's principal
     # directions where a patch has more values than the embedding has spare channels.
     patch_read: Literal["exact", "projection"] | None = None
+    # A planting server that knew the client's model check and planted past it: "original" or "current".
+    knows_check: Literal["original", "current"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

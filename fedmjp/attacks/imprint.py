@@ -37,6 +37,8 @@ from ..models import from_model_input, to_model_input
 from ..patches import flat_tiles, from_tiles
 from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_offset
 from .base import register_attack
+from .imprint_evasion import BINS_PER_DIRECTION, KnownCheck, decorrelate, fit_ranges, hide_rank_one
+from .imprint_evasion import random_part_channels, silence_attention, vary_sink_weights
 
 __all__ = ["Imprint", "ImprintLayout", "binning_blocks", "plant_imprint", "server_images"]
 
@@ -44,6 +46,7 @@ CONSTANT = 1.0  # the known constant channel's value (before LayerNorm)
 CODE = 1.0  # a set bit of the position code
 FLAG = 1.0  # the CLS token's flag channel
 FLAG_WEIGHT = 10.0  # how strongly each measurement pushes the flagged CLS below every threshold
+QUIET_FLAG_WEIGHT = 1.0  # enough (CLS reads about -14, patches -4 at the lowest): within the check's ranges
 SHARPNESS = 500.0  # k in gaps between thresholds: GELU's soft step spans about 1% of a bin
 SINK_WEIGHT = 1e-9  # fc2's equal columns: tiny, so the sink channel stays small over all blocks
 VALID_TOLERANCE = 0.003  # a lone token's recovered u has mean 0 and mean square 1 (LayerNorm output): measured
@@ -51,6 +54,8 @@ VALID_TOLERANCE = 0.003  # a lone token's recovered u has mean 0 and mean square
 CODE_TOLERANCE = 0.05  # ... and its position code bits read 0 or CODE (two tokens' mix reads between)
 DUPLICATE = 0.5 / 255  # two reads of one token differ by less than this in every value
 RESERVED = 4  # channels besides the patch and the code: constant, flag, a known zero, sink
+DIRECTION_COS = 0.99  # |cos| of two fc1 rows on the patch and code channels that are one bank's
+PLANTED_SHARE = 0.9  # share of a block's units in banks that makes it a binning block
 
 
 @dataclass(frozen=True)
@@ -149,10 +154,12 @@ def plant_imprint(
     *,
     model_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
+    knows_check: KnownCheck = "none",
 ) -> dict[str, Tensor]:
     """The weights to send: the global ``weights`` with the imprint planted, thresholds from ``images``.
 
-    ``images`` are the server's own (B, 3, H, W) in [0, 1]. Raises NotApplicable where the model cannot be
+    ``images`` are the server's own (B, 3, H, W) in [0, 1]. ``knows_check``: which client model check the
+    server plants past (see :mod:`.imprint_evasion`). Raises NotApplicable where the model cannot be
     planted. Every parameter keeps its name, shape and dtype.
     """
     model = _build(model_name, model_kwargs or {}, weights)
@@ -164,24 +171,30 @@ def plant_imprint(
     tokens = model._pos_embed(model.patch_embed(to_model_input(model, images.float())))
     for index in binning_blocks(model):
         block = model.blocks[index]
-        _silence_attention(block)
-        # A random direction over the patch values and the position code: equal patches at two positions
-        # (flat sky) still measure apart.
-        w = torch.zeros(layout.dim)
-        w[: layout.code.stop] = torch.randn(layout.code.stop, generator=generator)
-        w[layout.constant] = 0.0
-        w /= w.norm()
-        # CLS reads +sqrt(D-1) on the flag and about 0 on the known zeros; a patch reads the same on both.
-        w[layout.flag], w[layout.zero.start] = -FLAG_WEIGHT, FLAG_WEIGHT
-        measured = block.norm2(tokens[:, model.num_prefix_tokens :]).reshape(-1, layout.dim).double() @ w.double()
-        thresholds = _quantile_thresholds(measured, block.mlp.fc1.out_features)
-        sharpness = SHARPNESS / float(thresholds.diff().median().clamp(min=1e-6))
+        _silence_attention(block, knows_check)
+        measured = block.norm2(tokens[:, model.num_prefix_tokens :]).reshape(-1, layout.dim).double()
         mlp = block.mlp
-        mlp.fc1.weight.copy_(sharpness * w.expand_as(mlp.fc1.weight))
-        mlp.fc1.bias.copy_(-sharpness * thresholds)
+        hidden = mlp.fc1.out_features
+        # One bank of bins along one direction, or (past the current check) several coarser ones.
+        per_direction = hidden if knows_check != "current" else BINS_PER_DIRECTION
+        for start in range(0, hidden, per_direction):
+            units = slice(start, min(start + per_direction, hidden))
+            w = _direction(layout, generator, FLAG_WEIGHT if knows_check != "current" else QUIET_FLAG_WEIGHT)
+            thresholds = _quantile_thresholds(measured @ w.double(), units.stop - units.start)
+            sharpness = SHARPNESS / float(thresholds.diff().median().clamp(min=1e-6)) if len(thresholds) > 1 \
+                else SHARPNESS
+            mlp.fc1.weight[units] = sharpness * w
+            mlp.fc1.bias[units] = -sharpness * thresholds
         mlp.fc2.weight.zero_()
         mlp.fc2.weight[layout.sink] = SINK_WEIGHT
         mlp.fc2.bias.zero_()
+        if knows_check != "none":
+            vary_sink_weights(mlp.fc2, layout.sink, generator)
+            hide_rank_one(mlp.fc1, random_part_channels(layout.zero, knows_check), generator)
+        if knows_check == "current":
+            fit_ranges(block, index, layout.zero)
+            decorrelate(block, measured, layout.code.stop, generator)
+            fit_ranges(block, index, layout.zero)  # the decorrelating part may push an entry past a bound
         tokens = block(tokens)
     return {name: value.detach().clone() for name, value in model.state_dict().items()}
 
@@ -213,15 +226,26 @@ def _patch_basis(model: nn.Module, layout: ImprintLayout, images: Tensor) -> Ten
     return vectors[:, -layout.values :].flip(1).float()
 
 
-def _silence_attention(block: nn.Module) -> None:
-    """Attention adds nothing (its projection is zero); norm2 is a plain LayerNorm; layer scale passes."""
-    block.attn.proj.weight.zero_()
-    block.attn.proj.bias.zero_()
+def _silence_attention(block: nn.Module, knows_check: KnownCheck) -> None:
+    """Attention adds nothing; norm2 is a plain LayerNorm; layer scale passes."""
+    silence_attention(block, knows_check)
     block.norm2.weight.fill_(1.0)
     block.norm2.bias.zero_()
     for scale in (block.ls1, block.ls2):
         if hasattr(scale, "gamma"):
             scale.gamma.fill_(1.0)
+
+
+def _direction(layout: ImprintLayout, generator: torch.Generator, flag_weight: float) -> Tensor:
+    """A random unit direction over the patch values and the position code (equal patches at two positions,
+    flat sky, still measure apart), with the CLS flag weighed down: CLS reads +sqrt(D-1) on the flag and
+    about 0 on the known zeros, a patch the same value on both."""
+    w = torch.zeros(layout.dim)
+    w[: layout.code.stop] = torch.randn(layout.code.stop, generator=generator)
+    w[layout.constant] = 0.0
+    w /= w.norm()
+    w[layout.flag], w[layout.zero.start] = -flag_weight, flag_weight
+    return w
 
 
 def _quantile_thresholds(measured: Tensor, hidden: int) -> Tensor:
@@ -233,17 +257,48 @@ def _quantile_thresholds(measured: Tensor, hidden: int) -> Tensor:
 # --- decoding: what the reply says ---------------------------------------------------------------
 
 
-def _lone_tokens(grad_w: Tensor, grad_b: Tensor, planted_b: Tensor) -> Tensor:
-    """Recovered LayerNorm-ed tokens (M, D) of the bins that held one token, from one binning block."""
-    order = torch.argsort(planted_b, descending=True)  # ascending thresholds (-b / k)
-    dw, db = grad_w.double()[order], grad_b.double()[order]
-    dw = torch.cat([dw[:-1] - dw[1:], dw[-1:]])
-    db = torch.cat([db[:-1] - db[1:], db[-1:]])
-    nonzero = db != 0
-    u = dw[nonzero] / db[nonzero, None]
-    # A lone token reads as a LayerNorm output: mean 0 and mean square 1. Empty bins and mixtures do not.
-    valid = (u.mean(1).abs() < VALID_TOLERANCE) & ((u.pow(2).mean(1) - 1).abs() < VALID_TOLERANCE)
-    return u[valid]
+def directions(rows: Tensor, layout: ImprintLayout) -> list[Tensor]:
+    """The banks of a block: groups of fc1 units (index tensors) whose rows point one way on the channels tokens
+    occupy (patch values and position code), whatever they hold elsewhere."""
+    unit = torch.nn.functional.normalize(rows[:, : layout.code.stop].double(), dim=1)
+    together = (unit @ unit.T).abs() > DIRECTION_COS
+    free = torch.ones(len(rows), dtype=torch.bool)
+    banks = []
+    for first in range(len(rows)):
+        if free[first]:
+            members = (together[first] & free).nonzero().flatten()
+            free[members] = False
+            banks.append(members)
+    return banks
+
+
+def _lone_tokens(grads: dict[str, Tensor], weights: dict[str, Tensor], index: int, layout: ImprintLayout) -> Tensor:
+    """Recovered LayerNorm-ed tokens (M, D) of the bins that held one token, from one binning block.
+
+    Each unit's gradient is divided by its fc2 sink weight (which scales it), so the units of a bank are
+    comparable; the bin between consecutive thresholds of a bank is the difference of its two units."""
+    block = f"blocks.{index}."
+    rows, bias = weights[block + "mlp.fc1.weight"].double(), weights[block + "mlp.fc1.bias"].double()
+    sink = weights[block + "mlp.fc2.weight"][layout.sink].double()
+    scale = sink / sink.abs().max()
+    dw_all = grads[block + "mlp.fc1.weight"].double() / scale[:, None]
+    db_all = grads[block + "mlp.fc1.bias"].double() / scale
+    gamma, beta = weights[block + "norm2.weight"].double(), weights[block + "norm2.bias"].double()
+    found = []
+    for bank in directions(rows, layout):
+        sharpness = rows[bank, : layout.code.stop].norm(dim=1)
+        order = bank[torch.argsort(-bias[bank] / sharpness)]  # ascending thresholds
+        dw, db = dw_all[order], db_all[order]
+        dw = torch.cat([dw[:-1] - dw[1:], dw[-1:]])
+        db = torch.cat([db[:-1] - db[1:], db[-1:]])
+        nonzero = db != 0
+        u = (dw[nonzero] / db[nonzero, None] - beta) / gamma.where(gamma != 0, 1.0)  # back to LayerNorm's output
+        # A channel norm2 made constant (weight 0) is a known-zero one: it read what the others read.
+        u[:, gamma == 0] = u[:, layout.zero][:, gamma[layout.zero] != 0].mean(1, keepdim=True)
+        # A lone token reads as a LayerNorm output: mean 0 and mean square 1. Empty bins and mixtures do not.
+        valid = (u.mean(1).abs() < VALID_TOLERANCE) & ((u.pow(2).mean(1) - 1).abs() < VALID_TOLERANCE)
+        found.append(u[valid])
+    return torch.cat(found)
 
 
 def _undo_layernorm(u: Tensor, layout: ImprintLayout) -> Tensor:
@@ -342,12 +397,14 @@ class Imprint:
 
     name = "imprint"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, knows_check: KnownCheck = "none") -> None:
         self.seed = seed
+        self.knows_check = knows_check
 
     def plant(self, model_name: str, weights: dict[str, Tensor], images: Tensor,
               model_kwargs: dict[str, Any] | None = None) -> dict[str, Tensor]:
-        return plant_imprint(model_name, weights, images, model_kwargs=model_kwargs, seed=self.seed)
+        return plant_imprint(model_name, weights, images, model_kwargs=model_kwargs, seed=self.seed,
+                             knows_check=self.knows_check)
 
     def __call__(self, obs: Observation) -> Reconstruction:
         if obs.kind == "update" and (obs.local_steps not in (None, 1) or obs.local_optimizer not in (None, "sgd")):
@@ -358,7 +415,7 @@ class Imprint:
         if POS_EMBED not in obs.tensors:
             raise NotApplicable("imprint: the reply has no pos_embed gradient (the clients' position embedding is "
                                 "not learnable, so the planted position code never reaches them)")
-        blocks = [i for i in binning_blocks(model) if _is_planted(obs.weights, i)]
+        blocks = [i for i in binning_blocks(model) if _is_planted(obs.weights, i, layout)]
         if not blocks:
             raise NotApplicable("imprint: the weights sent carry no planted block")
         capacity = sum(int(obs.weights[f"blocks.{i}.mlp.fc1.bias"].numel()) for i in blocks)
@@ -366,8 +423,7 @@ class Imprint:
         if tokens > capacity:
             raise NotApplicable(f"imprint: {tokens} patch tokens are more than the {capacity} bins hold")
         with Timer() as timer:
-            found = [_lone_tokens(obs.tensors[f"blocks.{i}.mlp.fc1.weight"], obs.tensors[f"blocks.{i}.mlp.fc1.bias"],
-                                  obs.weights[f"blocks.{i}.mlp.fc1.bias"]) for i in blocks]
+            found = [_lone_tokens(obs.tensors, obs.weights, i, layout) for i in blocks]
             raw = _undo_layernorm(torch.cat(found), layout)
             raw = raw[_clean_code(raw, layout)]
             positions = _positions(raw, layout)
@@ -381,7 +437,8 @@ class Imprint:
         return Reconstruction(
             images=images,
             threat_model=ThreatModel(architecture=obs.model_name, labels="none", server="malicious",
-                                     patch_read="projection" if layout.projected else "exact"),
+                                     patch_read="projection" if layout.projected else "exact",
+                                     knows_check=None if self.knows_check == "none" else self.knows_check),
             seconds=timer.seconds,
             start=torch.full_like(images, 0.5),
             patches=patches,
@@ -392,13 +449,17 @@ class Imprint:
         )
 
 
-def _is_planted(weights: dict[str, Tensor], index: int) -> bool:
-    proj = weights.get(f"blocks.{index}.attn.proj.weight")
-    return proj is not None and not bool(proj.any()) and f"blocks.{index}.mlp.fc1.bias" in weights
+def _is_planted(weights: dict[str, Tensor], index: int, layout: ImprintLayout) -> bool:
+    """A binning block: nearly all fc1 units belong to a bank (share a direction with another unit)."""
+    fc1 = weights.get(f"blocks.{index}.mlp.fc1.weight")
+    if fc1 is None or f"blocks.{index}.mlp.fc1.bias" not in weights:
+        return False
+    banked = sum(len(bank) for bank in directions(fc1, layout) if len(bank) > 1)
+    return banked >= PLANTED_SHARE * len(fc1)
 
 
 @register_attack("imprint")
-def build_imprint(seed: int = 0, **budget: Any) -> Imprint:
+def build_imprint(seed: int = 0, knows_check: KnownCheck = "none", **budget: Any) -> Imprint:
     """Imprint (planting). Budget options (steps, restarts) are accepted and ignored: it reads the reply once."""
-    return Imprint(seed=seed)
+    return Imprint(seed=seed, knows_check=knows_check)
 

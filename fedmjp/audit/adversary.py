@@ -79,7 +79,8 @@ class Adversary:
         server = arm.audit.server
         self.planting: tuple[AttackSpec, PlantingAttack] | None = None
         if server.kind != "honest":
-            self.planting = (AttackSpec(name=server.kind), build_attack(server.kind, seed=arm.seed))
+            self.planting = (AttackSpec(name=server.kind, options=server.attack_options()),
+                             build_attack(server.kind, seed=arm.seed, **server.attack_options()))
 
     @cached_property
     def own_images(self) -> torch.Tensor:

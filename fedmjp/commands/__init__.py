@@ -1,3 +1,3 @@
 """Sub-commands of ``fedmjp``; each module registers its commands on ``fedmjp.cli.app``."""
 
-from . import attack, audit, deploy, results, simulate  # noqa: F401
+from . import attack, audit, check, deploy, results, simulate  # noqa: F401

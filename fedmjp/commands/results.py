@@ -42,8 +42,9 @@ def results(
     ] = False,
     parts: Annotated[
         Optional[str], typer.Option("--parts", help="Run only these parts (comma-separated: privacy, accuracy, "
-                                                    "dishonest, realism) into OUT, whose other parts may have run "
-                                                    "before (the grid starts from the accuracy part's weights).")
+                                                    "dishonest, detector, realism) into OUT, whose other parts may "
+                                                    "have run before (the grid starts from the accuracy part's "
+                                                    "weights).")
     ] = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")

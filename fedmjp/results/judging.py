@@ -9,6 +9,7 @@ from typing import Any
 from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
+from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
 from .settings import REFERENCE
@@ -41,7 +42,7 @@ def collect(out: Path) -> dict[str, Any]:
     return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
             "accuracy": finals(curves) if runs else None, "curves": curves,
             "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
-            "dishonest": read_dishonest(out), "realism": read_realism(out)}
+            "dishonest": read_dishonest(out), "detector": read_detector(out), "realism": read_realism(out)}
 
 
 def accuracy_of(data: dict[str, Any], arm: str) -> float | None:

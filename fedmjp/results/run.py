@@ -11,13 +11,14 @@ from typing import Any
 from ..errors import InputError
 from ..rundir import atomic_json, atomic_write
 from .accuracy import accuracy_rows
+from .detector import run_detector
 from .dishonest import run_dishonest
 from .realism import run_realism
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
 from .judging import collect, realism_rows, rows, worst_rows
 from .provenance import read_json, git_commit, machine
 from .settings import PARTS, REFERENCE, RUN_ORDER, load_part
-from .tables import render_accuracy, render_markdown
+from .tables import render_accuracy, render_detector, render_markdown
 
 Progress = Callable[[str, str, int, int], None]  # (part, arm, rounds done, rounds)
 ACCURACY_FIGURE = "accuracy_over_rounds.png"
@@ -66,6 +67,8 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
         "accuracy": accuracy,
         "dishonest": lambda: run_dishonest(privacy, out / "runs" / "dishonest", setting,
                                            lambda arm, done, total: progress("dishonest", arm, done, total)),
+        "detector": lambda: run_detector(privacy, out / "runs" / "detector", setting, out / "runs" / "accuracy",
+                                         lambda what, done, total: progress("detector", what, done, total)),
         "realism": lambda: run_realism(path, out, setting, overrides or [], arms, seeds[0] if seeds else None,
                                        lambda _cell, done, total: progress("realism", "cells", done, total)),
     }
@@ -120,7 +123,7 @@ def write_results(out: Path, reference: str = REFERENCE) -> Path:
     provenance = read_json(out / "provenance.json")
     accuracy = accuracy_rows(data["accuracy"], data["accuracy_arms"], reference) if data["accuracy"] else []
     atomic_json(out / "results.json", {"rows": table, "strongest": worst, "accuracy": accuracy,
-                                       "dishonest": data["dishonest"].get("rows", []),
+                                       "dishonest": data["dishonest"].get("rows", []), "detector": data["detector"],
                                        "realism": realism_rows(data["realism"], reference), "provenance": provenance})
     if data["accuracy"]:
         curves = accuracy_curves_figure(data["curves"])
@@ -129,6 +132,9 @@ def write_results(out: Path, reference: str = REFERENCE) -> Path:
             curves.savefig(out / ACCURACY_FIGURE, format="png")
             shown.append(ACCURACY_FIGURE)
         atomic_write(out / "accuracy.md", render_accuracy(data, accuracy, shown, provenance).encode())
+    if data["detector"]:
+        atomic_write(out / "detector.md", "\n".join(["# fedmjp results: the client's model check as a detector",
+                                                      *render_detector(data["detector"], data["arms"]), ""]).encode())
     target = out / "results.md"
     atomic_write(target, render_markdown(data, table, worst, written, provenance, reference).encode())
     return target

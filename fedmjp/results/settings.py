@@ -13,7 +13,7 @@ PARTS = ("privacy", "accuracy")
 # What ``PART:KEY=VALUE`` may name: the two parts, and the grid of where users train (every cell).
 SCOPES = (*PARTS, "realism")
 # Every part ``fedmjp results`` runs, in the order it runs them (the grid starts from the accuracy part's weights).
-RUN_ORDER = (*PARTS, "dishonest", "realism")
+RUN_ORDER = (*PARTS, "dishonest", "detector", "realism")
 
 # The accuracy part: a training setting that learns, no attacks (``--set`` overrides of the file).
 ACCURACY = [

@@ -42,6 +42,8 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
         lines.append("| " + " | ".join(cells) + " |")
     if data["dishonest"].get("rows"):
         lines += render_dishonest(data["dishonest"], data["arms"])
+    if data["detector"]:
+        lines += render_detector(data["detector"], data["arms"])
     if data["realism"]:
         lines += render_realism(data, realism_rows(data["realism"], reference))
     lines += ["", "## Figures", ""]
@@ -76,6 +78,48 @@ def render_dishonest(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
                  f"{row['detected']}/{row['trials']}" if measured else "–",
                  fmt(row.get("seconds") if measured else None, 2), reading]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_detector(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
+    """The client's model check measured as a detector: plantings it must refuse, honest models it must not."""
+    honest = part["honest"]
+    lines = ["", "## The client's model check as a detector", "",
+             f"Each planting is sent to a client in place of the privacy part's global weights at random init "
+             f"(the arm's model and test split, one FedSGD gradient of a seeded batch, {part['trials']} trial(s) "
+             "per row). Refused: by the original check (weight shape only), by the "
+             "current check (`fedmjp.model_check`: weight shape, ranges, and what the weights do to the client's "
+             "batch) in a first round (no accepted weights), and by the current check with history (the honest "
+             "weights accepted the round before). Patches exact: share of the batch's patches the server read at "
+             ">= 40 dB had the client trained; when passed: the same over the trials the current check let "
+             "through in a first round. A planter that knows a check plants past every test of it "
+             "(`fedmjp.attacks.imprint_evasion`); trap weights are Boenisch et al.'s construction, built "
+             "independently of ours.", "",
+             "| construction | arm | batch | refused, original check | refused, first round | refused, with history "
+             "| patches exact | when passed | tests that fired (first round) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for row in part["plantings"]:
+        if row.get("not_applicable"):
+            lines.append(f"| {row['construction']} | {row['arm']} | {row['batch']} | – | – | – | – | – | "
+                         f"not applicable: {row['not_applicable']} |")
+            continue
+        n = row["trials"]
+        fired = ", ".join(f"{test} ({count})" for test, count in sorted(row["fired"].items())) or "none"
+        lines.append(f"| {row['construction']} | {row['arm']} | {row['batch']} | {row['refused_original']}/{n} | "
+                     f"{row['refused_first']}/{n} | {row['refused_history']}/{n} | {fmt(row['patches_exact'], 3)} | "
+                     f"{fmt(row['patches_when_passed'], 3)} | {fired} |")
+    lines += ["", f"False alarms of the current check over {honest['models']} honest models, each checked on a "
+              f"seeded batch of {part['honest_batch']} of its arm's test images: {honest['false_alarms']} in a first "
+              f"round; {honest['false_alarms_history']} of the {honest['with_history']} checked with history.", "", "| honest models | checked | false alarms, first round | with history | "
+              "false alarms, with history |", "|---|---:|---:|---:|---:|"]
+    for source, entry in honest["by_source"].items():
+        lines.append(f"| {source} | {entry['models']} | {entry['false_alarms']} | {entry['with_history']} | "
+                     f"{entry['false_alarms_history']} |")
+    if honest["fired"]:
+        lines += ["", "Tests that fired on honest models: " + ", ".join(
+            f"{name} ({count})" for name, count in sorted(honest["fired"].items())) + "."]
+    lines += ["", "Largest |entry| per tensor kind over the honest models (the check's ranges must exceed them): " +
+              ", ".join(f"`{kind}` {value:.3g}" for kind, value in honest["largest"].items()) + "."]
     return lines
 
 
