@@ -52,7 +52,7 @@ CONSTRUCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
 # The client's batch in a planted round (what the check looks at, what the server reads), per setting.
 BATCHES = {"quick": (1,), "full": (1, 8)}
 BATCH = 8  # the batch each honest model is checked on
-TRIALS = {"quick": 1, "full": 3}
+TRIALS = {"quick": 1, "full": 2}
 SEEDS = {"quick": 3, "full": 20}  # random inits per distinct model
 ROUNDS = {"quick": 3, "full": 30}  # rounds of the high-lr Adam FedAvg run, per arm
 ADAM_LR = 3e-3  # high for a ViT trained with Adam (1e-3 is the usual ceiling)
