@@ -8,14 +8,15 @@ offsets routed through norm2, units decorrelated just past the bound) but almost
 The detector part of ``fedmjp results`` measures each test against those planters, trap weights, and over
 200 honest models. The tests:
 
-- weight shape (cheap, and they refuse the naive construction): an fc1 of one repeated direction (stable rank;
-  honest blocks measure 74 to 89), fc2 columns all equal, an attention projection exactly zero;
+- weight shape (cheap, and they refuse the naive construction): an fc1 of one repeated direction (stable rank
+  near 1), fc2 columns all equal, an attention projection exactly zero;
 - ranges: every tensor's largest entry against what honest ViTs reach (``RANGES``). Bins and traps as built
   need steps far sharper than that; a planter that knows the ranges gets its sharpness through norm2 instead;
 - on the client's own batch (what the weights do to it, not what they look like): in each block, hidden units
   whose pre-activations over the client's tokens are affine copies of another unit's (``parallel_units``:
   what a bank of fine bins along one direction is, whatever its weights hold on channels the tokens never
-  use), and units that fire for one token or almost none (``lone_token_units``, from 200 tokens on: trap weights);
+  use). Units that fire for one token or almost none (trap weights) were measured too and dropped: honest
+  high-lr Adam rounds had up to 60% of a block's units so;
 - with history (the global weights this client last accepted): a tensor whose RMS jumps by orders of magnitude.
 
 Any finding refuses the model.
@@ -31,12 +32,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ORIGINAL_TESTS", "REFUSAL", "Finding", "check_batch", "check_model", "check_weights"]
+__all__ = ["REFUSAL", "Finding", "check_batch", "check_model", "check_original", "check_weights"]
 
 # How a refusal begins: the client's error reason, and so the server's fault record and the audit summary.
 REFUSAL = "refused by client model check"
 
-MIN_STABLE_RANK = 5.0  # an fc1 of a binning bank is 1.0; honest ViT blocks are far above
+# An fc1 of one binning bank is 1.0. Honest blocks measure 74 to 89 at init, but high-lr Adam collapses rows
+# onto the common update: 2.6 after 30 FedAvg rounds at 3e-3 (the original bound, 5, refused 35 of 60 such
+# rounds).
+MIN_STABLE_RANK = 1.5
+ORIGINAL_MIN_STABLE_RANK = 5.0
 EQUAL_COLUMNS = 1e-3  # spread of fc2's columns around their mean, relative to fc2's norm
 MAX_NORM_RATIO = 100.0  # a tensor's RMS against the last accepted one, either way
 RMS_FLOOR = 0.01  # added to both RMS values: a tensor initialised near zero (cls_token, biases) may grow
@@ -45,15 +50,9 @@ RMS_FLOOR = 0.01  # added to both RMS values: a tensor initialised near zero (cl
 # as close as 2.5e-7 (their rows collapse onto the common update direction).
 PARALLEL = 1e-9
 MAX_PARALLEL_SHARE = 0.01  # share of a block's units that may have such a partner
-# A unit that fires for at most this share of the client's tokens (and at least one) reads them alone.
-LONE_TOKENS = 0.01
-LONE_MIN_TOKENS = 200  # the test needs a batch of at least this many patch tokens (so 1% is 2 or more)
-# Share of a block's units that may be like that: honest high-lr Adam rounds measured up to 0.053, trap
-# weights' planted block 0.17 (batch 1) and 0.43 (batch 8).
-MAX_LONE_SHARE = 0.12
-# The check as it stood before it had ranges and looked at the client's batch: what the "original" adaptive
-# planter passes, kept so that both checks are measured side by side.
-ORIGINAL_TESTS = frozenset({"fc1_stable_rank", "fc2_equal_columns", "attention_zero", "norm_jump"})
+# The check as it stood before it had ranges and looked at the client's batch (``check_original``): what the
+# "original" planter passes, kept so that both checks are measured side by side.
+ORIGINAL_TESTS = ("fc1_stable_rank", "fc2_equal_columns", "attention_zero", "norm_jump")
 
 _FC1 = re.compile(r"(.*)\.mlp\.fc1\.weight$")
 _FC2 = re.compile(r"(.*)\.mlp\.fc2\.weight$")
@@ -113,15 +112,16 @@ def range_bound(name: str) -> float | None:
     return next((bound for pattern, bound in _RANGES if pattern.search(name)), None)
 
 
-def check_weights(weights: Mapping[str, Tensor], accepted: Mapping[str, Tensor] | None = None) -> list[Finding]:
+def check_weights(weights: Mapping[str, Tensor], accepted: Mapping[str, Tensor] | None = None,
+                  min_stable_rank: float = MIN_STABLE_RANK) -> list[Finding]:
     """Every weight-only test that fires on ``weights`` (empty: the model looks honest).
 
     ``accepted`` are the global weights this client last trained on (None on its first round).
     """
     findings: list[Finding] = []
     for name, value in weights.items():
-        if _FC1.match(name) and (rank := stable_rank(value)) < MIN_STABLE_RANK:
-            findings.append(Finding("fc1_stable_rank", name, rank, MIN_STABLE_RANK))
+        if _FC1.match(name) and (rank := stable_rank(value)) < min_stable_rank:
+            findings.append(Finding("fc1_stable_rank", name, rank, min_stable_rank))
         if _FC2.match(name) and (spread := column_spread(value)) < EQUAL_COLUMNS:
             findings.append(Finding("fc2_equal_columns", name, spread, EQUAL_COLUMNS))
         if _ATTN_PROJ.match(name) and not bool(value.any()):
@@ -134,6 +134,12 @@ def check_weights(weights: Mapping[str, Tensor], accepted: Mapping[str, Tensor] 
             if not 1 / MAX_NORM_RATIO <= ratio <= MAX_NORM_RATIO:
                 findings.append(Finding("norm_jump", name, ratio, MAX_NORM_RATIO))
     return findings
+
+
+def check_original(weights: Mapping[str, Tensor], accepted: Mapping[str, Tensor] | None = None) -> list[Finding]:
+    """The check as it stood before ranges and the client's batch: weight shape (stable-rank bound 5) and the
+    norm jump."""
+    return [f for f in check_weights(weights, accepted, ORIGINAL_MIN_STABLE_RANK) if f.test in ORIGINAL_TESTS]
 
 
 def _rms_ratio(new: Tensor, old: Tensor) -> float:
@@ -181,25 +187,12 @@ def parallel_share(preactivations: Tensor, within: float = PARALLEL) -> float:
     return float((correlation.max(0).values > 1 - within).sum()) / preactivations.shape[1]
 
 
-def lone_share(preactivations: Tensor) -> float:
-    """Share of units that fire (pre-activation > 0) for at least one token and at most ``LONE_TOKENS`` of them;
-    0 for fewer than ``LONE_MIN_TOKENS`` tokens (a batch of one photo: a flat one leaves honest units firing for
-    a single patch)."""
-    if len(preactivations) < LONE_MIN_TOKENS:
-        return 0.0
-    active = (preactivations > 0).sum(0)
-    most = int(LONE_TOKENS * preactivations.shape[0])
-    return float(((active >= 1) & (active <= most)).float().mean())
-
-
 def check_batch(model: nn.Module, images: Tensor) -> list[Finding]:
     """The tests of what the model (loaded with the received weights) does to the client's own ``images``."""
     findings: list[Finding] = []
     for name, preactivations in fc1_preactivations(model, images).items():
         if (share := parallel_share(preactivations)) > MAX_PARALLEL_SHARE:
             findings.append(Finding("parallel_units", name, share, MAX_PARALLEL_SHARE))
-        if (share := lone_share(preactivations)) > MAX_LONE_SHARE:
-            findings.append(Finding("lone_token_units", name, share, MAX_LONE_SHARE))
     return findings
 
 

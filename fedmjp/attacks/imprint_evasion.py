@@ -61,9 +61,9 @@ def vary_sink_weights(fc2: nn.Linear, sink: int, generator: torch.Generator) -> 
 
 
 def hide_rank_one(fc1: nn.Linear, zero: slice, generator: torch.Generator) -> None:
-    """Raise fc1's stable rank past the check's bound (by ``STABLE_RANK_MARGIN``) with zero-sum rows on the
-    known-zero channels ``zero``."""
-    from ..model_check import MIN_STABLE_RANK, stable_rank
+    """Raise fc1's stable rank past the bound of the original and the current check (by ``STABLE_RANK_MARGIN``)
+    with zero-sum rows on the known-zero channels ``zero``."""
+    from ..model_check import MIN_STABLE_RANK, ORIGINAL_MIN_STABLE_RANK, stable_rank
 
     width = zero.stop - zero.start
     noise = torch.randn(fc1.out_features, width, generator=generator, dtype=torch.float64)
@@ -73,7 +73,7 @@ def hide_rank_one(fc1: nn.Linear, zero: slice, generator: torch.Generator) -> No
     for _ in range(MAX_SPREAD_STEPS):
         trial = base.clone()
         trial[:, zero] += scale * noise
-        if stable_rank(trial) >= STABLE_RANK_MARGIN * MIN_STABLE_RANK:
+        if stable_rank(trial) >= STABLE_RANK_MARGIN * max(MIN_STABLE_RANK, ORIGINAL_MIN_STABLE_RANK):
             fc1.weight.copy_(trial.to(fc1.weight.dtype))
             return
         scale *= 2

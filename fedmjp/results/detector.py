@@ -33,7 +33,7 @@ from torch import Tensor
 from ..attack_case import ClientModel, run_single
 from ..attacks import NotApplicable, build_attack
 from ..attacks.imprint import server_images
-from ..model_check import ORIGINAL_TESTS, Finding, check_model, check_weights, range_bound
+from ..model_check import Finding, check_model, check_original, range_bound
 from ..rundir import atomic_json
 from ..scenario import Arm, Scenario
 from ..train import local_update
@@ -128,7 +128,7 @@ def measure_planting(arm: Arm, construction: str, batch: int, trials: int) -> di
             return row | {"not_applicable": str(exc)}
         planted = {k: v.detach().clone() for k, v in model.state_dict().items()}  # what run_single planted
         first = check_model(build_model(arm), planted, None, images)
-        counts["original"] += any(f.test in ORIGINAL_TESTS for f in check_weights(planted))
+        counts["original"] += bool(check_original(planted))
         counts["first"] += bool(first)
         counts["history"] += bool(check_model(build_model(arm), planted, honest, images))
         fired.update({f.test for f in first})
