@@ -377,8 +377,9 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
                                                       "imprint, knows the current check", "trap weights")]
     assert all(r["refused, first round"] == "1/1" for r in detector if "current" not in r["construction"])
     assert re.search(r"False alarms of the current check over \d+ honest models, [^:]*: 0 in a first round", text)
-    honest = {r["honest models"]: r for r in table_rows(text, "honest models | checked")}
+    honest = {r["honest models"].partition(" (")[0]: r for r in table_rows(text, "honest models | checked")}
     assert set(honest) == {"random init", "FedAvg, Adam lr 3e-3", "accuracy part, trained"}
+    assert all(r["false alarms, first round"] == "0" for r in honest.values())
     assert dishonest[-1]["patches exact"] == "–" and dishonest[-1]["reading"].startswith("not applicable")
     recorded = json.loads((out / "results.json").read_text())["dishonest"]
     assert [(r["arm"], r["batch"]) for r in recorded] == [(r["arm"], int(r["batch"])) for r in dishonest]

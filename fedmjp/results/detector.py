@@ -37,7 +37,7 @@ from ..model_check import Finding, check_model, check_original, range_bound
 from ..rundir import atomic_json
 from ..scenario import Arm, Scenario
 from ..train import local_update
-from ..workload import build_model, dataset, derive_seed, input_size, stack
+from ..workload import build_model, dataset, derive_seed, evaluate_global, input_size, stack
 from .provenance import read_json
 from .settings import REFERENCE
 
@@ -56,6 +56,7 @@ TRIALS = {"quick": 1, "full": 2}
 SEEDS = {"quick": 3, "full": 20}  # random inits per distinct model
 ROUNDS = {"quick": 3, "full": 30}  # rounds of the high-lr Adam FedAvg run, per arm
 ADAM_LR = 3e-3  # high for a ViT trained with Adam (1e-3 is the usual ceiling)
+ADAM_SOURCE = "FedAvg, Adam lr 3e-3"
 LOCAL_STEPS = 5
 LOCAL_BATCH = 16
 ROWS = "rows.json"
@@ -70,6 +71,8 @@ class Honest:
     arm: Arm
     weights: dict[str, Tensor]
     accepted: dict[str, Tensor] | None = None
+    # Test top-1 of these weights where it shows whether a run learns (its first and last rounds).
+    accuracy: float | None = None
 
 
 def run_detector(scenario: Scenario, run_dir: Path, setting: str, accuracy_dir: Path | None = None,
@@ -169,9 +172,10 @@ def adam_rounds(arm: Arm, rounds: int) -> Iterator[Honest]:
     train = dataset(arm, "train")
     rng = np.random.default_rng(derive_seed(arm.seed, "detector-adam"))
     previous = None
-    for _ in range(rounds):
+    for index in range(rounds):
         current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        yield Honest("FedAvg, Adam lr 3e-3", arm, current, previous)
+        learned = evaluate_global(arm, model)["accuracy"] if index in (0, rounds - 1) else None
+        yield Honest(ADAM_SOURCE, arm, current, previous, learned)
         updates = []
         for _client in range(2):
             model.load_state_dict(current)
@@ -213,6 +217,8 @@ def measure_honest(models: Iterator[Honest], progress: Callable[[int], None]) ->
         entry["false_alarms"] += bool(first)
         entry["with_history"] += honest.accepted is not None
         entry["false_alarms_history"] += bool(later)
+        if honest.accuracy is not None:  # a run's first and last rounds: did it learn?
+            entry.setdefault("top1", []).append(honest.accuracy)
         fired.update(_names(first + later))
         for name, value in honest.weights.items():
             kind = _kind(name)

@@ -113,7 +113,10 @@ def render_detector(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
               f"round; {honest['false_alarms_history']} of the {honest['with_history']} checked with history.", "", "| honest models | checked | false alarms, first round | with history | "
               "false alarms, with history |", "|---|---:|---:|---:|---:|"]
     for source, entry in honest["by_source"].items():
-        lines.append(f"| {source} | {entry['models']} | {entry['false_alarms']} | {entry['with_history']} | "
+        learned = entry.get("top1") or []
+        runs = "; ".join(f"{first:.3f} → {last:.3f}" for first, last in zip(learned[::2], learned[1::2]))
+        lines.append(f"| {source}{f' (test top-1, first → last round, per arm: {runs})' if runs else ''} | "
+                     f"{entry['models']} | {entry['false_alarms']} | {entry['with_history']} | "
                      f"{entry['false_alarms_history']} |")
     if honest["fired"]:
         lines += ["", "Tests that fired on honest models: " + ", ".join(
