@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.table import Table
 
 from ..cli import app, user_errors
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..model_check import Finding
 
 REFUSED_EXIT = 3  # 0: accept; 2: bad input; 3: the check refuses the model
 
@@ -79,7 +82,7 @@ def check(
         raise typer.Exit(REFUSED_EXIT)
 
 
-def _print_findings(findings: list, tests: list[str]) -> None:
+def _print_findings(findings: list[Finding], tests: list[str]) -> None:
     console = Console()
     if not findings:
         console.print(f"accept: no test fired ({', '.join(tests)})")
