@@ -81,9 +81,12 @@ def run_detector(scenario: Scenario, run_dir: Path, setting: str, accuracy_dir: 
     arms = [scenario.arms[name] for name in ARMS if name in scenario.arms]
     cells = [(arm, name, batch) for arm in arms for name in CONSTRUCTIONS for batch in BATCHES[setting]]
     plantings = []
+    own = {arm.name: server_images(input_size(arm), arm.audit.server.images.count,
+                                   source=arm.audit.server.images.source, root=arm.audit.server.images.root,
+                                   seed=arm.seed) for arm in arms}  # read once per arm, not per cell
     for done, (arm, name, batch) in enumerate(cells):
         progress("plantings", done, len(cells))
-        plantings.append(measure_planting(arm, name, batch, TRIALS[setting]))
+        plantings.append(measure_planting(arm, name, batch, TRIALS[setting], own[arm.name]))
     progress("plantings", len(cells), len(cells))
     models = list(distinct_models(scenario))
     trained = trained_weights(accuracy_dir) if accuracy_dir is not None else []
@@ -108,13 +111,12 @@ def client_batch(arm: Arm, seed: int, size: int = BATCH) -> tuple[Tensor, Tensor
     return stack(test, np.random.default_rng(seed).choice(len(test), size, replace=False))
 
 
-def measure_planting(arm: Arm, construction: str, batch: int, trials: int) -> dict[str, Any]:
+def measure_planting(arm: Arm, construction: str, batch: int, trials: int, own: Tensor) -> dict[str, Any]:
     """Refusals (original check and current check in a first round, current check with history) and patches
-    read, over ``trials`` seeded batches."""
+    read, over ``trials`` seeded batches. ``own``: the server's images (``audit.server.images``)."""
     attack_name, options = CONSTRUCTIONS[construction]
     row: dict[str, Any] = {"construction": construction, "arm": arm.name, "batch": batch, "trials": trials}
-    spec = arm.audit.server.images
-    own = server_images(input_size(arm), spec.count, source=spec.source, root=spec.root, seed=arm.seed)
+    checker = build_model(arm)  # the client's architecture, which the check loads each model into
     counts: Counter[str] = Counter()
     fired: Counter[str] = Counter()
     read, read_when_passed = [], []
@@ -130,10 +132,10 @@ def measure_planting(arm: Arm, construction: str, batch: int, trials: int) -> di
         except NotApplicable as exc:
             return row | {"not_applicable": str(exc)}
         planted = {k: v.detach().clone() for k, v in model.state_dict().items()}  # what run_single planted
-        first = check_model(build_model(arm), planted, None, images)
+        first = check_model(checker, planted, None, images)
         counts["original"] += bool(check_original(planted))
         counts["first"] += bool(first)
-        counts["history"] += bool(check_model(build_model(arm), planted, honest, images))
+        counts["history"] += bool(check_model(checker, planted, honest, images))
         fired.update({f.test for f in first})
         read.append(result.metrics["patches_exact"])
         if not first:
