@@ -16,7 +16,7 @@ from rich.table import Table
 
 import fedmjp  # noqa: F401  (registers the models)
 from fedmjp.results.settings import DEFAULT_SCENARIO, load_part
-from fedmjp.train import loss_terms
+from fedmjp.federation.train import loss_terms
 
 from ._report import write_markdown
 

@@ -27,7 +27,7 @@ from fedmjp.attacks.gradient_matching import MatchingProblem, optimise, plain_fo
 from fedmjp.attacks.optimization import matched_names
 from fedmjp.attacks.replay import simulator
 from fedmjp.models import to_model_input
-from fedmjp.train import compute_gradient
+from fedmjp.federation.train import compute_gradient
 
 RESULTS = Path(__file__).parent / "results" / "attack_speed.md"
 CASES = [("vit_tiny_patch4_32", {}), ("vit_tiny_patch16_224", {"depth": 2})]
@@ -108,7 +108,7 @@ def april_speed() -> str:
     from fedmjp.attacks.april import _cached_layout, patches_to_image, solve_patches
     from fedmjp.attacks.base import patch_rows
     from fedmjp.attacks.labels import recover_labels
-    from fedmjp.metrics import psnr
+    from fedmjp.scoring.metrics import psnr
     from fedmjp.models import from_model_input
 
     name, kwargs = APRIL_CASE

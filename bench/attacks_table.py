@@ -30,7 +30,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fedmjp.attacks import NotApplicable, attack_names, build_attack  # noqa: E402
-from fedmjp.attack_case import build_client_model, load_image, run_single  # noqa: E402
+from fedmjp.audit.attack_case import build_client_model, load_image, run_single  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results" / "attacks_table.md"

@@ -24,8 +24,8 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from fedmjp.attacks import NotApplicable, build_attack  # noqa: E402
-from fedmjp.attack_case import build_client_model, load_image, run_single  # noqa: E402
-from fedmjp.train import train_epochs  # noqa: E402
+from fedmjp.audit.attack_case import build_client_model, load_image, run_single  # noqa: E402
+from fedmjp.federation.train import train_epochs  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
 RESULTS = Path(__file__).resolve().parent / "results" / "batch_leakage.md"

@@ -23,12 +23,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from fedmjp.aggregate import ServerOptimizer
+from fedmjp.federation.aggregate import ServerOptimizer
 from fedmjp.data.builtin import PHOTOS
-from fedmjp.rundir import read_jsonl
+from fedmjp.federation.rundir import read_jsonl
 from fedmjp.scenario import load_scenario, parse_scenario
-from fedmjp.processes import processes_with_env
-from fedmjp.workload import build_model, client_round, evaluate_global
+from fedmjp.launch.processes import processes_with_env
+from fedmjp.federation.workload import build_model, client_round, evaluate_global
 
 from ._report import write_markdown
 
@@ -180,7 +180,7 @@ def checkpoint_table() -> Table:
 
     import timm
 
-    from fedmjp import checkpoint
+    from fedmjp.federation import checkpoint
 
     table = Table(title="per-round checkpoint: atomic save (model + Adam state + sampler), median of 5")
     for column in ("model", "MB", "ms per save"):

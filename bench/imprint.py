@@ -24,9 +24,9 @@ from rich.table import Table
 import fedmjp  # noqa: F401  (registers the models)
 from fedmjp.attacks import NotApplicable, Observation
 from fedmjp.attacks.imprint import Imprint, server_images
-from fedmjp.batch_metrics import patch_recovery
+from fedmjp.scoring.batch_metrics import patch_recovery
 from fedmjp.data import load_dataset
-from fedmjp.train import compute_gradient, seed_jigsaw
+from fedmjp.federation.train import compute_gradient, seed_jigsaw
 
 from ._report import write_markdown
 

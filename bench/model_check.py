@@ -23,8 +23,8 @@ from rich.table import Table
 
 import fedmjp  # noqa: F401  (registers the models)
 from fedmjp.attacks.imprint import server_images
-from fedmjp.model_check import check_model
-from fedmjp.train import compute_gradient, local_update
+from fedmjp.defences.model_check import check_model
+from fedmjp.federation.train import compute_gradient, local_update
 
 from ._report import write_markdown
 

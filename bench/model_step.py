@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 import fedmjp  # noqa: F401  (registers the models)
 from fedmjp.data import load_dataset
-from fedmjp.train import evaluate, loss_terms, seed_jigsaw, train_epochs
+from fedmjp.federation.train import evaluate, loss_terms, seed_jigsaw, train_epochs
 
 from ._report import write_markdown
 

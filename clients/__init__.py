@@ -1,1 +1,1 @@
-"""The Flower ClientApp of fedmjp (thin glue around fedmjp.workload)."""
+"""The Flower ClientApp of fedmjp (thin glue around fedmjp.federation.workload)."""

@@ -56,8 +56,8 @@ app = ClientApp(mods=[partition_mod, deferred(".model_check", "model_check_mod",
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    from fedmjp.faults import before_training, corrupt, injected_fault
-    from fedmjp.workload import client_round
+    from fedmjp.federation.faults import before_training, corrupt, injected_fault
+    from fedmjp.federation.workload import client_round
 
     arm = arm_of(msg, context)
     partition_id = partition_of(context)
@@ -86,7 +86,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Federated evaluation: the global model on the shard of the held-out split the server names."""
-    from fedmjp.workload import build_model, evaluate_global
+    from fedmjp.federation.workload import build_model, evaluate_global
 
     arm = arm_of(msg, context)
     config = msg.content["config"]
@@ -110,7 +110,7 @@ def receipt(msg: Message, context: Context) -> Message:
     import torch
 
     from fedmjp.audit.receipt import encode_scores, receipt_scores
-    from fedmjp.workload import dataset, stack
+    from fedmjp.federation.workload import dataset, stack
 
     config = msg.content["config"]
     arm = arm_of(msg, context)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from fedmjp.scenario import Arm
-    from fedmjp.workload import ClientRound
+    from fedmjp.federation.workload import ClientRound
 
 # Config key of a partition the server assigns (simulation, see server/partitions.py), and the
 # context.state record that keeps it for the run.
@@ -27,7 +27,7 @@ WRONG_PARTITION = 7002  # error code: a node was sent a second, different partit
 
 def arm_of(msg: Message, context: Context) -> Arm:
     """The arm the server's message is about (one run may carry several, one after the other)."""
-    from fedmjp.runconfig import ARM_KEY, arm_named
+    from fedmjp.federation.runconfig import ARM_KEY, arm_named
 
     config = msg.content["config"] if "config" in msg.content else {}
     return arm_named(context.run_config, str(config[ARM_KEY]) if ARM_KEY in config else None)

@@ -18,9 +18,9 @@ from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.clientapp.mod import LocalDpMod
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.defences import from_weights, prune, to_weights
-from fedmjp.train import reply_kind
-from fedmjp.workload import derive_seed
+from fedmjp.defences.reply import from_weights, prune, to_weights
+from fedmjp.federation.train import reply_kind
+from fedmjp.federation.workload import derive_seed
 
 from .context import arm_of, partition_of
 

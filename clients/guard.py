@@ -6,8 +6,8 @@ from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedmjp.audit.guard import add_noise, inspect, verdict_metrics, withheld_reason
-from fedmjp.train import LocalSettings
-from fedmjp.workload import dataset, derive_seed, stack
+from fedmjp.federation.train import LocalSettings
+from fedmjp.federation.workload import dataset, derive_seed, stack
 
 from .context import arm_of, partition_of, round_batch
 

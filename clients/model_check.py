@@ -1,6 +1,6 @@
 """model_check_mod: before training, the client checks the weights it received for planted structure.
 
-On when the arm says ``guard.model_check: true``. The check (``fedmjp.model_check.check_model``, the code
+On when the arm says ``guard.model_check: true``. The check (``fedmjp.defences.model_check.check_model``, the code
 ``fedmjp check`` runs) looks at the weights, at what they do to the batch this client is about to train on,
 and, after its first round, at the jump from the weights it last accepted. A flagged model is refused: no
 training, an error reply naming the test that fired (the server's round records it as a fault). Weights that
@@ -12,8 +12,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.model_check import REFUSAL, check_model
-from fedmjp.workload import build_model, client_batches, dataset, stack
+from fedmjp.defences.model_check import REFUSAL, check_model
+from fedmjp.federation.workload import build_model, client_batches, dataset, stack
 
 from .context import arm_of, partition_of
 

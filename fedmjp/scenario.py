@@ -286,7 +286,7 @@ class Guard(Strict):
     action: Literal["withhold", "noise"] = "withhold"
     # Gaussian noise std relative to the update's RMS, for action "noise".
     noise_scale: Annotated[float, Field(gt=0)] = 1.0
-    # Before training, refuse received weights with planted structure (fedmjp.model_check).
+    # Before training, refuse received weights with planted structure (fedmjp.defences.model_check).
     model_check: bool = False
 
     def chain(self) -> list[AttackSpec]:

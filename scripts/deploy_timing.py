@@ -28,10 +28,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedmjp.rundir import read_jsonl  # noqa: E402
-from fedmjp.superlink import FAST_POLL_ENV  # noqa: E402
+from fedmjp.federation.rundir import read_jsonl  # noqa: E402
+from fedmjp.launch.superlink import FAST_POLL_ENV  # noqa: E402
 from server.exchange import INTERVAL  # noqa: E402
-from tests.loopback import LoopbackDeployment  # noqa: E402
+from fedmjp.launch.loopback import LoopbackDeployment  # noqa: E402
 
 SCENARIO = {
     "name": "timing", "seed": 0, "device": "cpu",
@@ -82,8 +82,8 @@ def fab_install_seconds(log: str) -> float | None:
 # the loopback SuperNodes run through clients.launcher, whose forked tasks find them imported.
 COLD_IMPORTS = {
     "partition query": "import clients.app",
-    "train": "import clients.app, clients.defence_mods, fedmjp.faults, fedmjp.workload",
-    "receipt": "import clients.app, fedmjp.audit.receipt, fedmjp.workload",
+    "train": "import clients.app, clients.defence_mods, fedmjp.federation.faults, fedmjp.federation.workload",
+    "receipt": "import clients.app, fedmjp.audit.receipt, fedmjp.federation.workload",
 }
 
 

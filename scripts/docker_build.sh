@@ -112,7 +112,7 @@ dependency_inputs=$( {
     (cd deploy/wheelhouse && ls -l --time-style=+ | awk '{print $5, $NF}')
 } | sha256sum | cut -c1-16)
 if [ -n "${FORCE:-}" ] || [ "$(label_of "$DEPENDENCIES" fedmjp.inputs)" != "$dependency_inputs" ]; then
-    port=$("$PYTHON" -c 'from fedmjp.processes import free_port; print(free_port())')
+    port=$("$PYTHON" -c 'from fedmjp.launch.processes import free_port; print(free_port())')
     "$PYTHON" -m http.server --bind 127.0.0.1 --directory deploy/wheelhouse "$port" >/dev/null 2>&1 &
     server=$!
     trap 'kill $server 2>/dev/null' EXIT

@@ -17,7 +17,7 @@ from fedmjp.audit.adversary import Adversary, Outcome
 from fedmjp.audit.guard import WITHHELD, guard_record, withheld_record
 from fedmjp.audit.receipt import decode_scores
 from fedmjp.audit.records import Receipt, append_attack_records
-from fedmjp.runconfig import ARM_KEY
+from fedmjp.federation.runconfig import ARM_KEY
 from fedmjp.scenario import Arm
 
 from .exchange import send_and_receive

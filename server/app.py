@@ -17,13 +17,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedmjp import checkpoint
+from fedmjp.federation import checkpoint
 from fedmjp.audit import AuditStore
-from fedmjp.rundir import append_jsonl, arm_dir, atomic_torch_save
-from fedmjp.runconfig import ARM_KEY, arms_from_run_config
+from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
+from fedmjp.federation.runconfig import ARM_KEY, arms_from_run_config
 from fedmjp.scenario import Arm
-from fedmjp.train import reply_kind, resolve_device
-from fedmjp.workload import build_model, evaluate_global, server_evaluates
+from fedmjp.federation.train import reply_kind, resolve_device
+from fedmjp.federation.workload import build_model, evaluate_global, server_evaluates
 
 from .adversary import RoundAuditor
 from .exchange import send_and_receive

@@ -11,9 +11,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedmjp.aggregate import ServerOptimizer
-from fedmjp.faults import reply_problem
-from fedmjp.train import ReplyKind
+from fedmjp.federation.aggregate import ServerOptimizer
+from fedmjp.federation.faults import reply_problem
+from fedmjp.federation.train import ReplyKind
 
 Fault = tuple[int, str]  # (partition id, reason)
 

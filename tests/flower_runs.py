@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from fedmjp.processes import processes_with_env
+from fedmjp.launch.processes import processes_with_env
 
 # The smallest audited federation: APRIL on FedSGD with batch size 1, a 2-block ViT-Ti on
 # real photographs, 2 clients, 2 rounds.

@@ -8,8 +8,8 @@ import torch
 from fedmjp.attacks import Observation, build_attack
 from fedmjp.attacks.adaptive import dal_gradient, remove_dal, shuffled_positions
 from fedmjp.attacks.base import rebuild_model
-from fedmjp.metrics import leakage_metrics
-from fedmjp.train import compute_gradient, seed_jigsaw
+from fedmjp.scoring.metrics import leakage_metrics
+from fedmjp.federation.train import compute_gradient, seed_jigsaw
 
 import fedmjp.attacks.adaptive  # noqa: F401  (registers "adaptive")
 import fedmjp.attacks.april  # noqa: F401  (registers "april")
@@ -46,7 +46,7 @@ def test_removing_dal_leaves_the_cross_entropy_gradient(photo32: torch.Tensor) -
     # The client's CE-only gradient under the same draw.
     model.train()
     with model.fixed_jigsaw(result.jigsaws[0]):
-        from fedmjp.train import loss_terms
+        from fedmjp.federation.train import loss_terms
 
         ce = loss_terms(model, photo32, torch.tensor([3])).ce
     (ce_pos,) = torch.autograd.grad(ce, [model.pos_embed])

@@ -8,9 +8,9 @@ from skimage import data
 from torch.nn.functional import interpolate
 
 from fedmjp.attacks import NotApplicable, Observation, build_attack
-from fedmjp.metrics import leakage_metrics
+from fedmjp.scoring.metrics import leakage_metrics
 from fedmjp.models import draw_jigsaw
-from fedmjp.train import compute_gradient, local_update
+from fedmjp.federation.train import compute_gradient, local_update
 
 from .conftest import tiny
 

@@ -27,8 +27,8 @@ from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.report import spread
 from fedmjp.audit.summary import leakage_by_round, summarize
 from fedmjp.cli import app
-from fedmjp.metrics import leakage_metrics
-from fedmjp.rundir import atomic_json, atomic_write, versions
+from fedmjp.scoring.metrics import leakage_metrics
+from fedmjp.federation.rundir import atomic_json, atomic_write, versions
 
 runner = CliRunner()
 
@@ -276,7 +276,7 @@ def test_report_shows_plots_reconstructions_truth_and_the_scenario(report: Path,
 
 def test_a_seed_of_a_multi_seed_run_shows_accuracy_with_a_band_over_all_seeds(run, tmp_path: Path) -> None:
     from fedmjp.audit.report import accuracy_figure, sibling_seeds
-    from fedmjp.rundir import atomic_json
+    from fedmjp.federation.rundir import atomic_json
 
     seeds = [Path(shutil.copytree(run[0], tmp_path / f"seed-{s}")) for s in (0, 1)]
     atomic_json(tmp_path / "seeds.json", {"seeds": [0, 1]})

@@ -13,11 +13,11 @@ from fedmjp.attacks.gradient_matching import plain_forward, weights_of
 from fedmjp.attacks.optimization import matched_names
 from fedmjp.attacks.replay import Replay, replay_simulator
 from fedmjp.audit.adversary import observation
-from fedmjp.batch_metrics import align_batch, match_images
-from fedmjp.metrics import psnr
+from fedmjp.scoring.batch_metrics import align_batch, match_images
+from fedmjp.scoring.metrics import psnr
 from fedmjp.scenario import parse_scenario
-from fedmjp.train import LocalSettings, compute_gradient, local_update, seed_jigsaw
-from fedmjp.workload import client_round
+from fedmjp.federation.train import LocalSettings, compute_gradient, local_update, seed_jigsaw
+from fedmjp.federation.workload import client_round
 
 import fedmjp.attacks.adaptive  # noqa: F401  (registers the attacks)
 
@@ -129,7 +129,7 @@ def test_a_client_with_fewer_examples_than_the_batch_size_reports_the_batch_it_u
     arm = parse_scenario({"data": {"source": "photos"}, "model": {"name": NAME, "kwargs": {"depth": 1}},
                           "clients": {"num_clients": 8},
                           "training": {"mode": "fedavg", "batch_size": 512, "momentum": 0.9}}).arms["run"]
-    from fedmjp.workload import build_model, partition_indices
+    from fedmjp.federation.workload import build_model, partition_indices
 
     weights = build_model(arm).state_dict()
     work = client_round(arm, weights, 0, 1)

@@ -7,8 +7,8 @@ import torch
 from skimage import data
 from torch.nn.functional import interpolate
 
-from fedmjp.batch_metrics import align_batch, match_images, patch_recovery
-from fedmjp.patches import flat_tiles, from_tiles, to_tiles
+from fedmjp.scoring.batch_metrics import align_batch, match_images, patch_recovery
+from fedmjp.models.patches import flat_tiles, from_tiles, to_tiles
 
 PATCH = 4
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedmjp.deploy import online_nodes, wait_for_nodes
-from fedmjp.rundir import read_jsonl
-from fedmjp.processes import free_port
-from fedmjp.superlink import FAST_POLL_ENV, RemoteSuperLink
+from fedmjp.launch.deploy import online_nodes, wait_for_nodes
+from fedmjp.federation.rundir import read_jsonl
+from fedmjp.launch.processes import free_port
+from fedmjp.launch.superlink import FAST_POLL_ENV, RemoteSuperLink
 
 from .flower_runs import scenario
 

@@ -11,12 +11,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 
 from clients.defence_mods import local_dp_mod, prune_mod
 from fedmjp.audit.adversary import Adversary
-from fedmjp.defences import from_weights, l2_norm, prune, sincos_pos_embed, to_weights
+from fedmjp.models.fixed_pos_embed import sincos_pos_embed
+from fedmjp.defences.reply import from_weights, l2_norm, prune, to_weights
 from fedmjp.errors import InputError
-from fedmjp.runconfig import run_config
+from fedmjp.federation.runconfig import run_config
 from fedmjp.scenario import Arm, parse_scenario
-from fedmjp.train import trainable
-from fedmjp.workload import build_model, client_round
+from fedmjp.federation.train import trainable
+from fedmjp.federation.workload import build_model, client_round
 
 BASE = {
     "name": "defences",

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedmjp.deploy import online_nodes
-from fedmjp.rundir import read_jsonl
+from fedmjp.launch.deploy import online_nodes
+from fedmjp.federation.rundir import read_jsonl
 
 from .flower_runs import scenario
-from .loopback import LoopbackDeployment
+from fedmjp.launch.loopback import LoopbackDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
 FEDMJP = [sys.executable, "-m", "fedmjp"]

@@ -44,7 +44,7 @@ def test_the_replay_uses_the_settings_the_client_reported(fedavg_run: Path) -> N
 
 def test_in_process_rounds_audit_the_same_replies_and_batches_as_the_flower_run(fedavg_run: Path,
                                                                                 tmp_path: Path) -> None:
-    from fedmjp.inprocess import simulate_in_process
+    from fedmjp.launch.inprocess import simulate_in_process
     from fedmjp.scenario import parse_scenario
 
     local = tmp_path / "local"

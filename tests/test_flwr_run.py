@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fedmjp.processes import console_script, free_port, venv_path
-from fedmjp.superlink import QUIET_ENV
+from fedmjp.launch.processes import console_script, free_port, venv_path
+from fedmjp.launch.superlink import QUIET_ENV
 
 from .flower_runs import kill_marked
-from fedmjp.processes import processes_with_env
+from fedmjp.launch.processes import processes_with_env
 
 ROOT = Path(__file__).resolve().parent.parent
 

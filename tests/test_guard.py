@@ -18,23 +18,15 @@ from typer.testing import CliRunner
 
 import fedmjp.commands.audit  # noqa: F401  (registers the command)
 from fedmjp.audit import AuditStore
-from fedmjp.audit.guard import (
-    UNJUDGED,
-    Verdict,
-    guard_record,
-    inspect,
-    verdict_metrics,
-    withheld_reason,
-    withheld_record,
-)
+from fedmjp.audit.guard import UNJUDGED, Verdict, guard_record, inspect, verdict_metrics, withheld_reason, withheld_record
 from fedmjp.audit.receipt import round_examples
 from fedmjp.audit.report import render_report
 from fedmjp.audit.summary import summarize
 from fedmjp.cli import app
-from fedmjp.rundir import atomic_write
+from fedmjp.federation.rundir import atomic_write
 from fedmjp.scenario import Arm, parse_scenario
-from fedmjp.train import compute_gradient
-from fedmjp.workload import build_model, client_round, dataset, stack
+from fedmjp.federation.train import compute_gradient
+from fedmjp.federation.workload import build_model, client_round, dataset, stack
 
 from .flower_runs import scenario, simulate_to_end
 

@@ -11,9 +11,9 @@ import torch
 
 from fedmjp.attacks import NotApplicable, Observation, build_attack, plants
 from fedmjp.attacks.imprint import Imprint, plant_imprint, server_images
-from fedmjp.batch_metrics import match_images, patch_recovery
-from fedmjp.metrics import pairwise_mse
-from fedmjp.train import compute_gradient, seed_jigsaw
+from fedmjp.scoring.batch_metrics import match_images, patch_recovery
+from fedmjp.scoring.metrics import pairwise_mse
+from fedmjp.federation.train import compute_gradient, seed_jigsaw
 
 from .conftest import CIFAR
 
@@ -136,7 +136,7 @@ def test_a_patch_with_more_values_than_spare_channels_comes_back_as_its_projecti
     from torch.nn.functional import interpolate
 
     from fedmjp.models import from_model_input, to_model_input
-    from fedmjp.patches import flat_tiles, from_tiles
+    from fedmjp.models.patches import flat_tiles, from_tiles
 
     name, kwargs = "vit_small_patch16_224", {"depth": 2}
     torch.manual_seed(0)
@@ -177,8 +177,8 @@ def test_honest_weights_carry_nothing_to_decode(planted) -> None:
 def test_a_pruned_reply_reads_next_to_nothing_and_says_so_in_numbers(own_images: torch.Tensor) -> None:
     """Pruning 90% of every tensor breaks the bins' differences: (almost) no token passes the checks, and
     the attack's score says so (no exact patch), neither an error nor noise passed off as patches."""
-    from fedmjp.attack_case import build_client_model, run_single
-    from fedmjp.defences import prune
+    from fedmjp.audit.attack_case import build_client_model, run_single
+    from fedmjp.defences.reply import prune
 
     client = build_client_model("vit_tiny_patch4_32", depth=2)  # one binning block: where it read nothing
     result = run_single(client, own_images[:2], Imprint(), server_own=own_images[2:], defend=lambda t: prune(t, 0.9))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedmjp.errors import InputError
-from fedmjp.inprocess import simulate_in_process
+from fedmjp.launch.inprocess import simulate_in_process
 from fedmjp.scenario import parse_scenario
 from tests.flower_runs import finish, scenario, start_simulate
 
@@ -72,7 +72,7 @@ def test_simulate_in_process_runs_every_seed_into_its_own_run_directory(tmp_path
 
     import fedmjp.commands.simulate  # noqa: F401  (registers the command)
     from fedmjp.cli import app
-    from fedmjp.simulate import read_seeds, seed_dirs
+    from fedmjp.federation.rundir import read_seeds, seed_dirs
     from tests.flower_runs import write_scenario
 
     content = {**TRAINED, "training": {**TRAINED["training"], "rounds": 1, "local_steps": 1}}

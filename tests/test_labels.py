@@ -15,9 +15,9 @@ from fedmjp.attacks.labels import (
     recover_label_multiset,
     recover_labels,
 )
-from fedmjp.metrics import label_accuracy
+from fedmjp.scoring.metrics import label_accuracy
 from fedmjp.models import to_model_input
-from fedmjp.train import compute_gradient, local_update
+from fedmjp.federation.train import compute_gradient, local_update
 
 from .conftest import tiny
 

@@ -1,7 +1,7 @@
 """clients.launcher: what it relies on in Flower, and its hand-over from shim to forked task.
 
 The launcher's whole path (a real SuperNode running real tasks through it) is exercised by every
-loopback deployment (tests/loopback.py starts its SuperNodes through it, e.g. test_deploy.py).
+loopback deployment (fedmjp/launch/loopback.py starts its SuperNodes through it, e.g. test_deploy.py).
 """
 
 from __future__ import annotations

@@ -12,17 +12,7 @@ import torchvision
 from skimage import data
 from torchvision.models import AlexNet_Weights
 
-from fedmjp.metrics import (
-    PSNR_CAP,
-    fft2d_distance,
-    leakage_metrics,
-    lpips_available,
-    lpips_status,
-    match_patches,
-    patch_matched_psnr,
-    per_image_metrics,
-    psnr,
-)
+from fedmjp.scoring.metrics import PSNR_CAP, fft2d_distance, leakage_metrics, lpips_available, lpips_status, match_patches, patch_matched_psnr, per_image_metrics, psnr
 
 PATCH = 8
 SPLIT_KEYS = ("mse", "psnr", "ssim", "patch_psnr")

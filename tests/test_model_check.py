@@ -21,11 +21,11 @@ from fedmjp.attacks.imprint import plant_imprint, server_images
 from fedmjp.audit import AuditStore
 from fedmjp.audit.summary import summarize
 from fedmjp.cli import app
-from fedmjp.model_check import check_weights
-from fedmjp.runconfig import run_config
+from fedmjp.defences.model_check import check_weights
+from fedmjp.federation.runconfig import run_config
 from fedmjp.scenario import parse_scenario
-from fedmjp.simulate import prepare_run_dir
-from fedmjp.train import compute_gradient
+from fedmjp.federation.rundir import prepare_run_dir
+from fedmjp.federation.train import compute_gradient
 from server.app import run_arm
 from server.partitions import Partitions
 

@@ -9,10 +9,10 @@ import pytest
 import timm
 import torch
 
-from fedmjp.attack_case import ClientModel, run_single
+from fedmjp.audit.attack_case import ClientModel, run_single
 from fedmjp.attacks.imprint import Imprint, server_images
-from fedmjp.model_check import ORIGINAL_TESTS, check_model, check_original
-from fedmjp.train import local_update
+from fedmjp.defences.model_check import ORIGINAL_TESTS, check_model, check_original
+from fedmjp.federation.train import local_update
 
 ARMS = {"vit": ("vit_tiny_patch4_32", {"depth": 4}),
         "mjp": ("mjp_vit_tiny_patch4_32", {"depth": 4, "mjp_ratio": 0.25})}

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import fedmjp.commands.audit  # noqa: F401  (registers the command)
 from fedmjp.audit import AuditStore
 from fedmjp.cli import app
-from fedmjp.model_check import REFUSAL
+from fedmjp.defences.model_check import REFUSAL
 
 from .flower_runs import scenario, simulate_to_end
 

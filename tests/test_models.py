@@ -9,7 +9,7 @@ import timm
 import torch
 
 from fedmjp.models import MJPVisionTransformer, REGISTERED, block_mask, draw_jigsaw
-from fedmjp.train import compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
+from fedmjp.federation.train import compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
 
 from .conftest import tiny
 

@@ -11,8 +11,8 @@ from fedmjp.attacks.gradient_matching import CosineTerm, MatchingProblem, gradie
 from fedmjp.attacks.gradient_matching import weights_of
 from fedmjp.attacks.optimization import matched_names
 from fedmjp.attacks.replay import Replay, replay_simulator
-from fedmjp.metrics import psnr
-from fedmjp.train import compute_gradient, local_update
+from fedmjp.scoring.metrics import psnr
+from fedmjp.federation.train import compute_gradient, local_update
 
 import fedmjp.attacks.optimization  # noqa: F401  (registers ig, dlg, april-opt)
 

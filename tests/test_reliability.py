@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 import fedmjp.commands  # noqa: F401  (registers the sub-commands)
 from fedmjp.audit import AuditStore
 from fedmjp.cli import app
-from fedmjp.faults import injected_fault
-from fedmjp.rundir import read_jsonl
+from fedmjp.federation.faults import injected_fault
+from fedmjp.federation.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
 from .flower_runs import finish, kill_marked, scenario, simulate_to_end, start_simulate

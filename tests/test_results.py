@@ -23,11 +23,11 @@ import yaml
 
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.audit.summary import summarize
-from fedmjp.metrics import leakage_metrics
+from fedmjp.scoring.metrics import leakage_metrics
 from fedmjp.results import (CONTENT_NOT_REDUCED, COLUMNS, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED,
                             WORST_NOT_REDUCED, judge)
 from fedmjp.results import collect, rows, strength_figure, write_results
-from fedmjp.rundir import atomic_json, atomic_write, versions
+from fedmjp.federation.rundir import atomic_json, atomic_write, versions
 from tests.flower_runs import finish
 
 ROUNDS = (1, 2)
@@ -273,7 +273,7 @@ def seeded_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_accuracy_table_has_mean_interval_and_paired_test_over_seeds(seeded_results: Path) -> None:
-    from fedmjp.results.stats import paired_p, t_interval
+    from fedmjp.scoring.stats import paired_p, t_interval
 
     text = (seeded_results / "accuracy.md").read_text()
     assert "| arm | seeds | top-1 mean | 95% CI low | 95% CI high | p vs ViT | reading |" in text

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from fedmjp.audit.summary import read_records, summarize
-from fedmjp.inprocess import simulate_in_process
+from fedmjp.launch.inprocess import simulate_in_process
 from fedmjp.results.judging import realism_rows, where_recognisability_stops
 from fedmjp.results.realism import RECOGNISABLE_SSIM, Budget, cells, read_realism, run_realism
 from fedmjp.results.settings import DEFAULT_SCENARIO, load_part
 from fedmjp.results.tables import render_realism
-from fedmjp.rundir import read_jsonl
+from fedmjp.federation.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
 ARMS = ["vit", "mjp-0.25"]
@@ -75,7 +75,7 @@ def test_trained_cells_start_from_the_accuracy_parts_final_weights(grid: Path) -
     init = parse_scenario(json.loads(json.dumps(_resolved(grid, "init-fedsgd-b1"))))
     assert trained.arms["mjp-0.25"].model.weights == str(final.resolve())
     assert init.arms["mjp-0.25"].model.weights is None
-    from fedmjp.workload import build_model
+    from fedmjp.federation.workload import build_model
 
     loaded = build_model(trained.arms["mjp-0.25"]).state_dict()
     saved = torch.load(final, weights_only=True)
@@ -134,7 +134,7 @@ def test_the_rules_anchors_hold_on_real_photos() -> None:
     from torchvision.transforms.functional import gaussian_blur
 
     from fedmjp.data import load_dataset
-    from fedmjp.metrics import leakage_metrics
+    from fedmjp.scoring.metrics import leakage_metrics
     from fedmjp.results.realism import BLUR_SIGMA
 
     photos = load_dataset("photos", "test", 32, seed=0)

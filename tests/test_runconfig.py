@@ -11,10 +11,10 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from clients.context import arm_of, remember_round, round_batch
-from fedmjp.runconfig import arm_named, arms_from_run_config, run_config, write_run_config
+from fedmjp.federation.runconfig import arm_named, arms_from_run_config, run_config, write_run_config
 from fedmjp.scenario import Arm, load_scenario
-from fedmjp.train import LocalResult
-from fedmjp.workload import ClientRound
+from fedmjp.federation.train import LocalResult
+from fedmjp.federation.workload import ClientRound
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml"
 

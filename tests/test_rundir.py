@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedmjp.rundir import append_jsonl, read_jsonl
+from fedmjp.federation.rundir import append_jsonl, read_jsonl
 
 
 def test_append_adds_a_line_without_rewriting_the_file(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def test_missing_scenario_file_is_exit_code_2(tmp_path: Path) -> None:
 def test_model_weights_resolve_against_the_file_and_load_into_the_model(tmp_path: Path) -> None:
     import torch
 
-    from fedmjp.workload import build_model
+    from fedmjp.federation.workload import build_model
 
     spec = {"model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 1}}}
     model = build_model(parse_scenario(spec).arms["run"])
@@ -164,7 +164,7 @@ def test_model_weights_resolve_against_the_file_and_load_into_the_model(tmp_path
 def test_model_weights_that_are_missing_or_do_not_fit_name_the_field(tmp_path: Path) -> None:
     import torch
 
-    from fedmjp.workload import build_model
+    from fedmjp.federation.workload import build_model
 
     with pytest.raises(InputError, match=r"arms\.run\.model\.weights: .*nothing\.pt is not a file"):
         parse_scenario({"model": {"weights": str(tmp_path / "nothing.pt")}})

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedmjp.errors import InputError
-from fedmjp.results.stats import ALPHA, LOWER, NO_DIFFERENCE, TOO_FEW, paired_p, reading, t_interval
+from fedmjp.scoring.stats import ALPHA, LOWER, NO_DIFFERENCE, TOO_FEW, paired_p, reading, t_interval
 from fedmjp.scenario import parse_scenario
-from fedmjp.workload import build_model, client_batches, heldout_indices, partition_indices
+from fedmjp.federation.workload import build_model, client_batches, heldout_indices, partition_indices
 
 ARMS = {
     "vit": {},

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedmjp.rundir import read_jsonl
-from fedmjp.superlink import free_port
+from fedmjp.federation.rundir import read_jsonl
+from fedmjp.launch.superlink import free_port
 
 from .flower_runs import write_scenario
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmjp.processes import processes_with_env
+from fedmjp.launch.processes import processes_with_env
 
 from .flower_runs import kill_marked
 

@@ -7,11 +7,11 @@ import pytest
 import timm
 import torch
 
-from fedmjp.attack_case import build_client_model, run_single
+from fedmjp.audit.attack_case import build_client_model, run_single
 from fedmjp.attacks import NotApplicable, build_attack, plants
 from fedmjp.attacks.imprint import server_images
 from fedmjp.attacks.trap import Trap
-from fedmjp.batch_metrics import patch_recovery
+from fedmjp.scoring.batch_metrics import patch_recovery
 from fedmjp.data import load_dataset
 
 ARMS = {"vit": ("vit_tiny_patch4_32", None), "mjp": ("mjp_vit_tiny_patch4_32", 0.25)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedmjp.scenario import Arm, parse_scenario
-from fedmjp.workload import client_batches, dataset, heldout_indices, partition_indices, server_evaluates
+from fedmjp.federation.workload import client_batches, dataset, heldout_indices, partition_indices, server_evaluates
 
 
 def arm(**sections: dict) -> object:
@@ -55,7 +55,7 @@ def test_a_cosine_schedule_falls_from_lr_over_the_rounds_and_the_client_reports_
 
     import pytest
 
-    from fedmjp.workload import build_model, client_round
+    from fedmjp.federation.workload import build_model, client_round
 
     t = arm(training={"rounds": 4, "lr": 0.1, "lr_schedule": "cosine"}).training
     assert [t.lr_at(r) for r in (1, 3)] == [0.1, pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 2)))]
@@ -71,7 +71,7 @@ def test_augmented_clients_train_on_new_crops_seeded_per_round_and_are_never_aud
     import torch
 
     from fedmjp.errors import InputError
-    from fedmjp.workload import build_model, client_round
+    from fedmjp.federation.workload import build_model, client_round
 
     spec = {"model": {"kwargs": {"depth": 1}}, "training": {"mode": "fedavg", "local_steps": 2}}
     plain = arm(**spec)

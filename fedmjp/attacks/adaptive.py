@@ -38,7 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import Jigsaw, from_model_input
-from ..patches import from_tiles, to_tiles
+from ..models.patches import from_tiles, to_tiles
 from .april import patches_to_image
 from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
 from .base import patch_offset, rebuild_model, register_attack

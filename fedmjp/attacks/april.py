@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..models import from_model_input
-from ..patches import from_tiles
+from ..models.patches import from_tiles
 from .base import PATCH_WEIGHT, POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_rows
 from .base import register_attack
 from .labels import HEAD_BIAS, HEAD_WEIGHT, recover_labels

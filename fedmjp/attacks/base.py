@@ -17,7 +17,7 @@ import timm
 import torch
 from torch import nn
 
-from ..train import ReplyKind
+from ..federation.train import ReplyKind
 
 POS_EMBED = "pos_embed"
 PATCH_WEIGHT = "patch_embed.proj.weight"

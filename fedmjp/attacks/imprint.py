@@ -34,7 +34,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import from_model_input, to_model_input
-from ..patches import flat_tiles, from_tiles
+from ..models.patches import flat_tiles, from_tiles
 from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatModel, Timer, patch_offset
 from .base import register_attack
 from .imprint_evasion import BINS_PER_DIRECTION, KnownCheck, decorrelate, fit_ranges, hide_rank_one

@@ -9,7 +9,7 @@ Each counter-move leaves what the bins measure untouched, or costs the attack as
   weight gets its own random scale, which the decoder divides out (it knows what it sent). Zero attention:
   the projection keeps its honest weights and the value rows of ``qkv`` are zeroed instead, which silences
   attention as exactly.
-- ``current``: the check in :mod:`fedmjp.model_check` now, imported, so the planter follows it when it changes.
+- ``current``: the check in :mod:`fedmjp.defences.model_check` now, imported, so the planter follows it when it changes.
   On top of the above: every tensor within the check's ranges (norm2's weight raised to its bound, fc1 scaled
   down to fit, which softens the steps), and hidden units decorrelated on the tokens (each row gets its own
   random part on the token channels, the least that takes every pair of units past the ``parallel_units``
@@ -63,7 +63,7 @@ def vary_sink_weights(fc2: nn.Linear, sink: int, generator: torch.Generator) -> 
 def hide_rank_one(fc1: nn.Linear, zero: slice, generator: torch.Generator) -> None:
     """Raise fc1's stable rank past the bound of the original and the current check (by ``STABLE_RANK_MARGIN``)
     with zero-sum rows on the known-zero channels ``zero``."""
-    from ..model_check import MIN_STABLE_RANK, ORIGINAL_MIN_STABLE_RANK, stable_rank
+    from ..defences.model_check import MIN_STABLE_RANK, ORIGINAL_MIN_STABLE_RANK, stable_rank
 
     width = zero.stop - zero.start
     noise = torch.randn(fc1.out_features, width, generator=generator, dtype=torch.float64)
@@ -97,7 +97,7 @@ def fit_ranges(block: nn.Module, index: int, zero: slice) -> None:
     thresholds, softer steps). Biases as large as the thresholds need are out of range, so most of each unit's
     bias comes through norm2 instead: on the offset channels norm2's weight is 0 and its bias a constant, so
     every token reads that constant there and a unit's weights on them add its own offset."""
-    from ..model_check import range_bound
+    from ..defences.model_check import range_bound
 
     prefix = f"blocks.{index}."
     norm2, fc1 = block.norm2, block.mlp.fc1
@@ -124,7 +124,7 @@ def decorrelate(block: nn.Module, measured: Tensor, token_channels: int, generat
     """Give each fc1 unit its own random part on the token channels, the least (growing from 1e-6 of its row)
     that leaves no pair of units within ``DECORRELATE_MARGIN`` times the check's ``parallel_units`` bound on the
     server's tokens (``measured``: its LayerNorm-ed tokens at this block)."""
-    from ..model_check import PARALLEL, parallel_share
+    from ..defences.model_check import PARALLEL, parallel_share
 
     fc1 = block.mlp.fc1
     tokens = measured[torch.randperm(len(measured), generator=generator)[:SAMPLE_TOKENS]]

@@ -15,7 +15,7 @@ import torch
 from ..attacks import Attack, NotApplicable, Observation, PlantingAttack, Reconstruction, build_attack
 from ..attacks.imprint import server_images
 from ..scenario import Arm, AttackSpec
-from ..train import LocalSettings, reply_kind
+from ..federation.train import LocalSettings, reply_kind
 
 
 @dataclass

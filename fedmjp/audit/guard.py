@@ -21,7 +21,7 @@ import torch
 
 from ..attacks import build_attack
 from ..scenario import Arm, Guard
-from ..train import LocalSettings
+from ..federation.train import LocalSettings
 from .adversary import observation, run_attack
 from .receipt import score
 from .store import GUARD_ACTIONS, GUARD_NO_JUDGE, AuditRecord

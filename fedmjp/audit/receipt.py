@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..batch_metrics import match_images, patch_recovery
-from ..metrics import leakage_metrics, pairwise_mse
+from ..scoring.batch_metrics import match_images, patch_recovery
+from ..scoring.metrics import leakage_metrics, pairwise_mse
 
 if TYPE_CHECKING:
     from ..attacks.base import Reconstruction
@@ -87,7 +87,7 @@ def client_receipt(
 
 def patch_scores(truth: torch.Tensor, patch: int, patches: torch.Tensor, positions: torch.Tensor) -> dict[str, float]:
     """A patch-reading attack's (imprint) recovered patches, with their positions (-1: unknown), against the
-    batch: ``patches_exact`` and ``patches_placed`` (:func:`fedmjp.batch_metrics.patch_recovery`)."""
+    batch: ``patches_exact`` and ``patches_placed`` (:func:`fedmjp.scoring.batch_metrics.patch_recovery`)."""
     return patch_recovery(patches, positions, truth, patch)
 
 

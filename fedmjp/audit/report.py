@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 
 from ..errors import InputError
-from ..rundir import atomic_write
+from ..federation.rundir import atomic_write
 from .store import FILE_MODE, AuditRecord
 from .summary import SCORED, SERVER, leakage_by_round, read_metrics, read_records
 
@@ -135,7 +135,7 @@ def plots(summary: dict[str, Any], records: list[AuditRecord], rounds: dict[str,
 
 def sibling_seeds(run_dir: Path) -> list[Path] | None:
     """Every seed's run directory when ``run_dir`` is one seed of a multi-seed run (``OUT/seed-S``)."""
-    from ..simulate import read_seeds, seed_dirs
+    from ..federation.rundir import read_seeds, seed_dirs
 
     parent = run_dir.resolve().parent
     if not run_dir.resolve().name.startswith("seed-") or not read_seeds(parent):
@@ -170,7 +170,7 @@ def _png_uri(figure: Any) -> str:
 def accuracy_figure(rounds: dict[str, list[list[dict]]]) -> str | None:
     """Test accuracy over rounds, one line per arm (arm -> one list of rounds per seed): with several seeds
     their mean and 95% t band; None when no arm has a round."""
-    from ..results.stats import curve_band
+    from ..scoring.stats import curve_band
 
     series = {arm: [s for s in ([(r["round"], r["accuracy"]) for r in rows if r.get("accuracy") is not None]
                                 for rows in runs) if s] for arm, runs in rounds.items()}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..rundir import append_jsonl, atomic_write, read_jsonl
+from ..federation.rundir import append_jsonl, atomic_write, read_jsonl
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 
 from ..errors import InputError
-from ..model_check import REFUSAL
-from ..rundir import arm_dir
+from ..defences.model_check import REFUSAL
+from ..federation.rundir import arm_dir
 from .store import GUARD_NO_JUDGE, AuditRecord, AuditStore
 
 SERVER = "server"

@@ -1,3 +1,6 @@
-"""Sub-commands of ``fedmjp``; each module registers its commands on ``fedmjp.cli.app``."""
+"""Sub-commands of ``fedmjp``; each module registers its commands on ``fedmjp.commands.app.app``."""
 
 from . import attack, audit, check, deploy, results, simulate  # noqa: F401
+from .app import app
+
+__all__ = ["app"]

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import app, user_errors
+from .app import app, user_errors
 from ..errors import InputError
 
 out = Console()
@@ -102,8 +102,8 @@ def attack(
 
     from ..attacks import NotApplicable, build_attack
     from ..attacks.imprint import server_images
-    from ..attack_case import build_client_model, comparison_grid, load_image, load_weights, make_private_dir
-    from ..attack_case import run_single, write_private_png
+    from ..audit.attack_case import build_client_model, comparison_grid, load_image, load_weights, make_private_dir
+    from ..audit.attack_case import run_single, write_private_png
 
     if (image is None) == (images_dir is None):
         raise InputError("--image: give either --image FILE or --images DIR (with --batch-size)")

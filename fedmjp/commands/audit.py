@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import app, user_errors
+from .app import app, user_errors
 from ..errors import InputError
 
 out = Console()

@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import app, user_errors
+from .app import app, user_errors
 from ..errors import InputError
 
 if TYPE_CHECKING:
-    from ..model_check import Finding
+    from ..defences.model_check import Finding
 
 REFUSED_EXIT = 3  # 0: accept; 2: bad input; 3: the check refuses the model
 
@@ -44,8 +44,8 @@ def check(
     (accept) or 3 (refuse)."""
     import torch
 
-    from ..attack_case import build_client_model, load_image, load_weights
-    from ..model_check import check_model
+    from ..audit.attack_case import build_client_model, load_image, load_weights
+    from ..defences.model_check import check_model
     from .attack import pick_images
 
     for option, path in (("--weights", weights), ("--accepted", accepted)):

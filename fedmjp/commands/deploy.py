@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli import app, fail, user_errors
+from .app import app, fail, user_errors
 from ..errors import InputError
 from ..scenario import load_scenario
 from .simulate import ScenarioArg, SetOpt, default_out
@@ -67,9 +67,9 @@ def deploy(
     SuperNodes with FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.05 in their environment (as
     docker-compose.yml does): every message starts a task, and Flower looks for tasks every 1 s.
     """
-    from ..deploy import check_deployable, connect
-    from ..deploy import deploy as run
-    from ..superlink import FlowerError
+    from ..launch.deploy import check_deployable, connect
+    from ..launch.deploy import deploy as run
+    from ..launch.superlink import FlowerError
 
     loaded = load_scenario(scenario, set_ or [])
     check_deployable(loaded)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..cli import app, fail, user_errors
+from .app import app, fail, user_errors
 from ..errors import InputError
 
 SetOpt = Annotated[
@@ -55,7 +55,7 @@ def results(
     OUT/results.md (leakage per arm and attack with test accuracy, recomputed from the run directories) and
     the figures."""
     from ..results import DEFAULT_SCENARIO, run_results, write_results
-    from ..superlink import FlowerError
+    from ..launch.superlink import FlowerError
     from .simulate import parse_seeds
 
     if report_only:

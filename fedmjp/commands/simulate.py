@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli import app, fail, user_errors
+from .app import app, fail, user_errors
 from ..errors import InputError
 from ..scenario import load_scenario
 
@@ -30,7 +30,7 @@ SetOpt = Annotated[
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
     """Check a scenario file, and that its data splits among the clients as asked, without running it."""
     loaded = load_scenario(scenario, set_ or [])
-    from ..simulate import check_data
+    from ..launch.simulate import check_data
 
     check_data(loaded, loaded.seeds)
     typer.echo(f"{scenario}: valid ({len(loaded.arms)} arm(s): {', '.join(loaded.arms)})")
@@ -65,9 +65,10 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """Run every arm of SCENARIO on Flower's simulation engine and write a run directory."""
-    from ..simulate import check_data, load_run_dir, read_seeds, seed_dir, simulate_seeds
-    from ..simulate import simulate as run
-    from ..superlink import FlowerError
+    from ..federation.rundir import read_seeds, seed_dir
+    from ..launch.simulate import check_data, load_run_dir, simulate_seeds
+    from ..launch.simulate import simulate as run
+    from ..launch.superlink import FlowerError
 
     if (scenario is None) == (resume is None):
         raise InputError("give a SCENARIO to run, or --resume RUN_DIR (not both)")
@@ -95,7 +96,7 @@ def simulate(
                 summaries = simulate_seeds(loaded, run_dir, chosen, lambda seed, arm, done, _: bar.update(
                     tasks[seed, arm], completed=done), ray_address, resume=resume is not None, in_process=in_process)
             elif in_process:
-                from ..inprocess import simulate_in_process
+                from ..launch.inprocess import simulate_in_process
 
                 summaries = {None: simulate_in_process(loaded, run_dir, lambda arm, done, _: bar.update(
                     tasks[None, arm], completed=done))}

@@ -1,7 +1,7 @@
 """The headline results: leakage of every arm under every attack, against its accuracy cost.
 
 One scenario file defines the arms (standard ViT, naive shuffle, MJP ratios and apply_prob, fixed
-position embedding, local DP, pruning). It is run twice through ``fedmjp.simulate.simulate``:
+position embedding, local DP, pruning). It is run twice through ``fedmjp.launch.simulate.simulate``:
 
 - the **privacy part**: the file as written (FedSGD, batch size 1: APRIL's closed form applies),
   every reply attacked; its audit gives the leakage columns;
@@ -29,6 +29,6 @@ from .judging import (ATTACK_ORDER, COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, FLAG
                       WITHIN_MARGIN, WORST_NOT_REDUCED, accuracy_of, collect, defence_of, judge, rows, worst_rows)
 from .provenance import git_commit, machine
 from .run import run_results, write_results
-from .stats import NO_DIFFERENCE, paired_p, reading, t_interval
+from ..scoring.stats import NO_DIFFERENCE, paired_p, reading, t_interval
 from .settings import ACCURACY, DEFAULT_SCENARIO, PARTS, REFERENCE, SETTINGS, load_part, part_overrides
 from .tables import caption, render_accuracy, render_markdown

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from ..audit.summary import read_metrics
-from ..simulate import seed_dirs
+from ..federation.rundir import seed_dirs
 from .settings import REFERENCE
-from .stats import paired_p, reading, t_interval
+from ..scoring.stats import paired_p, reading, t_interval
 
 # Seed -> arm -> the arm's metrics.jsonl rows (one per round).
 Curves = dict[int, dict[str, list[dict[str, Any]]]]

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attack_case import ClientModel, run_single
+from ..audit.attack_case import ClientModel, run_single
 from ..attacks import NotApplicable, build_attack
 from ..attacks.imprint import server_images
-from ..model_check import Finding, check_model, check_original, range_bound
-from ..rundir import atomic_json
+from ..defences.model_check import Finding, check_model, check_original, range_bound
+from ..federation.rundir import atomic_json
 from ..scenario import Arm, Scenario
-from ..train import local_update
-from ..workload import build_model, dataset, derive_seed, evaluate_global, input_size, stack
+from ..federation.train import local_update
+from ..federation.workload import build_model, dataset, derive_seed, evaluate_global, input_size, stack
 from .provenance import read_json
 from .settings import REFERENCE
 

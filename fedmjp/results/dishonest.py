@@ -4,7 +4,7 @@ Library-level, in this process: for each arm of the privacy part, batch size and
 arm's round-1 global weights (thresholds from its own images, ``audit.server.images``, never a client's), a
 client computes one FedSGD gradient of a seeded batch of the arm's test split on them (with the arm's jigsaw
 and pruning), the server decodes the reply and the client's receipt scores it. The client's model check
-(:mod:`fedmjp.model_check`) is run on every planted model against the global one: its detection rate.
+(:mod:`fedmjp.defences.model_check`) is run on every planted model against the global one: its detection rate.
 Flower's local DP exists only inside a Flower run, so a DP arm is listed as not measured here.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from ..attack_case import ClientModel, run_single
+from ..audit.attack_case import ClientModel, run_single
 from ..attacks import NotApplicable
 from ..attacks.imprint import Imprint, server_images
-from ..defences import prune
-from ..model_check import check_weights
-from ..rundir import atomic_json
+from ..defences.reply import prune
+from ..defences.model_check import check_weights
+from ..federation.rundir import atomic_json
 from ..scenario import Arm, Scenario
-from ..workload import build_model, dataset, derive_seed, input_size, stack
+from ..federation.workload import build_model, dataset, derive_seed, input_size, stack
 from .provenance import read_json
 from .settings import REFERENCE
 

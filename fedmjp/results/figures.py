@@ -8,7 +8,7 @@ from typing import Any
 from ..audit.summary import leakage_by_round
 from .judging import COLUMNS, accuracy_of, ordered_attacks
 from .settings import REFERENCE
-from .stats import curve_band
+from ..scoring.stats import curve_band
 
 
 def _figure(width: float, height: float) -> Any:

@@ -1,6 +1,6 @@
 """Leakage where users train: the privacy part's arms over batch size x local training x stage.
 
-Each cell is one attacked round in this process (:mod:`fedmjp.inprocess`: the same client arithmetic and
+Each cell is one attacked round in this process (:mod:`fedmjp.launch.inprocess`: the same client arithmetic and
 curious server as a Flower run, its receipts scored by the clients) written to ``runs/realism/CELL``, a run
 directory that ``fedmjp audit`` reads and :func:`fedmjp.audit.summary.summarize` summarises; the table is
 computed from those summaries only. Every client holds the same number of examples: a FedSGD reply is one
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..audit.summary import SCORED, SERVER, read_records, summarize
-from ..inprocess import simulate_in_process
-from ..rundir import arm_dir, atomic_json, read_jsonl
+from ..launch.inprocess import simulate_in_process
+from ..federation.rundir import arm_dir, atomic_json, read_jsonl
 from ..scenario import Scenario, apply_overrides, parse_scenario, read_raw
 from .accuracy import accuracy_runs, resolved_arms
 from .provenance import read_json
@@ -139,7 +139,7 @@ def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, ar
 def train_size(path: Path, setting: str, overrides: list[str], arms: list[str], seed: int | None,
                budget: Budget) -> int:
     """Examples in the cells' training split (the population is cut so each client holds the budget's)."""
-    from ..workload import dataset
+    from ..federation.workload import dataset
 
     probe = cell_scenario(path, setting, overrides, cells(("init",))[0], arms, {}, budget.replies, seed, budget)
     return len(dataset(next(iter(probe.arms.values())), "train"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..rundir import atomic_json, atomic_write
+from ..federation.rundir import atomic_json, atomic_write
 from .accuracy import accuracy_rows
 from .detector import run_detector
 from .dishonest import run_dishonest
@@ -36,7 +36,7 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
     accuracy part's final weights of that seed. ``parts``: only these, into an ``out`` whose other parts may
     have run before. provenance.json gets each part's seconds as it finishes, so a stopped run keeps them.
     """
-    from ..simulate import simulate, simulate_seeds
+    from ..launch.simulate import simulate, simulate_seeds
 
     chosen = _chosen_parts(parts)
     scenarios = {part: load_part(path, setting, part, overrides or [], arms) for part in PARTS}

@@ -23,7 +23,7 @@ ACCURACY = [
     "data.test_limit=null",
 ]
 SETTINGS: dict[str, dict[str, list[str]]] = {
-    # The accuracy part: a budget that learns on 2 cores. Side by side in-process (fedmjp.inprocess, the ViT
+    # The accuracy part: a budget that learns on 2 cores. Side by side in-process (fedmjp.launch.inprocess, the ViT
     # arm, seed 0, whole test split, 2 idle cores): width 96 / patch 4, 4 clients, 8 one-epoch rounds 0.315 in
     # 130 s; the same over 2 clients, 10 rounds 0.388 in 162 s; patch 8 (16 tokens, 3.7x the images per
     # second) over 2 clients, 24 rounds 0.408 in 127 s (batch 32: 0.410 in 156 s). A centralised run of the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..scenario import Arm
-from .stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
+from ..scoring.stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
 from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
                       WORST_NOT_REDUCED, defence_of, realism_rows, where_recognisability_stops)
@@ -88,7 +88,7 @@ def render_detector(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
              f"Each planting is sent to a client in place of the privacy part's global weights at random init "
              f"(the arm's model and test split, one FedSGD gradient of a seeded batch, {part['trials']} trial(s) "
              "per row). Refused: by the original check (weight shape only), by the "
-             "current check (`fedmjp.model_check`: weight shape, ranges, and what the weights do to the client's "
+             "current check (`fedmjp.defences.model_check`: weight shape, ranges, and what the weights do to the client's "
              "batch) in a first round (no accepted weights), and by the current check with history (the honest "
              "weights accepted the round before). Patches exact: share of the batch's patches the server read at "
              ">= 40 dB had the client trained; when passed: the same over the trials the current check let "

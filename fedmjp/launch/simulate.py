@@ -17,31 +17,19 @@ from typing import Any
 
 import yaml
 
-from .rundir import arm_dir, atomic_json, atomic_write, read_jsonl, versions
-from . import checkpoint
-from .errors import InputError
-from .scenario import Arm, Scenario, parse_scenario
-from .runconfig import write_run_config
+from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
+from ..federation import checkpoint
+from ..errors import InputError
+from ..scenario import Arm, Scenario, parse_scenario
+from ..federation.runconfig import write_run_config
 from .superlink import FlowerError, SimulationSuperLink, server_error
 
-APP_DIR = Path(__file__).resolve().parent.parent
+APP_DIR = Path(__file__).resolve().parents[2]
 
 # Called as (arm name, rounds done, rounds in all) whenever progress is polled.
 Progress = Callable[[str, int, int], None]
 # Called as (seed, arm name, rounds done, rounds in all) by ``simulate_seeds``.
 SeedProgress = Callable[[int, str, int, int], None]
-# In a multi-seed run directory: the seeds it runs (each in seed-S/).
-SEEDS_FILE = "seeds.json"
-
-
-def prepare_run_dir(scenario: Scenario, out: Path) -> Path:
-    """Create the run directory with the resolved scenario and versions (refuses a used one)."""
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"--out: {out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "scenario.yaml", scenario.to_yaml().encode())
-    atomic_json(out / "versions.json", versions())
-    return out
 
 
 def load_run_dir(run_dir: Path) -> Scenario:
@@ -112,7 +100,7 @@ def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: 
                in_process: bool = False) -> None:
     """Refuse, before a run writes anything, arms whose clients' data cannot be split as asked (at each of
     ``seeds``); an arm on a remote Ray cluster has its data on that cluster's nodes and is not checked."""
-    from .workload import check_partitioning  # torch and timm: not for the CLI's other commands
+    from ..federation.workload import check_partitioning  # torch and timm: not for the CLI's other commands
 
     address = ray_address or os.environ.get("RAY_ADDRESS")
     for seeded in [scenario.with_seed(seed) for seed in seeds] if seeds else [scenario]:
@@ -144,38 +132,12 @@ def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None
     return summary
 
 
-def read_seeds(out: Path) -> list[int] | None:
-    """The seeds of a multi-seed run directory (None: a single-seed run directory)."""
-    path = out / SEEDS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return [int(s) for s in json.loads(path.read_text())["seeds"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: not a list of seeds (corrupted run directory)") from None
-
-
-def seed_dir(out: Path, seed: int) -> Path:
-    """The run directory of one seed of a multi-seed run."""
-    return out / f"seed-{seed}"
-
-
-def seed_dirs(out: Path) -> dict[int, Path]:
-    """The seeds' run directories under ``out`` (seed -> directory), in seed order."""
-    found = {}
-    for path in out.glob("seed-*"):
-        seed = path.name.removeprefix("seed-")
-        if seed.isdigit() and (path / "scenario.yaml").is_file():
-            found[int(seed)] = path
-    return dict(sorted(found.items()))
-
-
 def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: SeedProgress = lambda *_: None,
                    ray_address: str | None = None, resume: bool = False,
                    in_process: bool = False) -> dict[int, dict[str, Any]]:
     """Every arm once per seed, each seed a run directory ``out/seed-S`` (same split and initial weights
     for all arms of a seed); with ``resume``, finished seeds are skipped and unfinished ones continued;
-    with ``in_process``, without Flower (``fedmjp.inprocess``)."""
+    with ``in_process``, without Flower (``fedmjp.launch.inprocess``)."""
     if not resume:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out: {out} exists and is not empty")

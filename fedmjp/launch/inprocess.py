@@ -19,17 +19,17 @@ from typing import Any
 
 import torch
 
-from .aggregate import ServerOptimizer
-from .audit import AuditStore
-from .audit.adversary import Adversary
-from .audit.receipt import receipt_scores, round_examples, sent_of
-from .audit.records import Receipt, append_attack_records
-from .defences import prune
-from .errors import InputError
-from .rundir import append_jsonl, arm_dir, atomic_torch_save, atomic_write
-from .scenario import Arm, Scenario
-from .train import reply_kind, resolve_device
-from .workload import ClientRound, build_model, client_round, dataset, evaluate_global, stack
+from ..federation.aggregate import ServerOptimizer
+from ..audit import AuditStore
+from ..audit.adversary import Adversary
+from ..audit.receipt import receipt_scores, round_examples, sent_of
+from ..audit.records import Receipt, append_attack_records
+from ..defences.reply import prune
+from ..errors import InputError
+from ..federation.rundir import append_jsonl, arm_dir, atomic_torch_save, atomic_write, prepare_run_dir
+from ..scenario import Arm, Scenario
+from ..federation.train import reply_kind, resolve_device
+from ..federation.workload import ClientRound, build_model, client_round, dataset, evaluate_global, stack
 
 Progress = Callable[[str, int, int], None]
 
@@ -105,8 +105,6 @@ def audit_round(adversary: Adversary, store: AuditStore, patch: int, server_roun
 def simulate_in_process(scenario: Scenario, out: Path, progress: Progress = lambda *_: None) -> dict[str, Any]:
     """Every arm in this process into a new run directory; the last round of each, as ``simulate`` returns."""
     import yaml
-
-    from .simulate import prepare_run_dir
 
     for arm in scenario.arms.values():
         check_in_process(arm)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .scenario import Arm, load_scenario
+from ..errors import InputError
+from ..scenario import Arm, load_scenario
 
 ARM_KEY = "arm"
 

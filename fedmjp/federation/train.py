@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import Jigsaw, to_model_input
+from ..models import Jigsaw, to_model_input
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

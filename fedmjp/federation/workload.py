@@ -18,14 +18,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import models  # noqa: F401  (registers fedmjp's models with timm)
+from .. import models  # noqa: F401  (registers fedmjp's models with timm)
 from .checkpoint import load_weights
-from .data import load_dataset
-from .data.augment import augment
-from .data.partition import partition_rows, partitioner
-from .defences import fix_pos_embed
-from .errors import InputError
-from .scenario import Arm
+from ..data import load_dataset
+from ..data.augment import augment
+from ..data.partition import partition_rows, partitioner
+from ..models.fixed_pos_embed import fix_pos_embed
+from ..errors import InputError
+from ..scenario import Arm
 from .train import LocalResult, compute_gradient, evaluate, local_update, resolve_device, seed_jigsaw
 
 if TYPE_CHECKING:

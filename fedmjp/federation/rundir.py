@@ -17,10 +17,17 @@ import platform
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..scenario import Scenario
+
+# In a multi-seed run directory: the seeds it runs (each in seed-S/).
+SEEDS_FILE = "seeds.json"
 PACKAGES = ("fedmjp", "flwr", "flwr-datasets", "torch", "torchvision", "timm", "ray", "numpy", "pydantic",
             "torchmetrics", "scipy")
 
@@ -49,6 +56,16 @@ def atomic_torch_save(path: Path, obj: Any, mode: int = 0o644) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue(), mode)
+
+
+def prepare_run_dir(scenario: Scenario, out: Path) -> Path:
+    """Create the run directory with the resolved scenario and versions (refuses a used one)."""
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"--out: {out} exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "scenario.yaml", scenario.to_yaml().encode())
+    atomic_json(out / "versions.json", versions())
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -87,3 +104,29 @@ def append_jsonl(path: Path, record: dict[str, Any], mode: int = 0o644) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_seeds(out: Path) -> list[int] | None:
+    """The seeds of a multi-seed run directory (None: a single-seed run directory)."""
+    path = out / SEEDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return [int(s) for s in json.loads(path.read_text())["seeds"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: not a list of seeds (corrupted run directory)") from None
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """The run directory of one seed of a multi-seed run."""
+    return out / f"seed-{seed}"
+
+
+def seed_dirs(out: Path) -> dict[int, Path]:
+    """The seeds' run directories under ``out`` (seed -> directory), in seed order."""
+    found = {}
+    for path in out.glob("seed-*"):
+        seed = path.name.removeprefix("seed-")
+        if seed.isdigit() and (path / "scenario.yaml").is_file():
+            found[int(seed)] = path
+    return dict(sorted(found.items()))

@@ -16,7 +16,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 from torch import Tensor
 
 from .metrics import PSNR_CAP, pairwise_mse
-from .patches import flat_tiles
+from ..models.patches import flat_tiles
 
 __all__ = ["EXACT_PATCH_DB", "align_batch", "match_images", "patch_recovery"]
 

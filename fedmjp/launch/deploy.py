@@ -23,13 +23,13 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .rundir import arm_dir, atomic_json, atomic_write, read_jsonl
-from .runconfig import write_run_config
-from .scenario import Arm, Scenario
+from ..errors import InputError
+from ..federation.rundir import arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl
+from ..federation.runconfig import write_run_config
+from ..scenario import Arm, Scenario
 from .superlink import FlowerConnection, FlowerError, RemoteSuperLink, server_error
 
-APP_DIR = Path(__file__).resolve().parent.parent
+APP_DIR = Path(__file__).resolve().parents[2]
 
 # Called as (arm name, rounds done, rounds in all) whenever progress is polled.
 Progress = Callable[[str, int, int], None]
@@ -121,12 +121,6 @@ def run_arm(link: FlowerConnection, arm: Arm, run_dir: Path, work: Path, progres
     if not status.succeeded:
         raise FlowerError(f"arm {arm.name}: run {run_id} {status.status}: {server_error(link.logs(run_id))}")
     return {"run_id": run_id, "status": status.status, "seconds": time.perf_counter() - started}
-
-
-def prepare_run_dir(scenario: Scenario, out: Path) -> None:
-    from .simulate import prepare_run_dir as prepare
-
-    prepare(scenario, out)
 
 
 def deploy(scenario: Scenario, out: Path, link: FlowerConnection, progress: Progress = lambda *_: None,

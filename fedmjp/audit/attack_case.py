@@ -20,12 +20,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import checkpoint
-from .attacks.base import Attack, Observation, Reconstruction, Timer, plants
-from .attacks.imprint import server_images
-from .audit.receipt import receipt_scores, sent_of
-from .batch_metrics import align_batch
-from .train import compute_gradient, seed_jigsaw
+from ..federation import checkpoint
+from ..attacks.base import Attack, Observation, Reconstruction, Timer, plants
+from ..attacks.imprint import server_images
+from .receipt import receipt_scores, sent_of
+from ..scoring.batch_metrics import align_batch
+from ..federation.train import compute_gradient, seed_jigsaw
 
 
 @dataclass
@@ -101,7 +101,7 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
 
 
 def load_weights(client: ClientModel, path: str | Path) -> None:
-    """:func:`fedmjp.checkpoint.load_weights` into the client's model (ValueError naming ``weights``)."""
+    """:func:`fedmjp.federation.checkpoint.load_weights` into the client's model (ValueError naming ``weights``)."""
     try:
         checkpoint.load_weights(client.model, path)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""A real deployment on this machine for tests and scripts/deploy_timing.py: a SuperLink with
+"""A real deployment on this machine (tests, scripts/deploy_timing.py, a researcher trying deployment): a SuperLink with
 TLS and SuperNode authentication and one SuperNode per key, as processes on loopback."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedmjp.deploy import wait_for_nodes
-from fedmjp.processes import console_script, free_port, kill_by_env, processes_with_env, stop_group, venv_path
-from fedmjp.superlink import FAST_POLL_ENV, QUIET_ENV, FlowerError, RemoteSuperLink, wait_healthy
+from .deploy import wait_for_nodes
+from .processes import console_script, free_port, kill_by_env, processes_with_env, stop_group, venv_path
+from .superlink import FAST_POLL_ENV, QUIET_ENV, FlowerError, RemoteSuperLink, wait_healthy
 
 
 class LoopbackDeployment:

@@ -155,7 +155,7 @@ def _rms_ratio(new: Tensor, old: Tensor) -> float:
 def fc1_preactivations(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
     """(patch tokens, hidden) pre-activations of every block's fc1 over a batch, in evaluation mode (no jigsaw),
     keyed by the fc1 weight's name."""
-    from .models import to_model_input
+    from ..models import to_model_input
 
     found: dict[str, Tensor] = {}
     prefix = model.num_prefix_tokens  # CLS: no patch of the client's, and no planting bins it

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .scenario import Arm
+from ..scenario import Arm
 from .workload import derive_seed
 
 

@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from .patches import flat_tiles
+from ..models.patches import flat_tiles
 
 __all__ = [
     "LPIPS_MIN_SIZE",

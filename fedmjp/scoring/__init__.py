@@ -1,0 +1,1 @@
+"""How much a reconstruction recovers: per-image and per-batch leakage metrics."""
