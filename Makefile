@@ -32,8 +32,7 @@ results: $(STAMP)
 	rm -rf results/runs
 	$(BIN)/fedmjp results --quick --out results
 
-# The full setting: results-full/results.md. Measured on 2 idle cores (d7b9352, AMD EPYC): 2 h 19 min in
-# all; privacy part 15 min, accuracy part 87 min, dishonest part 1 min, the grid 36 min.
+# The full setting: results-full/results.md (hours on 2 cores; the measured time: docs/results/settings.md).
 results-full: $(STAMP)
 	rm -rf results-full/runs
 	$(BIN)/fedmjp results --out results-full

@@ -50,7 +50,7 @@ def _layout(obs: Observation) -> nn.Module:
 
 @functools.lru_cache(maxsize=16)
 def _cached_layout(name: str, kwargs_json: str) -> nn.Module:
-    # Built once per architecture: building a timm model costs more than the solve itself (ViT-S/16: 65-80 ms).
+    # Built once per architecture: building a timm model costs more than the solve itself.
     with torch.device("meta"):
         return timm.create_model(name, **json.loads(kwargs_json))
 

@@ -79,7 +79,7 @@ def first_per_class(targets: np.ndarray, limit: int | None) -> np.ndarray:
 
 def stratified_split(targets: np.ndarray, split: str, seed: int, test_fraction: float = 0.2) -> np.ndarray:
     """Sorted indices of ``split`` in a seeded, stratified train/test split."""
-    from sklearn.model_selection import train_test_split  # imported here: it costs every process 0.5 s
+    from sklearn.model_selection import train_test_split  # imported here: scikit-learn's import is slow
 
     train, test = train_test_split(
         np.arange(len(targets)), test_size=test_fraction, stratify=targets, random_state=seed

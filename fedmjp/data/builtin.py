@@ -32,7 +32,7 @@ def load_digits(
     split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
 ) -> ImageArrayDataset:
     """scikit-learn's 1,797 handwritten digits (8x8 grey, 17 levels) as RGB."""
-    from sklearn.datasets import load_digits as sklearn_digits  # here: scikit-learn costs a process 0.5 s
+    from sklearn.datasets import load_digits as sklearn_digits  # here: scikit-learn's import is slow
 
     digits = sklearn_digits()
     targets = digits.target.astype(np.int64)

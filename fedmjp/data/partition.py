@@ -44,7 +44,7 @@ def partitioner(
         cut into ``num_partitions * shards_per_partition`` equal shards, deal them out;
         the remainder of the division is left out).
     """
-    # Imported here: the server and the CLI never partition, and these cost a process 0.7 s.
+    # Imported here: the server and the CLI never partition, and these would cost every process their import.
     import datasets
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
 

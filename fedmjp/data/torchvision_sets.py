@@ -61,7 +61,7 @@ def load_imagefolder(
     return ImageArrayDataset(images[keep], targets[keep], classes, image_size)
 
 
-# Decoding is the slow part (about 1 s per 10k small JPEGs): do it once per process,
+# Decoding is the slow part: do it once per process,
 # since simulated clients in one process each ask for the same folder.
 @lru_cache(maxsize=4)
 def _decode_folder(

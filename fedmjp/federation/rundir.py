@@ -83,15 +83,25 @@ def arm_dir(run_dir: Path, arm: str) -> Path:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete line (a crash can leave half a last line, which is skipped)."""
+    """Every record of an append-only JSONL file (``append_jsonl``).
+
+    The rule for all of them: each record is one write ending in a newline, so a last line without its
+    newline is a write a crash cut short, and is skipped; a complete line that is not a JSON object is
+    corruption, and raises InputError naming the file and line (the CLI exits 2)."""
     if not path.exists():
         return []
+    lines = path.read_text().split("\n")
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines[:-1], start=1):  # lines[-1]: "" or a torn last write
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {number} is not valid JSON (corrupted run directory)")
+        records.append(record)
     return records
 
 

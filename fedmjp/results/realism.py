@@ -86,15 +86,10 @@ class Budget:
 
 
 BUDGETS = {
-    # Measured on 2 cores (2-block width-96 ViT, 2 arms): a FedSGD cell 7.5 s (batch 1) to 24 s (16), a
-    # FedAvg epoch at batch 1 (16 unrolled steps) 81 s, with 2 replies; quick attacks 1 reply per cell.
+    # What each cell cost when these budgets were chosen: docs/results/settings.md.
     "quick": Budget(16, 1, 100, ("april", "ig", "adaptive")),
-    # The full setting's accuracy model (patch 8, 16 tokens, 4 blocks of width 96). Measured on 2 cores
-    # (4c10510), 2 replies and 200 steps everywhere: FedSGD cells at init 1.4, 1.8 and 3.2 min (batch 1, 4,
-    # 16), but FedAvg at batch 1 attacked 2 of its 5 arms in 10.5 min (the grid: well over two hours), so
-    # FedAvg cells attack one reply for 100 steps, a quarter of that: the grid then took 35.6 min (d7b9352),
-    # its cells 1.8 to 3.9 min for FedSGD (batch 1 to 16), 6.7 and 7.0 min for FedAvg at batch 1, 1 to 2.2 min at
-    # 4 and 16.
+    # The full setting's accuracy model. FedAvg cells attack one reply for 100 steps: at FedSGD's budget the
+    # FedAvg cells alone would take hours on 2 cores.
     "full": Budget(16, 2, 200, ("april", "ig", "april-opt", "adaptive"), fedavg=(1, 100)),
 }
 Progress = Callable[[str, int, int], None]  # (cell, cells done, cells)

@@ -23,11 +23,7 @@ ACCURACY = [
     "data.test_limit=null",
 ]
 SETTINGS: dict[str, dict[str, list[str]]] = {
-    # The accuracy part: a budget that learns on 2 cores. Side by side in-process (fedmjp.launch.inprocess, the ViT
-    # arm, seed 0, whole test split, 2 idle cores): width 96 / patch 4, 4 clients, 8 one-epoch rounds 0.315 in
-    # 130 s; the same over 2 clients, 10 rounds 0.388 in 162 s; patch 8 (16 tokens, 3.7x the images per
-    # second) over 2 clients, 24 rounds 0.408 in 127 s (batch 32: 0.410 in 156 s). A centralised run of the
-    # patch-4 model for 300 s on one core reaches 0.407: FedAvg's averaging, not the model, is the cost.
+    # The accuracy part: a budget that learns on 2 cores (the probes that chose it: docs/results/settings.md).
     "full": {
         "privacy": [],
         "accuracy": [*ACCURACY, "model.kwargs.patch_size=8", "model.kwargs.embed_dim=96", "model.kwargs.num_heads=3",
@@ -36,9 +32,7 @@ SETTINGS: dict[str, dict[str, list[str]]] = {
                      "training.lr_schedule=cosine", "training.augment=true", "training.rounds=24"],
     },
     # A 2-block ViT, one attacked round of 4 clients, small attack budgets; the accuracy part a narrower
-    # 2-block ViT (width 96, 3 heads: 4.4 times fewer seconds a step than width 192, depth 4, measured side
-    # by side) on 500 test images. Measured 6.5 min on 2 idle cores with one seed and the accuracy part at
-    # width 192 (privacy 2.4, accuracy 4.1); not yet timed with three seeds and the narrower model.
+    # 2-block ViT on 500 test images (its timing: docs/results/settings.md).
     "quick": {
         "privacy": ["model.kwargs.depth=2", "training.rounds=1",
                     "data.test_limit=100",
