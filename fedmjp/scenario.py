@@ -271,10 +271,9 @@ class Guard(Strict):
     attack: AttackSpec = AttackSpec(name="april")
     # Tried in order where ``attack`` does not apply (batch > 1, several FedAvg steps, a partition smaller
     # than the batch): adaptive judges an MJP model's gradient (or one SGD step), ig any reply, replaying
-    # a FedAvg update with the client's own local settings. Default budget, 100 steps and 1 restart: about
-    # 20 s per client per round on a 2-core CPU for a 4-block ViT-Ti/4 at batch 8 (measured; 12 blocks
-    # about 3x; a replayed update costs its local steps times more). It under-reads leakage: Inverting
-    # Gradients reached 18 dB at 100 steps and 29 dB at 400 on a batch of 4; raise steps where time allows.
+    # a FedAvg update with the client's own local settings. The default budget (100 steps, 1 restart) is what a
+    # 2-core client affords each round, and under-reads leakage (docs/results/settings.md): raise it where
+    # time allows.
     fallback: list[AttackSpec] = Field(default_factory=lambda: [
         AttackSpec(name="adaptive", options={"steps": 100, "restarts": 1}),
         AttackSpec(name="ig", options={"steps": 100, "restarts": 1}),
