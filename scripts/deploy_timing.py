@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fedmjp.federation.rundir import read_jsonl  # noqa: E402
-from fedmjp.launch.superlink import FAST_POLL_ENV  # noqa: E402
+from fedmjp.launch.flower_config import FAST_POLL_ENV  # noqa: E402
 from server.exchange import INTERVAL  # noqa: E402
 from fedmjp.launch.loopback import LoopbackDeployment  # noqa: E402
 

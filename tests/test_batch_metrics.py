@@ -8,6 +8,7 @@ from skimage import data
 from torch.nn.functional import interpolate
 
 from fedmjp.scoring.batch_metrics import align_batch, match_images, patch_recovery
+from fedmjp.scoring.metrics import PSNR_CAP, pairwise_mse, pairwise_psnr, psnr
 from fedmjp.models.patches import flat_tiles, from_tiles, to_tiles
 
 PATCH = 4
@@ -68,3 +69,15 @@ def test_patches_at_the_wrong_position_are_exact_but_not_placed(batch: torch.Ten
 def test_patch_below_the_exact_threshold_is_not_counted(batch: torch.Tensor) -> None:
     off = (batch + 0.02).clamp(0, 1)  # about 34 dB: close, not exact
     assert patch_recovery(off, None, batch, PATCH)["patches_exact"] < 0.1
+
+
+def test_pairwise_psnr_is_the_psnr_of_each_pair_and_the_former_mse_formula() -> None:
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(6, 3 * 16 * 16, generator=generator), torch.rand(5, 3 * 16 * 16, generator=generator)
+    b[0], b[1] = a[2], (a[3] + 0.01).clamp(0, 1)  # an exact copy (the cap) and a near one
+    value = pairwise_psnr(a, b)
+    assert value.shape == (6, 5) and value[2, 0] == PSNR_CAP
+    assert torch.allclose(value[:, 1].float(), psnr(a, b[1].expand_as(a)), atol=1e-5)
+    # What batch matching computed before it used torchmetrics' PSNR.
+    former = (-10 * torch.log10(pairwise_mse(a, b).clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
+    assert torch.allclose(value, former, rtol=0, atol=1e-5)

@@ -23,7 +23,8 @@ import yaml
 from fedmjp.launch.deploy import online_nodes, wait_for_nodes
 from fedmjp.federation.rundir import read_jsonl
 from fedmjp.launch.processes import free_port
-from fedmjp.launch.superlink import FAST_POLL_ENV, RemoteSuperLink
+from fedmjp.launch.flower_config import FAST_POLL_ENV
+from fedmjp.launch.superlinks import RemoteSuperLink
 
 from .flower_runs import scenario
 

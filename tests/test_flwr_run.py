@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fedmjp.launch.processes import console_script, free_port, venv_path
-from fedmjp.launch.superlink import QUIET_ENV
+from fedmjp.launch.flower_config import QUIET_ENV
 
 from .flower_runs import kill_marked
 from fedmjp.launch.processes import processes_with_env

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from fedmjp.federation.rundir import read_jsonl
-from fedmjp.launch.superlink import free_port
+from fedmjp.launch.processes import free_port
 
 from .flower_runs import write_scenario
 

@@ -24,7 +24,7 @@ embedding u), with z_i = W_e x_{pi(i)} + b_e + pos_i and g_i = dCE/dz_i:
     one embedding, so the loss (and every gradient) is invariant to the order of the masked
     patches: the gradient carries no information about where they belong. Their place is
     chosen from image statistics only: a linear assignment that minimises border differences
-    with the known visible neighbours (scipy's ``linear_sum_assignment``).
+    with the known visible neighbours (``placement.place_by_edges``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import Jigsaw, from_model_input
@@ -45,6 +44,7 @@ from .base import patch_offset, rebuild_model, register_attack
 from .gradient_matching import Budget, CosineTerm, Forward, MatchingProblem, Tensors, gradient_simulator, optimise
 from .gradient_matching import plain_forward, weights_of
 from .optimization import attack_labels, matched_names, random_start
+from .placement import place_by_edges
 from .replay import observed_target
 
 UNK = "unk_pos_embed"
@@ -153,38 +153,14 @@ def _lstsq(design: Tensor, dw: Tensor) -> Tensor:
     return torch.linalg.lstsq(design.double().T, dw, driver="gelsd").solution
 
 
-# (row step, col step, edge of the placed tile, facing edge of the neighbour) for the 4 neighbours.
-_SIDES = [
-    (-1, 0, (..., 0, slice(None)), (..., -1, slice(None))),
-    (1, 0, (..., -1, slice(None)), (..., 0, slice(None))),
-    (0, -1, (..., slice(None), 0), (..., slice(None), -1)),
-    (0, 1, (..., slice(None), -1), (..., slice(None), 0)),
-]
-
-
-def border_costs(tiles: Tensor, candidates: Tensor, mask: Tensor, grid: tuple[int, int]) -> Tensor:
-    """(m, m) cost of putting candidate tile k at masked position s: edge mismatch with visible neighbours."""
-    grid_h, grid_w = grid
-    positions = mask.nonzero().squeeze(1).tolist()
-    cost = torch.zeros(len(candidates), len(positions))
-    for s, pos in enumerate(positions):
-        row, col = divmod(pos, grid_w)
-        for d_row, d_col, own_edge, their_edge in _SIDES:
-            r, c = row + d_row, col + d_col
-            if 0 <= r < grid_h and 0 <= c < grid_w and not mask[r * grid_w + c]:
-                diff = candidates[own_edge] - tiles[r * grid_w + c][their_edge]
-                cost[:, s] += diff.pow(2).flatten(1).mean(1)
-    return cost
-
-
 def place(tiles: Tensor, mask: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Reassign the masked tiles to masked positions by border smoothness.
+    """Reassign the masked tiles to masked positions by edge continuity with the visible ones.
 
     Returns the placed tiles and (N,) ``positions``: the position each tile of the input
     (optimiser's) layout is placed at (identity on visible positions).
     """
     masked = mask.nonzero().squeeze(1)
-    rows, cols = linear_sum_assignment(border_costs(tiles, tiles[masked], mask, grid).numpy())
+    rows, cols = place_by_edges(tiles[None], ~mask[None], tiles[masked], [(0, pos) for pos in masked.tolist()], grid)
     positions = torch.arange(mask.numel())
     positions[masked[torch.from_numpy(rows)]] = masked[torch.from_numpy(cols)]
     placed = tiles.clone()

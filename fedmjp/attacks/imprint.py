@@ -30,7 +30,6 @@ from typing import Any
 
 import timm
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..models import from_model_input, to_model_input
@@ -39,6 +38,7 @@ from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatM
 from .base import register_attack
 from .imprint_evasion import BINS_PER_DIRECTION, KnownCheck, decorrelate, fit_ranges, hide_rank_one
 from .imprint_evasion import random_part_channels, silence_attention, vary_sink_weights
+from .placement import place_by_edges
 
 __all__ = ["Imprint", "ImprintLayout", "binning_blocks", "plant_imprint", "server_images"]
 
@@ -363,29 +363,13 @@ def assemble(patches: Tensor, positions: Tensor, batch: int, grid: tuple[int, in
 
 def _place(tiles: Tensor, filled: Tensor, candidates: Tensor, slots: list[tuple[int, int]],
            grid: tuple[int, int]) -> None:
+    """Fill the empty ``slots`` with ``candidates`` by edge continuity (all of one side, as many as the other has)."""
     slots = [s for s in slots if not filled[s]]
     if not len(candidates) or not slots:
         return
-    cost = torch.stack([_edge_cost(tiles, filled, candidates, b, pos, grid) for b, pos in slots], dim=1)
-    rows, cols = linear_sum_assignment(cost.numpy())
-    for r, c in zip(rows, cols):
+    for r, c in zip(*place_by_edges(tiles, filled, candidates, slots, grid)):
         b, pos = slots[c]
         tiles[b, pos], filled[b, pos] = candidates[r], True
-
-
-def _edge_cost(tiles: Tensor, filled: Tensor, candidates: Tensor, b: int, pos: int, grid: tuple[int, int]) -> Tensor:
-    """(K,) squared difference of each candidate's borders with the placed neighbours of slot (b, pos)."""
-    row, col = divmod(pos, grid[1])
-    cost = torch.zeros(len(candidates))
-    neighbours = [(pos - 1, lambda t: t[..., :, -1], lambda t: t[..., :, 0]) if col > 0 else None,
-                  (pos + 1, lambda t: t[..., :, 0], lambda t: t[..., :, -1]) if col < grid[1] - 1 else None,
-                  (pos - grid[1], lambda t: t[..., -1, :], lambda t: t[..., 0, :]) if row > 0 else None,
-                  (pos + grid[1], lambda t: t[..., 0, :], lambda t: t[..., -1, :]) if row < grid[0] - 1 else None]
-    for entry in neighbours:
-        if entry is not None and filled[b, entry[0]]:
-            other, mine = entry[1](tiles[b, entry[0]]), entry[2](candidates)
-            cost += (mine - other).pow(2).flatten(1).sum(1)
-    return cost
 
 
 class Imprint:

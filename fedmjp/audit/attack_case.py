@@ -19,6 +19,8 @@ import timm
 import torch
 from PIL import Image
 from torch import nn
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
 
 from ..federation import checkpoint
 from ..attacks.base import Attack, Observation, Reconstruction, Timer, plants
@@ -151,14 +153,13 @@ def comparison_grid(truth: torch.Tensor, reconstruction: torch.Tensor, min_heigh
     upscaled (nearest) so small images stay visible."""
     if len(truth) > 1:
         reconstruction = align_batch(reconstruction, truth)
-    gap = torch.ones(3, truth.shape[-2], max(2, truth.shape[-1] // 32))
-    rows = [torch.cat([t, gap, r.clamp(0, 1)], dim=-1) for t, r in zip(truth, reconstruction)]
-    grid = torch.cat([torch.cat([row, torch.ones(3, gap.shape[-1], row.shape[-1])], dim=-2) for row in rows[:-1]]
-                     + rows[-1:], dim=-2)
+    gap = max(2, truth.shape[-1] // 32)
+    pairs = torch.stack([truth, reconstruction.clamp(0, 1)], dim=1).flatten(0, 1)  # t0, r0, t1, r1, ...
+    # make_grid pads the border too; white belongs only between the pictures.
+    grid = make_grid(pairs, nrow=2, padding=gap, pad_value=1.0)[:, gap:-gap, gap:-gap]
     factor = max(1, -(-min_height // grid.shape[-2]))
     grid = grid.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-    array = grid.mul(255).round().byte().permute(1, 2, 0).contiguous().numpy()
-    return Image.fromarray(array)
+    return to_pil_image(grid.mul(255).round().to(torch.uint8))
 
 
 def make_private_dir(path: Path) -> None:

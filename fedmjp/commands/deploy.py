@@ -69,7 +69,7 @@ def deploy(
     """
     from ..launch.deploy import check_deployable, connect
     from ..launch.deploy import deploy as run
-    from ..launch.superlink import FlowerError
+    from ..launch.flwr_cli import FlowerError
 
     loaded = load_scenario(scenario, set_ or [])
     check_deployable(loaded)

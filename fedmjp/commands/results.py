@@ -55,7 +55,7 @@ def results(
     OUT/results.md (leakage per arm and attack with test accuracy, recomputed from the run directories) and
     the figures."""
     from ..results import DEFAULT_SCENARIO, run_results, write_results
-    from ..launch.superlink import FlowerError
+    from ..launch.flwr_cli import FlowerError
     from .simulate import parse_seeds
 
     if report_only:

@@ -68,7 +68,7 @@ def simulate(
     from ..federation.rundir import read_seeds, seed_dir
     from ..launch.simulate import check_data, load_run_dir, simulate_seeds
     from ..launch.simulate import simulate as run
-    from ..launch.superlink import FlowerError
+    from ..launch.flwr_cli import FlowerError
 
     if (scenario is None) == (resume is None):
         raise InputError("give a SCENARIO to run, or --resume RUN_DIR (not both)")

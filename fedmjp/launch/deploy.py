@@ -27,7 +27,9 @@ from ..errors import InputError
 from ..federation.rundir import arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl
 from ..federation.runconfig import write_run_config
 from ..scenario import Arm, Scenario
-from .superlink import FlowerConnection, FlowerError, RemoteSuperLink, server_error
+from .flower_logs import server_error
+from .flwr_cli import FlowerConnection, FlowerError
+from .superlinks import RemoteSuperLink
 
 APP_DIR = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .deploy import wait_for_nodes
+from .flower_config import FAST_POLL_ENV, QUIET_ENV
+from .flwr_cli import FlowerError
+from .health import wait_healthy
 from .processes import console_script, free_port, kill_by_env, processes_with_env, stop_group, venv_path
-from .superlink import FAST_POLL_ENV, QUIET_ENV, FlowerError, RemoteSuperLink, wait_healthy
+from .superlinks import RemoteSuperLink
 
 
 class LoopbackDeployment:

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -53,31 +55,35 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
     process.wait()
 
 
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Pids whose environment holds ``key=value`` (Linux /proc)."""
-    needle = f"{key}={value}".encode()
+def _with_env(key: str, value: str) -> list[psutil.Process]:
+    """Processes other than this one whose environment holds ``key=value``."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
+            if process.environ().get(key) == value:
+                found.append(process)
+        # Gone, a zombie (its environment is empty: a ZombieProcess is a NoSuchProcess) or not ours.
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Pids whose environment holds ``key=value``."""
+    return [process.pid for process in _with_env(key, value)]
 
 
 def kill_by_env(key: str, value: str, timeout: float) -> None:
     """SIGTERM every process whose environment holds ``key=value``; SIGKILL after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    sig = signal.SIGTERM
-    while pids := processes_with_env(key, value):
-        for pid in pids:
+    # Scan again after each round of signals: a dying process may have started others.
+    while processes := _with_env(key, value):
+        late = time.monotonic() > deadline
+        for process in processes:
             try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
+                (process.kill if late else process.terminate)()
+            except psutil.NoSuchProcess:
                 pass
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
         time.sleep(0.2)

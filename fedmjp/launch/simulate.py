@@ -22,7 +22,9 @@ from ..federation import checkpoint
 from ..errors import InputError
 from ..scenario import Arm, Scenario, parse_scenario
 from ..federation.runconfig import write_run_config
-from .superlink import FlowerError, SimulationSuperLink, server_error
+from .flower_logs import server_error
+from .flwr_cli import FlowerError
+from .superlinks import SimulationSuperLink
 
 APP_DIR = Path(__file__).resolve().parents[2]
 

@@ -15,17 +15,13 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 from torch import Tensor
 
-from .metrics import PSNR_CAP, pairwise_mse
+from .metrics import pairwise_psnr
 from ..models.patches import flat_tiles
 
 __all__ = ["EXACT_PATCH_DB", "align_batch", "match_images", "patch_recovery"]
 
 # A patch at or above 40 dB is within about a quarter of an 8-bit step per pixel: the patch itself leaked.
 EXACT_PATCH_DB = 40.0
-
-
-def _psnr_from_mse(mse: Tensor) -> Tensor:
-    return (-10 * torch.log10(mse.clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
 
 
 def match_images(reconstruction: Tensor, truth: Tensor) -> Tensor:
@@ -36,8 +32,8 @@ def match_images(reconstruction: Tensor, truth: Tensor) -> Tensor:
     if reconstruction.shape != truth.shape or truth.ndim != 4:
         raise ValueError(f"reconstruction and truth must both be (B, C, H, W); got "
                          f"{tuple(reconstruction.shape)} and {tuple(truth.shape)}")
-    value = _psnr_from_mse(pairwise_mse(reconstruction.detach().float().clamp(0, 1).flatten(1).cpu(),
-                                         truth.detach().float().clamp(0, 1).flatten(1).cpu()))
+    value = pairwise_psnr(reconstruction.detach().float().clamp(0, 1).flatten(1).cpu(),
+                          truth.detach().float().clamp(0, 1).flatten(1).cpu())
     rows, cols = linear_sum_assignment(value.numpy(), maximize=True)
     assignment = torch.empty(truth.shape[0], dtype=torch.long)
     assignment[torch.from_numpy(cols)] = torch.from_numpy(rows)
@@ -77,7 +73,7 @@ def patch_recovery(
         rec_flat, rec_pos = recovered.detach().float().clamp(0, 1).cpu(), positions.long().cpu()
     if rec_flat.shape[-1] != true_flat.shape[-1]:
         raise ValueError(f"recovered patches have {rec_flat.shape[-1]} values, true ones {true_flat.shape[-1]}")
-    exact = _psnr_from_mse(pairwise_mse(true_flat, rec_flat)) >= threshold_db  # (true, recovered)
+    exact = pairwise_psnr(true_flat, rec_flat) >= threshold_db  # (true, recovered)
     placed = exact & (true_pos[:, None] == rec_pos[None, :])
     total = true_flat.shape[0]
     return {"patches_exact": _matched_count(exact) / total, "patches_placed": _matched_count(placed) / total}

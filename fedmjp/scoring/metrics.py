@@ -39,6 +39,7 @@ __all__ = [
     "lpips_available",
     "lpips_status",
     "match_patches",
+    "pairwise_psnr",
     "patch_matched_psnr",
     "per_image_metrics",
     "psnr",
@@ -61,6 +62,15 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     dims = tuple(range(1, x.ndim))
     value = peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=dims)
     return value.clamp(max=PSNR_CAP)
+
+
+def pairwise_psnr(a: Tensor, b: Tensor) -> Tensor:
+    """(M, D) x (N, D) -> (M, N) :func:`psnr` of every pair, in float64 (ties between exact copies stay exact).
+
+    One row at a time: broadcasting all pairs at once holds M*N*D values.
+    """
+    b = b.double()
+    return torch.stack([psnr(row.expand_as(b), b) for row in a.double()])
 
 
 def ssim(x: Tensor, y: Tensor) -> Tensor:

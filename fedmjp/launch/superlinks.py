@@ -1,0 +1,117 @@
+"""The SuperLinks the project runs against, each a ``FlowerConnection`` that owns its life.
+
+``flwr run`` with the default local connection leaves a detached SuperLink behind;
+``SimulationSuperLink`` starts its own simulation SuperLink (private FLWR_HOME, free port,
+runtime dependency installation off) and stops every process it started.
+``RemoteSuperLink`` talks to a running deployment SuperLink (``fedmjp deploy``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .flower_config import CONNECTION, FAST_POLL_ENV, QUIET_ENV, write_connection
+from .flower_logs import log_tail
+from .flwr_cli import FlowerConnection, FlowerError
+from .health import wait_healthy
+from .processes import console_script, free_port, kill_by_env, stop_group, venv_path
+
+
+class SimulationSuperLink(FlowerConnection):
+    """``flower-superlink --simulation`` on a free loopback port, as a context manager."""
+
+    def __init__(self, work_dir: Path, ray_address: str | None = None, startup_timeout: float = 60.0) -> None:
+        self.work_dir = work_dir
+        self.port = free_port()
+        self.flwr_home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=work_dir))
+        # Ray's socket paths must be short: keep its temp dir at the top of /tmp.
+        self.ray_tmp = Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
+        env = {**os.environ, **QUIET_ENV, **FAST_POLL_ENV, "FLWR_HOME": str(self.flwr_home), "RAY_TMPDIR": str(self.ray_tmp),
+               # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
+               "PATH": venv_path()}
+        if ray_address:
+            env["RAY_ADDRESS"] = ray_address
+        super().__init__(CONNECTION, env)
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.flwr_home / "superlink.log"
+
+    def __enter__(self) -> SimulationSuperLink:
+        write_connection(self.flwr_home, CONNECTION, f"127.0.0.1:{self.port}")
+        command = [
+            console_script("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
+            "--port", str(self.port), "--disable-runtime-dependency-installation",
+        ]
+        with open(self.log_path, "wb") as log:
+            # A new session: stopping the group stops the ServerApp and Ray workers too.
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        try:
+            wait_healthy(f"http://127.0.0.1:{self.port}/health", self.startup_timeout, self._starting)
+        except BaseException:  # a failed start, Ctrl-C or SIGTERM: __exit__ will not run, stop it here
+            self.stop()
+            raise
+        return self
+
+    def _starting(self) -> None:
+        if self.process.poll() is not None:
+            raise FlowerError(f"flower-superlink exited with code {self.process.returncode}: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return log_tail(self.log_path, lines)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the SuperLink's process group, then SIGKILL what is left."""
+        if self.process is not None:
+            stop_group(self.process, timeout)
+            self.process = None
+        # Ray workers leave the SuperLink's process group; they all inherit our FLWR_HOME.
+        kill_by_env("FLWR_HOME", str(self.flwr_home), timeout)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+        shutil.rmtree(self.flwr_home, ignore_errors=True)
+
+    def submit(self, app_dir: Path, run_config: Path, num_supernodes: int, cpus: float, gpus: float) -> int:
+        """Start a run; return its id."""
+        federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus:g} " \
+                     f"client-resources-num-gpus={gpus:g}"
+        return self.start_run(app_dir, run_config, federation)
+
+    def check_alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise FlowerError(f"the SuperLink stopped: {self.log_tail()}")
+
+
+class RemoteSuperLink(FlowerConnection):
+    """A running deployment SuperLink: a named connection of ``$FLWR_HOME/config.toml``, or an
+    address with its root certificate (written to a private FLWR_HOME). A context manager: it
+    removes the private FLWR_HOME on exit; it never starts or stops the SuperLink."""
+
+    def __init__(self, connection: str | None = None, address: str | None = None,
+                 root_certificates: Path | None = None, insecure: bool = False) -> None:
+        env = {**os.environ, **QUIET_ENV,
+               "PATH": venv_path()}
+        self.private_home: Path | None = None
+        if address:
+            self.private_home = Path(tempfile.mkdtemp(prefix="fedmjp-flwr-home-"))
+            write_connection(self.private_home, CONNECTION, address, root_certificates, insecure)
+            env["FLWR_HOME"] = str(self.private_home)
+            connection = CONNECTION
+        elif not connection:
+            raise ValueError("a connection name or an address is needed")
+        super().__init__(connection, env)
+        self.address = address
+
+    def __enter__(self) -> RemoteSuperLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.private_home is not None:
+            shutil.rmtree(self.private_home, ignore_errors=True)
+            self.private_home = None
