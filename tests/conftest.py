@@ -7,11 +7,8 @@ import os
 import pytest
 import torch
 
-# Optimisation attacks differentiate twice; timm's fused attention cannot on the CPU.
-os.environ.setdefault("TIMM_FUSED_ATTN", "0")
-
-import fedmjp  # noqa: E402,F401  (registers the models)
-import timm  # noqa: E402
+import fedmjp  # noqa: F401  (registers the models)
+import timm
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
