@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-import fedmjp  # noqa: F401  (registers the models)
+import fedmjp.models  # noqa: F401  (registers the models)
 from fedmjp.data import load_dataset
 from fedmjp.federation.train import evaluate, loss_terms, seed_jigsaw, train_epochs
 

@@ -7,7 +7,8 @@ masks) stays in ``context.state`` for the audit's leakage receipts, never in the
 In deployment every message starts a fresh ClientApp process (Flower >= 1.21), so this module's
 imports are paid per message: each handler and mod imports what its message type needs (torch,
 timm and the training code for training; the metrics, torchmetrics and scipy for receipts; the
-attacks for a guard) and a partition query imports none of them.
+attacks for a guard) and a partition query imports none of them. The wire's keys and codes come from
+``fedmjp.protocol`` (light: no torch).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+
+from fedmjp.protocol import (ACCURACY, ARRAYS, CE_LOSS, CONFIG, DAL_LOSS, LOSS, METRICS, NUM_EXAMPLES, PARTITION_ID,
+                             PARTITION_QUERY, RECEIPT_QUERY, SERVER_ROUND, SHARD, SHARDS, ErrorCode, ReceiptAnswer,
+                             ReceiptRequest, error)
 
 from .context import arm_of, partition_mod, partition_of, remember_round, round_batch
 
@@ -61,8 +66,8 @@ def train(msg: Message, context: Context) -> Message:
 
     arm = arm_of(msg, context)
     partition_id = partition_of(context)
-    server_round = int(msg.content["config"]["server-round"])
-    weights = msg.content["arrays"].to_torch_state_dict()
+    server_round = int(msg.content[CONFIG][SERVER_ROUND])
+    weights = msg.content[ARRAYS].to_torch_state_dict()
     fault = injected_fault(arm, partition_id, server_round)
     before_training(fault, arm)
     work = client_round(arm, weights, partition_id, server_round)
@@ -70,16 +75,16 @@ def train(msg: Message, context: Context) -> Message:
     result = work.result
     metrics = MetricRecord(
         {
-            "num-examples": result.num_examples,
-            "partition-id": partition_id,
-            "loss": result.loss,
-            "ce-loss": result.ce_loss,
-            "dal-loss": result.dal_loss,
+            NUM_EXAMPLES: result.num_examples,
+            PARTITION_ID: partition_id,
+            LOSS: result.loss,
+            CE_LOSS: result.ce_loss,
+            DAL_LOSS: result.dal_loss,
             # How it really trained (batch size used, steps, optimizer, lr, momentum): the replay attack reads it.
             **(result.settings.to_metrics() if result.settings else {}),
         }
     )
-    content = RecordDict({"arrays": ArrayRecord(corrupt(fault, result.tensors)), "metrics": metrics})
+    content = RecordDict({ARRAYS: ArrayRecord(corrupt(fault, result.tensors)), METRICS: metrics})
     return Message(content=content, reply_to=msg)
 
 
@@ -89,44 +94,36 @@ def evaluate(msg: Message, context: Context) -> Message:
     from fedmjp.federation.workload import build_model, evaluate_global
 
     arm = arm_of(msg, context)
-    config = msg.content["config"]
+    config = msg.content[CONFIG]
     model = build_model(arm)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    out = evaluate_global(arm, model, int(config["shard"]), int(config["shards"]))
-    metrics = MetricRecord({"num-examples": int(out["count"]), "accuracy": out["accuracy"], "loss": out["loss"]})
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+    model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
+    out = evaluate_global(arm, model, int(config[SHARD]), int(config[SHARDS]))
+    metrics = MetricRecord({NUM_EXAMPLES: int(out["count"]), ACCURACY: out["accuracy"], LOSS: out["loss"]})
+    return Message(content=RecordDict({METRICS: metrics}), reply_to=msg)
 
 
-@app.query("partition")
+@app.query(PARTITION_QUERY)
 def partition(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node holds (node ids are random per run)."""
-    config = ConfigRecord({"partition-id": partition_of(context)})
-    return Message(content=RecordDict({"config": config}), reply_to=msg)
+    config = ConfigRecord({PARTITION_ID: partition_of(context)})
+    return Message(content=RecordDict({CONFIG: config}), reply_to=msg)
 
 
-@app.query("receipt")
+@app.query(RECEIPT_QUERY)
 def receipt(msg: Message, context: Context) -> Message:
     """Score the server's reconstructions against the batch used this round; return numbers only."""
-    import torch
-
-    from fedmjp.audit.receipt import encode_scores, receipt_scores
+    from fedmjp.audit.receipt import receipt_scores, received
     from fedmjp.federation.workload import dataset, stack
 
-    config = msg.content["config"]
+    request = ReceiptRequest.from_content(msg.content)
     arm = arm_of(msg, context)
-    batch = round_batch(context, arm, int(config["round"]))
+    batch = round_batch(context, arm, request.server_round)
     if batch is None:
-        answer = ConfigRecord({"error": f"no training state for arm {arm.name} round {int(config['round'])} "
-                                        "on this node"})
-        return Message(content=RecordDict({"config": answer}), reply_to=msg)
+        return Message(error(ErrorCode.NO_ROUND_STATE,
+                             f"no training state for arm {arm.name} round {request.server_round} on this node"),
+                       reply_to=msg)
     indices, shuffled, steps = batch
     truth, labels = stack(dataset(arm, "train"), indices)
-    arrays = {k: torch.from_numpy(v.numpy()) for k, v in msg.content["recon"].items()}
-    sent = [tuple(arrays.get(f"{part}-{i}") for part in ("rec", "start", "labels", "patches", "positions"))
-            for i in range(int(config["count"]))]
-    scored = receipt_scores(truth, labels, shuffled, int(config["patch"]), sent)
-    metrics = MetricRecord(encode_scores(scored))
-    content = RecordDict({"metrics": metrics, "config": ConfigRecord({"shuffled": steps})})
-    if bool(config["truth"]):
-        content["truth"] = ArrayRecord({"images": Array(truth.numpy())})
-    return Message(content=content, reply_to=msg)
+    scored = receipt_scores(truth, labels, shuffled, request.patch, [received(r) for r in request.reconstructions])
+    answer = ReceiptAnswer(scored, steps, truth.numpy() if request.want_truth else None)
+    return Message(content=answer.to_content(), reply_to=msg)

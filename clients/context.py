@@ -1,15 +1,17 @@
 """Reading the run config and node config, and keeping per-round state for receipts.
 
-Imports nothing heavy at module level (a partition query must not pay for torch): what reads
-arms or arrays imports fedmjp and numpy when called.
+Imports nothing heavy at module level (a partition query must not pay for torch): the wire's keys and
+codes come from ``fedmjp.protocol`` (light), and what reads arms or arrays imports the rest when called.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
+
+from fedmjp.protocol import ARM, CONFIG, PARTITION_ID, ErrorCode, error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,39 +20,37 @@ if TYPE_CHECKING:
     from fedmjp.scenario import Arm
     from fedmjp.federation.workload import ClientRound
 
-# Config key of a partition the server assigns (simulation, see server/partitions.py), and the
-# context.state record that keeps it for the run.
-PARTITION_KEY = "partition-id"
+# The context.state record that keeps the partition the server assigned (simulation, see
+# server/partitions.py) for the run.
 ASSIGNED = "assigned-partition"
-WRONG_PARTITION = 7002  # error code: a node was sent a second, different partition
 
 
 def arm_of(msg: Message, context: Context) -> Arm:
     """The arm the server's message is about (one run may carry several, one after the other)."""
-    from fedmjp.federation.runconfig import ARM_KEY, arm_named
+    from fedmjp.federation.runconfig import arm_named
 
-    config = msg.content["config"] if "config" in msg.content else {}
-    return arm_named(context.run_config, str(config[ARM_KEY]) if ARM_KEY in config else None)
+    config = msg.content[CONFIG] if CONFIG in msg.content else {}
+    return arm_named(context.run_config, str(config[ARM]) if ARM in config else None)
 
 
 def partition_of(context: Context) -> int:
     """The partition this node holds: the one the server assigned it (simulation), else its node
     config's (a deployed SuperNode's ``--node-config partition-id=K``)."""
     if ASSIGNED in context.state:
-        return int(context.state[ASSIGNED][PARTITION_KEY])
-    return int(context.node_config[PARTITION_KEY])
+        return int(context.state[ASSIGNED][PARTITION_ID])
+    return int(context.node_config[PARTITION_ID])
 
 
 def partition_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Keep the partition a message assigns (config ``partition-id``) for the run; a node holds
     one partition, so a different one later is refused with an error reply."""
-    config = msg.content["config"] if msg.has_content() and "config" in msg.content else {}
-    if PARTITION_KEY in config:
-        wanted = int(config[PARTITION_KEY])
+    config = msg.content[CONFIG] if msg.has_content() and CONFIG in msg.content else {}
+    if PARTITION_ID in config:
+        wanted = int(config[PARTITION_ID])
         if ASSIGNED not in context.state:
-            context.state[ASSIGNED] = ConfigRecord({PARTITION_KEY: wanted})
+            context.state[ASSIGNED] = ConfigRecord({PARTITION_ID: wanted})
         elif (held := partition_of(context)) != wanted:
-            return Message(Error(code=WRONG_PARTITION, reason=f"this node holds partition {held}, not {wanted}"),
+            return Message(error(ErrorCode.WRONG_PARTITION, f"this node holds partition {held}, not {wanted}"),
                            reply_to=msg)
     return call_next(msg, context)
 

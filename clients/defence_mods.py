@@ -21,6 +21,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from fedmjp.defences.reply import from_weights, prune, to_weights
 from fedmjp.federation.train import reply_kind
 from fedmjp.federation.workload import derive_seed
+from fedmjp.protocol import ARRAYS, CONFIG, DP_NOISE_STD, METRICS, PRUNED, SERVER_ROUND
 
 from .context import arm_of, partition_of
 
@@ -36,8 +37,8 @@ def prune_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     fraction = arm_of(msg, context).defence.prune
     if fraction <= 0:
         return reply
-    reply.content["arrays"] = ArrayRecord(prune(reply.content["arrays"].to_torch_state_dict(), fraction))
-    reply.content["metrics"]["defence.prune"] = fraction
+    reply.content[ARRAYS] = ArrayRecord(prune(reply.content[ARRAYS].to_torch_state_dict(), fraction))
+    reply.content[METRICS][PRUNED] = fraction
     return reply
 
 
@@ -49,18 +50,18 @@ def local_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     if dp is None:
         return call_next(msg, context)
     kind = reply_kind(arm.training.mode)
-    sent = msg.content["arrays"].to_torch_state_dict()
+    sent = msg.content[ARRAYS].to_torch_state_dict()
     names: list[str] = []
-    seed = derive_seed(arm.seed, "local-dp", int(msg.content["config"]["server-round"]), partition_of(context))
+    seed = derive_seed(arm.seed, "local-dp", int(msg.content[CONFIG][SERVER_ROUND]), partition_of(context))
     saved = np.random.get_state()
 
     def reply_as_weights(message: Message, ctxt: Context) -> Message:
         reply = call_next(message, ctxt)
         if reply.has_error():
             return reply
-        tensors = reply.content["arrays"].to_torch_state_dict()
+        tensors = reply.content[ARRAYS].to_torch_state_dict()
         names.extend(tensors)
-        reply.content["arrays"] = ArrayRecord(to_weights(sent, tensors, kind))
+        reply.content[ARRAYS] = ArrayRecord(to_weights(sent, tensors, kind))
         # Flower's mod draws its noise from NumPy's global generator: seed it, so runs repeat.
         np.random.seed(seed % 2**32)
         return reply
@@ -72,8 +73,8 @@ def local_dp_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         np.random.set_state(saved)
     if reply.has_error():
         return reply
-    tensors = from_weights(sent, reply.content["arrays"].to_torch_state_dict(), kind, names)
-    reply.content["arrays"] = ArrayRecord(tensors)
-    reply.content["metrics"]["defence.dp-noise-std"] = dp.noise_std
+    tensors = from_weights(sent, reply.content[ARRAYS].to_torch_state_dict(), kind, names)
+    reply.content[ARRAYS] = ArrayRecord(tensors)
+    reply.content[METRICS][DP_NOISE_STD] = dp.noise_std
     return reply
 

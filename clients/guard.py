@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Error, Message, MessageType
+from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedmjp.audit.guard import add_noise, inspect, verdict_metrics, withheld_reason
-from fedmjp.federation.train import LocalSettings
+from fedmjp.audit.guard import add_noise, inspect, withheld_reply
 from fedmjp.federation.workload import dataset, derive_seed, stack
+from fedmjp.protocol import ARRAYS, CONFIG, METRICS, SERVER_ROUND, LocalSettings
 
 from .context import arm_of, partition_of, round_batch
-
-GUARD_WITHHELD = 7001  # error code of a withheld update (judged too leaky, or unjudged)
 
 
 def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -21,19 +19,19 @@ def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     arm = arm_of(msg, context)
     if not arm.guard.enabled:
         return reply
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[CONFIG][SERVER_ROUND])
     indices, shuffled, _ = round_batch(context, arm, server_round)
     truth, labels = stack(dataset(arm, "train"), indices)
-    weights = msg.content["arrays"].to_torch_state_dict()
-    tensors = reply.content["arrays"].to_torch_state_dict()
+    weights = msg.content[ARRAYS].to_torch_state_dict()
+    tensors = reply.content[ARRAYS].to_torch_state_dict()
     patch = int(weights["patch_embed.proj.weight"].shape[-1])
-    metrics = reply.content["metrics"]
+    metrics = reply.content[METRICS]
     verdict = inspect(arm, weights, tensors, truth, labels, shuffled, patch, server_round,
                       LocalSettings.from_metrics(metrics))
     if verdict.action == "withhold":
-        return Message(Error(code=GUARD_WITHHELD, reason=withheld_reason(verdict, arm.guard)), reply_to=msg)
+        return Message(withheld_reply(verdict, arm.guard), reply_to=msg)
     if verdict.action == "noise":
         seed = derive_seed(arm.seed, "guard", server_round, partition_of(context))
-        reply.content["arrays"] = ArrayRecord(add_noise(tensors, arm.guard.noise_scale, seed))
-    metrics.update(verdict_metrics(verdict))
+        reply.content[ARRAYS] = ArrayRecord(add_noise(tensors, arm.guard.noise_scale, seed))
+    metrics.update(verdict.report.to_metrics())
     return reply

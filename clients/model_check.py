@@ -9,15 +9,15 @@ pass become the reference the next round's weights are compared against.
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Error, Message, MessageType
+from flwr.app import ArrayRecord, Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
 from fedmjp.defences.model_check import REFUSAL, check_model
 from fedmjp.federation.workload import build_model, client_batches, dataset, stack
+from fedmjp.protocol import ARRAYS, CONFIG, SERVER_ROUND, ErrorCode, error
 
 from .context import arm_of, partition_of
 
-MODEL_REFUSED = 7002  # error code of a refused (planted-looking) model
 _ACCEPTED = "model-check.accepted"  # context.state key: the global weights last trained on
 
 
@@ -25,15 +25,15 @@ def model_check_mod(msg: Message, context: Context, call_next: ClientAppCallable
     arm = arm_of(msg, context)
     if msg.metadata.message_type != MessageType.TRAIN or not arm.guard.model_check:
         return call_next(msg, context)
-    weights = msg.content["arrays"].to_torch_state_dict()
+    weights = msg.content[ARRAYS].to_torch_state_dict()
     accepted = context.state[_ACCEPTED].to_torch_state_dict() if _ACCEPTED in context.state else None
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[CONFIG][SERVER_ROUND])
     # The first batch this client trains on this round: what the weights would do to it.
     images, _ = stack(dataset(arm, "train"), client_batches(arm, partition_of(context), server_round)[0])
     findings = check_model(build_model(arm), weights, accepted, images)
     if findings:
         reason = f"{REFUSAL}: {findings[0]}" + (
             f" (+{len(findings) - 1} more)" if len(findings) > 1 else "")
-        return Message(Error(code=MODEL_REFUSED, reason=reason), reply_to=msg)
+        return Message(error(ErrorCode.MODEL_REFUSED, reason), reply_to=msg)
     context.state[_ACCEPTED] = ArrayRecord(weights)
     return call_next(msg, context)

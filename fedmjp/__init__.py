@@ -1,5 +1,7 @@
-"""fedmjp: federated ViTs with Masked Jigsaw Puzzle position embeddings, and a leakage audit."""
+"""fedmjp: federated ViTs with Masked Jigsaw Puzzle position embeddings, and a leakage audit.
 
-from . import models  # noqa: F401  (registers the models with timm)
+Importing the package imports nothing heavy (a partition query, the CLI's --help and ``fedmjp.protocol`` stay
+free of torch); ``import fedmjp.models`` registers the models with timm.
+"""
 
 __version__ = "0.1.0"

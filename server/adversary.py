@@ -6,45 +6,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.attacks import NotApplicable
 from fedmjp.audit.adversary import Adversary, Outcome
-from fedmjp.audit.guard import WITHHELD, guard_record, withheld_record
-from fedmjp.audit.receipt import decode_scores
-from fedmjp.audit.records import Receipt, append_attack_records
-from fedmjp.federation.runconfig import ARM_KEY
+from fedmjp.audit.receipt import to_send
+from fedmjp.audit.records import Receipt, append_attack_records, append_fault_records, append_guard_records
+from fedmjp.protocol import (ARRAYS, CONFIG, RECEIPT_MESSAGE, GuardReport, ReceiptAnswer, ReceiptRequest,
+                             read_error)
 from fedmjp.scenario import Arm
 
 from .exchange import send_and_receive
-from .strategy import CheckedReplies, Fault, Reply
-
-RECEIPT = "query.receipt"
-
-
-def _array(t: torch.Tensor) -> Array:
-    return Array(t.detach().cpu().numpy())
-
-
-def receipt_request(arm: str, server_round: int, patch: int, outcomes: list[Outcome], want_truth: bool) -> RecordDict:
-    arrays = {}
-    for i, outcome in enumerate(outcomes):
-        rec = outcome.reconstruction
-        arrays[f"rec-{i}"] = _array(rec.images)
-        if rec.start is not None:
-            arrays[f"start-{i}"] = _array(rec.start)
-        if rec.labels is not None:
-            arrays[f"labels-{i}"] = _array(rec.labels)
-        if rec.patches is not None:
-            arrays[f"patches-{i}"] = _array(rec.patches)
-            arrays[f"positions-{i}"] = _array(rec.patch_positions)
-    config = ConfigRecord({ARM_KEY: arm, "round": server_round, "patch": patch, "count": len(outcomes),
-                           "truth": want_truth})
-    return RecordDict({"recon": ArrayRecord(arrays), "config": config})
+from .strategy import CheckedReplies, Reply
 
 
 @dataclass
@@ -85,13 +61,13 @@ class RoundAuditor:
             return messages, {}
         content = messages[0].content
         try:
-            weights = self.adversary.plant(content["arrays"].to_torch_state_dict())
+            weights = self.adversary.plant(content[ARRAYS].to_torch_state_dict())
         except NotApplicable as exc:
             for partition_id in sorted(targets):
                 self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
                                               attack=server.kind, status="not-applicable", reason=str(exc)))
             return messages, {}
-        planted_content = RecordDict({"arrays": ArrayRecord(weights), "config": content["config"]})
+        planted_content = RecordDict({ARRAYS: ArrayRecord(weights), CONFIG: content[CONFIG]})
         out = [Message(content=planted_content, dst_node_id=m.metadata.dst_node_id,
                        message_type=m.metadata.message_type)
                if partition_of[m.metadata.dst_node_id] in targets else m for m in messages]
@@ -117,7 +93,7 @@ class RoundAuditor:
             for item in attacked:
                 append_attack_records(self.store, self.arm.name, server_round, item.reply.partition_id,
                                       item.reply.num_examples, item.outcomes, item.receipt)
-        self._record_faults(server_round, checked.faults, set(planted))
+        append_fault_records(self.store, self.arm.name, server_round, checked.faults, planted=set(planted))
 
     def _attack(self, weights: dict[str, torch.Tensor], reply: Reply, server_round: int) -> Attacked:
         obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, server_round, reply.metrics)
@@ -131,9 +107,10 @@ class RoundAuditor:
         """Every client with a reconstruction scores it; the questions go out together."""
         asking = [item for item in attacked if item.reconstructed]
         questions = [
-            Message(content=receipt_request(self.arm.name, server_round, self.patch, item.reconstructed,
-                                            self.arm.audit.store_ground_truth),
-                    dst_node_id=item.reply.message.metadata.src_node_id, message_type=RECEIPT)
+            Message(content=ReceiptRequest(self.arm.name, server_round, self.patch,
+                                           [to_send(o.reconstruction) for o in item.reconstructed],
+                                           self.arm.audit.store_ground_truth).to_content(),
+                    dst_node_id=item.reply.message.metadata.src_node_id, message_type=RECEIPT_MESSAGE)
             for item in asking
         ]
         if not questions:
@@ -144,25 +121,13 @@ class RoundAuditor:
             item.receipt = read_receipt(by_question.get(question.metadata.message_id), len(item.reconstructed))
 
     def _record_guards(self, server_round: int, checked: CheckedReplies) -> None:
-        """What each client's guard measured and allowed out (it reports it in its metrics, or in the reason
-        of the error reply that withheld its update), with the attack that really judged."""
+        """What each client's guard measured and allowed out (it reports it in its metrics, or in the error
+        reply that withheld its update), with the attack that really judged."""
         if not self.arm.guard.enabled:
             return
-        for reply in checked.usable:
-            if "guard.action" in reply.metrics:
-                self.store.append(guard_record(self.arm, server_round, reply.partition_id, reply.num_examples,
-                                               reply.metrics))
-        for partition_id, reason in checked.faults:
-            if WITHHELD in reason:
-                self.store.append(withheld_record(self.arm, server_round, partition_id, reason))
-
-    def _record_faults(self, server_round: int, faults: list[Fault], planted: set[int]) -> None:
-        """One record per fault; ``info.planted`` on those the server sent planted weights (so a client's
-        refusal reads as a planted model caught or an honest one refused)."""
-        for partition_id, reason in faults:
-            self.store.append(AuditRecord(arm=self.arm.name, round=server_round, partition_id=partition_id,
-                                          attack="none", status="fault", source="fault", reason=reason,
-                                          info={"planted": partition_id in planted}))
+        sent = [(reply.partition_id, reply.num_examples, report) for reply in checked.usable
+                if (report := GuardReport.from_metrics(reply.metrics)) is not None]
+        append_guard_records(self.store, self.arm, server_round, sent, checked.faults)
 
 
 def read_receipt(answer: Message | None, count: int) -> Receipt:
@@ -170,10 +135,7 @@ def read_receipt(answer: Message | None, count: int) -> Receipt:
     if answer is None:
         return Receipt({}, error="receipt: no reply")
     if answer.has_error():
-        return Receipt({}, error=f"receipt: {answer.error.reason}")
-    content = answer.content
-    if "error" in content["config"]:
-        return Receipt({}, error=f"receipt: {content['config']['error']}")
-    truth = torch.from_numpy(np.asarray(content["truth"]["images"].numpy())) if "truth" in content else None
-    shuffled = [bool(s) for s in content["config"]["shuffled"]]
-    return Receipt(decode_scores(dict(content["metrics"]), count), truth, shuffled)
+        return Receipt({}, error=f"receipt: {read_error(answer.error).text}")
+    receipt = ReceiptAnswer.from_content(answer.content, count)
+    truth = None if receipt.truth is None else torch.from_numpy(receipt.truth)
+    return Receipt(dict(enumerate(receipt.scored)), truth, receipt.shuffled)

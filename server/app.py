@@ -3,15 +3,16 @@
 One round, top to bottom (``run_round``): send the global weights to the sampled clients, collect
 their replies, check them (usable / faults), audit them (the curious server attacks before it
 aggregates; clients score the reconstructions by receipts), aggregate the usable ones into the global
-model, evaluate it, record the round and checkpoint it.
+model, evaluate it (federated evaluation checks its replies as training does), record the round and
+checkpoint it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -19,8 +20,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmjp.federation import checkpoint
 from fedmjp.audit import AuditStore
+from fedmjp.audit.records import Fault, Phase, append_fault_records, fault_tags
 from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
-from fedmjp.federation.runconfig import ARM_KEY, arms_from_run_config
+from fedmjp.federation.runconfig import arms_from_run_config
+from fedmjp.protocol import ACCURACY, ARM, LOSS
 from fedmjp.scenario import Arm
 from fedmjp.federation.train import reply_kind, resolve_device
 from fedmjp.federation.workload import build_model, evaluate_global, server_evaluates
@@ -117,7 +120,7 @@ def run_round(run: ArmRun, server_round: int) -> None:
     (honest replies) -> evaluate -> record -> checkpoint."""
     started = time.perf_counter()
     sent = ArrayRecord(run.model.state_dict())
-    messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM_KEY: run.arm.name}), run.grid)
+    messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM: run.arm.name}))
     messages, planted = run.auditor.plant(server_round, messages, run.strategy.node_partitions)
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_replies(messages, replies)
@@ -133,38 +136,56 @@ def run_round(run: ArmRun, server_round: int) -> None:
 
 
 def stop(arm: Arm, server_round: int, checked: CheckedReplies) -> NoReturn:
-    reasons = "; ".join(f"partition {p}: {r}" for p, r in checked.faults) or "no replies"
+    reasons = "; ".join(f"partition {f.partition_id}: {f.reason}" for f in checked.faults) or "no replies"
     raise RunStopped(f"round {server_round}: fewer than clients.min_per_round "
                      f"({arm.clients.min_per_round}) usable replies ({reasons})")
 
 
-def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> dict[str, float | str]:
+@dataclass(frozen=True)
+class Evaluation:
+    """The global model's top-1 and loss on the held-out split, where, and the replies that failed."""
+
+    accuracy: float
+    loss: float
+    evaluated_on: str
+    faults: list[Fault] = field(default_factory=list)
+
+
+def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> Evaluation:
     """Top-1 and loss of the global model on the held-out split: on the server's copy of it, or
     federated over the round's clients (each a shard, weighted by example count)."""
     if run.on_server:
-        return {**evaluate_global(run.arm, run.model), "evaluated_on": "server"}
+        test = evaluate_global(run.arm, run.model)
+        return Evaluation(test["accuracy"], test["loss"], "server")
     messages = run.strategy.configure_evaluate(
-        server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM_KEY: run.arm.name}), run.grid,
-        partitions=partitions)
+        server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM: run.arm.name}), partitions)
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
-    metrics = run.strategy.aggregate_evaluate(server_round, replies) or MetricRecord({})
-    return {"accuracy": float(metrics.get("accuracy", float("nan"))), "loss": float(metrics.get("loss", float("nan"))),
-            "evaluated_on": "clients"}
+    checked = run.strategy.check_evaluation(messages, replies)
+    metrics = run.strategy.aggregate_evaluation(checked.usable) or MetricRecord({})
+    return Evaluation(float(metrics.get(ACCURACY, float("nan"))), float(metrics.get(LOSS, float("nan"))),
+                      "clients", checked.faults)
 
 
-def record(run: ArmRun, server_round: int, train: MetricRecord, test: dict[str, float | str],
+def record(run: ArmRun, server_round: int, train: MetricRecord, test: Evaluation,
            checked: CheckedReplies, aggregated: list[Reply], seconds: float) -> None:
+    """The round's metrics line, and the evaluation's faults in the audit (the training faults were audited
+    with the replies)."""
+    append_fault_records(run.store, run.arm.name, server_round, test.faults, phase="evaluate")
     append_jsonl(run.metrics_path, {
         "round": server_round,
-        "accuracy": test["accuracy"],
-        "loss": test["loss"],
-        "evaluated_on": test["evaluated_on"],
-        "train_loss": float(train["loss"]),
+        "accuracy": test.accuracy,
+        "loss": test.loss,
+        "evaluated_on": test.evaluated_on,
+        "train_loss": float(train[LOSS]),
         "clients": len(checked.usable),
         "aggregated": sorted(r.partition_id for r in aggregated),
-        "faults": [{"partition_id": p, "reason": r} for p, r in checked.faults],
+        "faults": [fault_line(f, "train") for f in checked.faults] + [fault_line(f, "evaluate") for f in test.faults],
         "seconds": seconds,
     })
+
+
+def fault_line(fault: Fault, phase: Phase) -> dict[str, Any]:
+    return {"partition_id": fault.partition_id, "reason": fault.reason, **fault_tags(fault, phase)}
 
 
 def save_checkpoint(run: ArmRun, server_round: int) -> None:

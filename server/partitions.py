@@ -24,9 +24,10 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.superlink.grid import InMemoryGrid
 
+from fedmjp.protocol import CONFIG, PARTITION_ID, PARTITION_MESSAGE
+
 from .exchange import send_and_receive
 
-PARTITION_KEY = "partition-id"
 # A deployment's SuperNodes may still be connecting when the run starts (``fedmjp deploy`` waits
 # for them before it starts the run; a plain ``flwr run`` does not).
 DEPLOYMENT_NODES_TIMEOUT = 60.0
@@ -60,8 +61,8 @@ class Partitions:
         partition_of = {node: partition for partition, node in self.nodes.items()}
         for message in messages:
             content = RecordDict(dict(message.content))
-            config = dict(content["config"]) if "config" in content else {}
-            content["config"] = ConfigRecord({**config, PARTITION_KEY: partition_of[message.metadata.dst_node_id]})
+            config = dict(content[CONFIG]) if CONFIG in content else {}
+            content[CONFIG] = ConfigRecord({**config, PARTITION_ID: partition_of[message.metadata.dst_node_id]})
             message.content = content
         return messages
 
@@ -85,11 +86,11 @@ def ask_nodes(grid: Grid, needed: int, timeout: float) -> dict[int, int]:
         if time.monotonic() > deadline:
             raise too_few(needed, len(nodes))
         time.sleep(0.5)
-    questions = [Message(content=RecordDict(), dst_node_id=n, message_type="query.partition") for n in nodes]
+    questions = [Message(content=RecordDict(), dst_node_id=n, message_type=PARTITION_MESSAGE) for n in nodes]
     mapping: dict[int, int] = {}
     for reply in send_and_receive(grid, questions, timeout=timeout):
         if not reply.has_error():
-            mapping[int(reply.content["config"][PARTITION_KEY])] = reply.metadata.src_node_id
+            mapping[int(reply.content[CONFIG][PARTITION_ID])] = reply.metadata.src_node_id
     if missing := sorted(set(range(needed)) - set(mapping)):
         raise RuntimeError(f"no online node reported partition ids {missing[:10]} (of 0..{needed - 1})")
     return mapping

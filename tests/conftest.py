@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-import fedmjp  # noqa: F401  (registers the models)
+import fedmjp.models  # noqa: F401  (registers the models with timm)
 import timm
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 import fedmjp.commands.audit  # noqa: F401  (registers the command)
 from fedmjp.audit import AuditStore
-from fedmjp.audit.guard import UNJUDGED, Verdict, guard_record, inspect, verdict_metrics, withheld_reason, withheld_record
+from fedmjp.audit.guard import Verdict, inspect, withheld_reply
 from fedmjp.audit.receipt import round_examples
+from fedmjp.audit.records import guard_record
 from fedmjp.audit.report import render_report
 from fedmjp.audit.summary import summarize
 from fedmjp.cli import app
@@ -27,6 +28,7 @@ from fedmjp.federation.rundir import atomic_write
 from fedmjp.scenario import Arm, parse_scenario
 from fedmjp.federation.train import compute_gradient
 from fedmjp.federation.workload import build_model, client_round, dataset, stack
+from fedmjp.protocol import UNJUDGED, ErrorCode, GuardReport, read_error, withheld_report
 
 from .flower_runs import scenario, simulate_to_end
 
@@ -66,7 +68,7 @@ def test_the_fallback_judges_a_fedsgd_batch_of_four_the_configured_attack_cannot
     # april cannot read a batch, adaptive needs an MJP model: ig (the chain's third) judged.
     assert verdict.judge == 2 and math.isfinite(verdict.psnr) and verdict.psnr > 0
     assert verdict.action == ("pass" if verdict.psnr <= arm.guard.max_psnr else "withhold")
-    record = guard_record(arm, 1, 0, 4, verdict_metrics(verdict))
+    record = guard_record(arm, 1, 0, GuardReport.from_metrics(verdict.report.to_metrics()), 4)
     assert (record.attack, record.status, record.info) == ("ig", "scored", {"fallback": True})
     assert record.metrics["psnr"] == pytest.approx(verdict.psnr)
 
@@ -74,9 +76,11 @@ def test_the_fallback_judges_a_fedsgd_batch_of_four_the_configured_attack_cannot
 def test_a_withheld_update_names_the_fallback_that_judged_it() -> None:
     arm = guarded_arm({"batch_size": 4}, max_psnr=0.0)
     verdict = Verdict("withhold", 12.3, 1.0, judge=2)
-    reason = withheld_reason(verdict, arm.guard)
-    assert reason == "withheld by client guard: ig (fallback 2) PSNR 12.3 dB > 0.0"
-    record = withheld_record(arm, 1, 0, f"error: {reason}")  # as the server's reply check words a fault
+    error = withheld_reply(verdict, arm.guard)
+    reply = read_error(error)  # as the server reads it
+    assert error.code == reply.code == ErrorCode.GUARD_WITHHELD
+    assert reply.text == "withheld by client guard: ig (fallback 2) PSNR 12.3 dB > 0.0"
+    record = guard_record(arm, 1, 0, withheld_report(reply), withheld=f"error: {reply.text}")
     assert (record.attack, record.status, record.metrics, record.info) == (
         "ig", "withheld", {"psnr": 12.3}, {"fallback": True})
 
@@ -92,10 +96,10 @@ def test_an_update_no_attack_can_judge_is_withheld_by_default() -> None:
     arm = guarded_arm({"batch_size": 1}, fallback=[{"name": "adaptive"}])
     verdict = judge_a_larger_batch_than_configured(arm)
     assert (verdict.action, verdict.judge, verdict.psnr) == ("withhold", None, None)
-    reason = withheld_reason(verdict, arm.guard)
-    assert reason.startswith("withheld by client guard: unjudged (april not-applicable: ")
-    assert "adaptive not-applicable: adaptive: vit_tiny_patch4_32 is not an MJP model" in reason
-    record = withheld_record(arm, 1, 0, f"error: {reason}")
+    reply = read_error(withheld_reply(verdict, arm.guard))
+    assert reply.text.startswith("withheld by client guard: unjudged (april not-applicable: ")
+    assert "adaptive not-applicable: adaptive: vit_tiny_patch4_32 is not an MJP model" in reply.text
+    record = guard_record(arm, 1, 0, withheld_report(reply), withheld=f"error: {reply.text}")
     assert (record.attack, record.status, record.metrics) == ("none", "withheld", {})
 
 
@@ -103,9 +107,9 @@ def test_on_unjudged_send_lets_it_out_marked_unjudged() -> None:
     arm = guarded_arm({"batch_size": 1}, fallback=[{"name": "adaptive"}], on_unjudged="send")
     verdict = judge_a_larger_batch_than_configured(arm)
     assert (verdict.action, verdict.judge) == ("pass", None)
-    metrics = verdict_metrics(verdict)
+    metrics = verdict.report.to_metrics()
     assert metrics["guard.attack"] == UNJUDGED and "guard.psnr" not in metrics
-    record = guard_record(arm, 1, 0, 4, metrics)
+    record = guard_record(arm, 1, 0, GuardReport.from_metrics(metrics), 4)
     assert (record.attack, record.status, record.reason) == ("none", "unjudged", "pass")
 
 
@@ -121,9 +125,12 @@ def test_the_audit_counts_and_shows_updates_sent_unjudged(tmp_path: Path) -> Non
     arm = guarded_arm({"batch_size": 1}, fallback=[{"name": "adaptive"}], on_unjudged="send")
     unjudged = {"guard.action": 0, "guard.seconds": 0.1, "guard.attack": UNJUDGED}
     judged = {**unjudged, "guard.attack": 1, "guard.psnr": 14.0}  # the chain's 1: adaptive
-    records = [guard_record(arm, 1, 0, 4, unjudged), guard_record(arm, 1, 1, 4, judged),
-               withheld_record(arm, 2, 0, "error: withheld by client guard: unjudged (april not-applicable: x)"),
-               withheld_record(arm, 2, 1, "error: withheld by client guard: april PSNR 99.0 dB > 30.0")]
+    records = [guard_record(arm, 1, 0, GuardReport.from_metrics(unjudged), 4),
+               guard_record(arm, 1, 1, GuardReport.from_metrics(judged), 4),
+               guard_record(arm, 2, 0, GuardReport("withhold", 0.1),
+                            withheld="error: withheld by client guard: unjudged (april not-applicable: x)"),
+               guard_record(arm, 2, 1, GuardReport("withhold", 0.1, judge=0, psnr=99.0),  # the chain's 0: april
+                            withheld="error: withheld by client guard: april PSNR 99.0 dB > 30.0")]
     write_guard_run(tmp_path, arm, records)
     guard = summarize(tmp_path)["arms"]["run"]["guard"]
     assert {key: guard[key] for key in ("count", "judged", "judged_by_fallback", "withheld", "withheld_unjudged",

@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 
 import fedmjp.commands.audit  # noqa: F401  (registers the command)
 from clients.context import partition_mod
-from clients.model_check import MODEL_REFUSED, model_check_mod
+from clients.model_check import model_check_mod
 from fedmjp.attacks.imprint import plant_imprint, server_images
 from fedmjp.audit import AuditStore
 from fedmjp.audit.summary import summarize
 from fedmjp.cli import app
 from fedmjp.defences.model_check import check_weights
+from fedmjp.protocol import ErrorCode
 from fedmjp.federation.runconfig import run_config
 from fedmjp.scenario import parse_scenario
 from fedmjp.federation.rundir import prepare_run_dir
@@ -117,7 +118,7 @@ def test_client_mod_refuses_a_planted_model_naming_the_test(photos) -> None:
     ctx = context(model_check=True)
     assert not model_check_mod(train_message(honest, 1), ctx, trains).has_error()
     reply = model_check_mod(train_message(planted, 2), ctx, trains)
-    assert reply.has_error() and reply.error.code == MODEL_REFUSED
+    assert reply.has_error() and reply.error.code == ErrorCode.MODEL_REFUSED
     assert "model check: attention_zero on blocks.0.attn.proj.weight" in reply.error.reason
 
 

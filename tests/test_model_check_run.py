@@ -14,6 +14,7 @@ import fedmjp.commands.audit  # noqa: F401  (registers the command)
 from fedmjp.audit import AuditStore
 from fedmjp.cli import app
 from fedmjp.defences.model_check import REFUSAL
+from fedmjp.protocol import ErrorCode
 
 from .flower_runs import scenario, simulate_to_end
 
@@ -56,6 +57,7 @@ def test_the_planted_model_and_no_honest_one_is_refused_in_twenty_rounds(checked
     records = [r for r in AuditStore(checked_run).records() if r.arm == arm]
     [fault] = [r for r in records if r.status == "fault"]
     assert (fault.round, fault.partition_id, fault.info["planted"]) == (*PLANTED, True) and REFUSAL in fault.reason
+    assert fault.info["error"] == ErrorCode.MODEL_REFUSED.name  # told apart by its code, not its words
     assert not [r for r in records if r.attack == "imprint"]  # the planted reply never came
 
 

@@ -13,8 +13,9 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from clients.app import app
-from clients.context import WRONG_PARTITION
 from flwr.supercore.task_identity import TaskIdentity
+
+from fedmjp.protocol import ErrorCode
 from server.partitions import Partitions, too_few
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def test_a_node_refuses_a_second_different_partition() -> None:
     context = node_context()
     app(partition_query(assigned=5), context)
     reply = app(partition_query(assigned=6), context)
-    assert reply.has_error() and reply.error.code == WRONG_PARTITION and "holds partition 5" in reply.error.reason
+    assert reply.has_error() and reply.error.code == ErrorCode.WRONG_PARTITION and "holds partition 5" in reply.error.reason
 
 
 def test_assigned_messages_name_their_partition_and_share_the_arrays() -> None:
@@ -86,10 +87,12 @@ def test_too_few_nodes_is_one_line_with_the_command_that_fixes_it() -> None:
     assert '--federation-config "num-supernodes=4"' in message
 
 
-def test_loading_the_clientapp_imports_neither_torch_nor_fedmjp() -> None:
-    # Every deployed message starts a fresh ClientApp process: a partition query pays only Flower.
-    code = ("import sys, clients.app; heavy = sorted(m for m in ('torch', 'timm', 'fedmjp', 'scipy', 'torchmetrics') "
-            "if m in sys.modules); print(heavy)")
+def test_loading_the_clientapp_imports_nothing_heavy_of_fedmjp_or_its_dependencies() -> None:
+    # Every deployed message starts a fresh ClientApp process: a partition query pays only Flower and the
+    # protocol's keys.
+    code = ("import sys, clients.app; heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'timm', 'scipy', 'torchmetrics') or m.startswith('fedmjp') and m not in "
+            "('fedmjp', 'fedmjp.protocol', 'fedmjp.errors')); print(heavy)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"

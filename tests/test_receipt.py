@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fedmjp.audit.receipt import BASELINE_GREY, client_receipt, decode_scores, encode_scores, score
+from fedmjp.audit.receipt import BASELINE_GREY, client_receipt, score
+from fedmjp.protocol import decode_scores, encode_scores
 
 
 def test_receipt_codec_round_trips_metrics_and_baselines_per_reconstruction() -> None:

@@ -17,6 +17,7 @@ import timm
 import torch
 from torch import nn
 
+from .. import models  # noqa: F401  (registers fedmjp's models with timm: rebuild_model creates them by name)
 from ..federation.train import ReplyKind
 
 POS_EMBED = "pos_embed"

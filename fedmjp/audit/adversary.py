@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from functools import cached_property
+from typing import Literal
 
 import timm
 import torch
@@ -15,13 +16,16 @@ import torch
 from ..attacks import Attack, NotApplicable, Observation, PlantingAttack, Reconstruction, build_attack
 from ..attacks.imprint import server_images
 from ..scenario import Arm, AttackSpec
-from ..federation.train import LocalSettings, reply_kind
+from ..federation.train import reply_kind
+from ..protocol import LocalSettings
+
+OutcomeStatus = Literal["attacked", "not-applicable", "failed"]
 
 
 @dataclass
 class Outcome:
     spec: AttackSpec
-    status: str  # "attacked", "not-applicable" or "failed"
+    status: OutcomeStatus
     reconstruction: Reconstruction | None = None
     reason: str = ""
 

@@ -5,44 +5,42 @@ guard's attack, then each fallback (``Guard.chain()``); the first that applies t
 update, and above ``max_psnr`` the update is withheld or noised. An update no attack judged is withheld or
 sent as ``on_unjudged`` says: a privacy tool does not wave updates through unseen.
 
-What the guard did reaches the server as numbers in the reply's metrics (``verdict_metrics``) or, for a
-withheld update, as the error reply's reason (``withheld_reason``); the server turns both back into audit
-records here (``guard_record``, ``withheld_record``), so the encoding lives in one place.
+What the guard did reaches the server as numbers in the reply's metrics, or, for a withheld update, as the
+payload of its error reply (``withheld_reply``): both are a ``fedmjp.protocol.GuardReport``, which the server
+turns back into audit records (``fedmjp.audit.records.append_guard_records``).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from flwr.app import Error
 
 from ..attacks import build_attack
 from ..scenario import Arm, Guard
-from ..federation.train import LocalSettings
+from ..protocol import GuardAction, GuardReport, LocalSettings, withheld_error
 from .adversary import observation, run_attack
 from .receipt import score
-from .store import GUARD_ACTIONS, GUARD_NO_JUDGE, AuditRecord
 
-SOURCE = "client-guard"
-# ``guard.attack`` of an update no attack judged (else the judge's index in ``Guard.chain()``).
-UNJUDGED = -1
 WITHHELD = "withheld by client guard"
-# "withheld by client guard: ig (fallback 2) PSNR 31.4 dB > 30.0"; the configured attack has no "(fallback i)".
-_JUDGED = re.compile(rf"{WITHHELD}: (?P<attack>\S+)(?: \(fallback (?P<fallback>\d+)\))? PSNR (?P<psnr>\S+) dB")
 
 
 @dataclass
 class Verdict:
-    action: str  # one of GUARD_ACTIONS
+    action: GuardAction
     psnr: float | None
     seconds: float
     # Index in ``Guard.chain()`` of the attack that judged the update; None when none did.
     judge: int | None = None
     # Why none judged: each attack's outcome.
     reason: str = ""
+
+    @property
+    def report(self) -> GuardReport:
+        """What the server is told (never why no attack judged: that is in a withheld update's words)."""
+        return GuardReport(self.action, self.seconds, self.judge, self.psnr)
 
 
 def inspect(arm: Arm, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], truth: torch.Tensor,
@@ -76,48 +74,13 @@ def add_noise(tensors: dict[str, torch.Tensor], scale: float, seed: int) -> dict
     return noised
 
 
-# --------------------------------------------------------------------------- what travels, both ways
-
-
-def verdict_metrics(verdict: Verdict) -> dict[str, float]:
-    """The reply's guard metrics (numbers only): the action, the seconds, the judge or UNJUDGED, the PSNR."""
-    metrics = {"guard.action": GUARD_ACTIONS.index(verdict.action), "guard.seconds": verdict.seconds,
-               "guard.attack": UNJUDGED if verdict.judge is None else verdict.judge}
-    if verdict.psnr is not None:
-        metrics["guard.psnr"] = verdict.psnr
-    return metrics
-
-
-def withheld_reason(verdict: Verdict, guard: Guard) -> str:
-    """The error reason of a withheld update: who judged it and the PSNR, or that none could and why."""
+def withheld_reply(verdict: Verdict, guard: Guard) -> Error:
+    """The error reply of a withheld update: in words, who judged it and the PSNR, or that none could and why;
+    for the server, the verdict's report."""
     if verdict.judge is None:
-        return f"{WITHHELD}: unjudged ({verdict.reason})"
-    name = guard.chain()[verdict.judge].name
-    fallback = f" (fallback {verdict.judge})" if verdict.judge else ""
-    return f"{WITHHELD}: {name}{fallback} PSNR {verdict.psnr:.1f} dB > {guard.max_psnr}"
-
-
-def guard_record(arm: Arm, server_round: int, partition_id: int, num_examples: int,
-                 metrics: Mapping[str, float]) -> AuditRecord:
-    """The audit record of a reply that left the guard: judged (status "scored", the judge's name) or sent
-    unjudged (status "unjudged"); ``reason`` is what the guard did with it (a GUARD_ACTIONS entry)."""
-    judge = int(metrics["guard.attack"])
-    record = AuditRecord(arm=arm.name, round=server_round, partition_id=partition_id, attack=GUARD_NO_JUDGE,
-                         status="unjudged", source=SOURCE, num_examples=num_examples,
-                         seconds=float(metrics["guard.seconds"]), reason=GUARD_ACTIONS[int(metrics["guard.action"])])
-    if judge != UNJUDGED:
-        record.attack, record.status = arm.guard.chain()[judge].name, "scored"
-        record.metrics = {"psnr": float(metrics["guard.psnr"])}
-        record.info = {"fallback": judge > 0}
-    return record
-
-
-def withheld_record(arm: Arm, server_round: int, partition_id: int, reason: str) -> AuditRecord:
-    """The audit record of a withheld update, read from its error reason (``withheld_reason``)."""
-    record = AuditRecord(arm=arm.name, round=server_round, partition_id=partition_id, attack=GUARD_NO_JUDGE,
-                         status="withheld", source=SOURCE, reason=reason)
-    if judged := _JUDGED.search(reason):
-        record.attack = judged["attack"]
-        record.metrics = {"psnr": float(judged["psnr"])}
-        record.info = {"fallback": judged["fallback"] is not None}
-    return record
+        text = f"{WITHHELD}: unjudged ({verdict.reason})"
+    else:
+        name = guard.chain()[verdict.judge].name
+        fallback = f" (fallback {verdict.judge})" if verdict.judge else ""
+        text = f"{WITHHELD}: {name}{fallback} PSNR {verdict.psnr:.1f} dB > {guard.max_psnr}"
+    return withheld_error(verdict.report, text)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ..protocol import Scores, SentReconstruction
 from ..scoring.batch_metrics import match_images, patch_recovery
 from ..scoring.metrics import leakage_metrics, pairwise_mse
 
@@ -68,7 +69,7 @@ def client_receipt(
     shuffled: torch.Tensor | None,
     patch: int,
     reconstructions: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
-) -> list[tuple[dict[str, float], dict[str, float]]]:
+) -> list[Scores]:
     """(metrics, baseline metrics) for each (reconstruction, start, recovered labels).
 
     The baseline is the mid-grey image for every attack; ``metrics["start_psnr"]`` is the
@@ -100,8 +101,20 @@ def sent_of(recon: Reconstruction) -> Sent:
     return recon.images, recon.start, recon.labels, recon.patches, recon.patch_positions
 
 
+def to_send(recon: Reconstruction) -> SentReconstruction:
+    """What the receipt request carries of one reconstruction (NumPy, on the CPU)."""
+    return SentReconstruction(*(None if t is None else t.detach().cpu().numpy() for t in sent_of(recon)))
+
+
+def received(sent: SentReconstruction) -> Sent:
+    """A reconstruction of a receipt request, as the client scores it (tensors)."""
+    arrays = (sent.images, sent.start, sent.labels, sent.patches, sent.positions)
+    images, start, labels, patches, positions = (None if a is None else torch.from_numpy(a) for a in arrays)
+    return images, start, labels, patches, positions
+
+
 def receipt_scores(truth: torch.Tensor, labels_true: torch.Tensor, shuffled: torch.Tensor | None, patch: int,
-                   sent: list[Sent]) -> list[tuple[dict[str, float], dict[str, float]]]:
+                   sent: list[Sent]) -> list[Scores]:
     """:func:`client_receipt`, and a patch-reading attack also scored on the patches it read, placed or not."""
     scored = client_receipt(truth, labels_true, shuffled, patch, [s[:3] for s in sent])
     for (metrics, _), (_, _, _, patches, positions) in zip(scored, sent):
@@ -117,23 +130,3 @@ def round_examples(batches: list[np.ndarray], masks: list[torch.Tensor | None]
     if len(batches) == 1:
         return batches[0], masks[0]  # batch order: per-sample masks follow it
     return np.unique(np.concatenate(batches)), None
-
-
-# The receipt travels as one flat MetricRecord: "{i}.m.{key}" for reconstruction i's metrics and
-# "{i}.b.{key}" for the data-free (grey) baseline. Encoded and decoded only here.
-_PARTS = (("m", 0), ("b", 1))
-
-
-def encode_scores(scored: list[tuple[dict[str, float], dict[str, float]]]) -> dict[str, float]:
-    """Flatten [(metrics, baseline), ...] into the receipt's metric keys."""
-    return {f"{i}.{part}.{key}": value
-            for i, pair in enumerate(scored) for part, slot in _PARTS for key, value in pair[slot].items()}
-
-
-def decode_scores(metrics: dict[str, float], count: int) -> dict[int, tuple[dict[str, float], dict[str, float]]]:
-    """Inverse of :func:`encode_scores` for ``count`` reconstructions."""
-    scored: dict[int, tuple[dict[str, float], dict[str, float]]] = {i: ({}, {}) for i in range(count)}
-    for name, value in metrics.items():
-        index, part, key = name.split(".", 2)
-        scored[int(index)][dict(_PARTS)[part]][key] = float(value)
-    return scored

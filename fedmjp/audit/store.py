@@ -15,20 +15,25 @@ import io
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
-from PIL import Image
+from torchvision.utils import save_image
 
 from ..federation.rundir import append_jsonl, atomic_write, read_jsonl
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-# What a client guard did with its reply; a guard record's ``reason`` is one of these.
-GUARD_ACTIONS = ("pass", "noise", "withhold")
 # A guard record's attack when none of the guard's attacks judged the update.
 GUARD_NO_JUDGE = "none"
+
+# "scored", "not-applicable" (the attack cannot run here), "receipt-failed", "failed",
+# "withheld" (a client guard kept the update back), "unjudged" (a client guard sent it unjudged),
+# "fault" (a reply the round could not use).
+RecordStatus = Literal["scored", "not-applicable", "receipt-failed", "failed", "withheld", "unjudged", "fault"]
+# "server": what a curious server got; "client-guard": what the client measured itself; "fault": a reply
+# the round could not use.
+RecordSource = Literal["server", "client-guard", "fault"]
 
 
 @dataclass
@@ -37,11 +42,8 @@ class AuditRecord:
     round: int
     partition_id: int
     attack: str
-    # "scored", "not-applicable" (the attack cannot run here), "receipt-failed", "failed",
-    # "withheld" (a client guard kept the update back), "unjudged" (a client guard sent it unjudged).
-    status: str
-    # "server": what a curious server got; "client-guard": what the client measured itself.
-    source: str = "server"
+    status: RecordStatus
+    source: RecordSource = "server"
     num_examples: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     # The same metrics for the attack's data-free starting image (the leakage baseline).
@@ -87,7 +89,7 @@ class AuditStore:
         append_jsonl(self.records_path, record.to_json(), FILE_MODE)
 
     def records(self) -> list[AuditRecord]:
-        """Every complete record (a torn last line from a crash is skipped)."""
+        """Every complete record (``read_jsonl``'s rule: a torn last line is skipped, a bad complete one refused)."""
         found = []
         for data in read_jsonl(self.records_path):
             data.pop("leakage", None)
@@ -105,8 +107,6 @@ class AuditStore:
 
 def png_bytes(images: torch.Tensor) -> bytes:
     """A batch as one horizontal strip of PNG pixels."""
-    row = torch.cat(list(images.detach().float().clamp(0, 1).cpu()), dim=-1)
-    pixels = (row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    save_image(images.detach().float().cpu(), buffer, format="PNG", nrow=len(images), padding=0)
     return buffer.getvalue()

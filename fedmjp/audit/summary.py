@@ -8,7 +8,6 @@ and NaN-free: a statistic without finite values is left out.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,19 +17,19 @@ import numpy as np
 import yaml
 
 from ..errors import InputError
-from ..defences.model_check import REFUSAL
-from ..federation.rundir import arm_dir
-from .store import GUARD_NO_JUDGE, AuditRecord, AuditStore
+from ..federation.rundir import arm_dir, read_jsonl
+from ..protocol import ErrorCode
+from .store import GUARD_NO_JUDGE, AuditRecord, AuditStore, RecordSource, RecordStatus
 
-SERVER = "server"
-GUARD = "client-guard"
-FAULT = "fault"
-SCORED = "scored"
-NOT_APPLICABLE = "not-applicable"
-FAILED = ("failed", "receipt-failed")
-WITHHELD = "withheld"
+SERVER: RecordSource = "server"
+GUARD: RecordSource = "client-guard"
+FAULT: RecordSource = "fault"
+SCORED: RecordStatus = "scored"
+NOT_APPLICABLE: RecordStatus = "not-applicable"
+FAILED: tuple[RecordStatus, ...] = ("failed", "receipt-failed")
+WITHHELD: RecordStatus = "withheld"
 # A guard record of an update sent without judgement (older run directories recorded it as not-applicable).
-SENT_UNJUDGED = ("unjudged", NOT_APPLICABLE)
+SENT_UNJUDGED: tuple[RecordStatus, ...] = ("unjudged", NOT_APPLICABLE)
 # Higher is more leakage for these, so their maximum is the worst case over clients and rounds.
 WORST_CASE = ("psnr", "ssim", "patch_psnr")
 
@@ -52,7 +51,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         guard = [r for r in mine if r.source == GUARD]
         if guard:
             entry["guard"] = guard_stats(guard)
-        refused = [r for r in mine if r.source == FAULT and REFUSAL in r.reason]
+        refused = [r for r in mine if r.source == FAULT and r.info.get("error") == ErrorCode.MODEL_REFUSED.name]
         if refused or model_check_on(scenario, arm):
             entry["model_check"] = model_check_stats(refused, rounds)
         arms[arm] = entry
@@ -90,27 +89,18 @@ def read_scenario(run_dir: Path) -> dict[str, Any]:
 
 
 def read_metrics(run_dir: Path, arm: str) -> list[dict[str, Any]]:
-    """The arm's per-round metrics in round order. The file is written atomically, so any bad line is
-    corruption, not a crash artefact: refuse it rather than report numbers from a damaged run."""
+    """The arm's per-round metrics in round order (``read_jsonl``'s rule: a torn last line is skipped, any
+    other bad line refused rather than reporting numbers from a damaged run)."""
     path = arm_dir(run_dir, arm) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}: line {number} is not valid JSON (corrupted run directory)") from None
-        if not isinstance(row, dict) or not isinstance(row.get("round"), int):
-            raise InputError(f"{path}: line {number} is not a round record (no integer 'round')")
-        rows.append(row)
+    rows = read_jsonl(path)
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("round"), int):
+            raise InputError(f"{path}: record {number} is not a round record (no integer 'round')")
     return sorted(rows, key=lambda row: row["round"])
 
 
 def read_records(run_dir: Path) -> list[AuditRecord]:
-    """Every complete audit record (the store skips a torn last line)."""
+    """Every complete audit record (a torn last line is skipped, a bad complete one refused)."""
     store = AuditStore(run_dir)
     try:
         return store.records()

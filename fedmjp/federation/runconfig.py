@@ -3,8 +3,8 @@
 ``fedmjp simulate`` and ``fedmjp deploy`` write it (``write_run_config``); the apps read it
 (``arms_from_run_config``). One run may carry several arms: simulation runs consecutive arms that
 share a federation as one Flower run, so the simulation engine, Ray and the apps start once, not
-once per arm (about 20 s each). Every message the server sends names its arm (``ARM_KEY`` in its
-config record). A plain ``flwr run`` names a scenario file and one arm instead (``scenario``, ``arm``).
+once per arm (about 20 s each). Every message the server sends names its arm (``fedmjp.protocol.ARM``
+in its config record). A plain ``flwr run`` names a scenario file and one arm instead (``scenario``, ``arm``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from ..errors import InputError
 from ..scenario import Arm, load_scenario
-
-ARM_KEY = "arm"
 
 
 def run_config(arms: list[Arm], run_dir: Path | str = "", resume: bool = False) -> dict[str, str | bool]:
@@ -28,9 +28,8 @@ def run_config(arms: list[Arm], run_dir: Path | str = "", resume: bool = False) 
 
 
 def write_run_config(path: Path, arms: list[Arm], run_dir: Path, resume: bool = False) -> Path:
-    """``run_config`` as a ``--run-config`` TOML file (JSON strings and booleans are TOML values)."""
-    values = run_config(arms, run_dir, resume)
-    path.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    """``run_config`` as a ``--run-config`` TOML file."""
+    path.write_text(tomli_w.dumps(run_config(arms, run_dir, resume)))
     return path
 
 

@@ -6,15 +6,17 @@ Gradients and updates are keyed by parameter name (never by position), on the CP
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..models import Jigsaw, to_model_input
+# How a client trained travels in its reply: the protocol defines it.
+from ..protocol import LocalSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -53,50 +55,6 @@ def loss_terms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> 
 
 def trainable(model: nn.Module) -> dict[str, nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    """How a client really trained this round: what a replaying attacker needs and the server cannot
-    know from its config (a client with fewer examples than the batch size uses a smaller batch).
-
-    ``batch_size`` is the largest batch of the round (all batches have it: remainders are dropped).
-    """
-
-    batch_size: int
-    steps: int
-    epochs: int
-    optimizer: str = "sgd"
-    lr: float = 0.0
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-    # Reply metrics hold numbers only: the optimizer travels as its index in OPTIMIZERS.
-    PREFIX: ClassVar[str] = "local."
-
-    def to_metrics(self) -> dict[str, float]:
-        return {
-            f"{self.PREFIX}batch-size": self.batch_size, f"{self.PREFIX}steps": self.steps,
-            f"{self.PREFIX}epochs": self.epochs, f"{self.PREFIX}optimizer": OPTIMIZERS.index(self.optimizer),
-            f"{self.PREFIX}lr": self.lr, f"{self.PREFIX}momentum": self.momentum,
-            f"{self.PREFIX}weight-decay": self.weight_decay,
-        }
-
-    @classmethod
-    def from_metrics(cls, metrics: Mapping[str, float]) -> LocalSettings | None:
-        """The settings a reply reported, or None when it reported none (an older client)."""
-        p = cls.PREFIX
-        if f"{p}steps" not in metrics:
-            return None
-        return cls(
-            batch_size=int(metrics[f"{p}batch-size"]), steps=int(metrics[f"{p}steps"]),
-            epochs=int(metrics[f"{p}epochs"]), optimizer=OPTIMIZERS[int(metrics[f"{p}optimizer"])],
-            lr=float(metrics[f"{p}lr"]), momentum=float(metrics[f"{p}momentum"]),
-            weight_decay=float(metrics[f"{p}weight-decay"]),
-        )
 
 
 # What a client replies: a gradient (FedSGD) or the change of its weights after local training (FedAvg).

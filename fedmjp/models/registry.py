@@ -1,6 +1,6 @@
 """timm-registered models: CIFAR-scale ViT baselines and the MJP twins of timm ViTs.
 
-After ``import fedmjp``, ``timm.create_model("mjp_vit_small_patch16_224", mjp_ratio=0.25)``
+After ``import fedmjp.models``, ``timm.create_model("mjp_vit_small_patch16_224", mjp_ratio=0.25)``
 works like any timm name. The MJP twins of the 224-px models reuse timm's pretrained
 configs, so ``pretrained=True`` loads timm's weights (from the hub, or from a local file via
 ``pretrained_cfg_overlay=dict(file=PATH)``).

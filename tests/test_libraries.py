@@ -1,0 +1,57 @@
+"""Where a library does the job: the TOML files Flower reads (tomli-w) and the marked processes (psutil)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from flwr.cli.flower_config import read_superlink_connection
+from flwr.common.config import parse_config_args
+
+from fedmjp.federation.runconfig import arms_from_run_config, write_run_config
+from fedmjp.launch.flower_config import write_connection
+from fedmjp.launch.processes import kill_by_env, processes_with_env
+from fedmjp.scenario import load_scenario
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml"
+
+
+def test_flower_reads_the_connection_we_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / 'home "quoted"'
+    path = write_connection(home, "fedmjp", "127.0.0.1:9093")
+    assert tomllib.loads(path.read_text()) == {
+        "superlink": {"default": "fedmjp", "fedmjp": {"address": "127.0.0.1:9093", "insecure": True}}}
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    connection = read_superlink_connection()
+    assert (connection.name, connection.address, connection.insecure) == ("fedmjp", "127.0.0.1:9093", True)
+
+    write_connection(home, "fedmjp", "superlink:9093", root_certificates=tmp_path / "ca.crt")
+    connection = read_superlink_connection("fedmjp")
+    assert connection.root_certificates == str((tmp_path / "ca.crt").resolve()) and not connection.insecure
+
+
+def test_flower_reads_the_run_config_we_write(tmp_path: Path) -> None:
+    arms = list(load_scenario(QUICKSTART).arms.values())
+    run_dir = tmp_path / "runs \\ odd \"dir\""
+    path = write_run_config(tmp_path / "run.toml", arms, run_dir, resume=True)
+    config = parse_config_args([str(path)])  # what `flwr run --run-config FILE` does with it
+    assert config["run-dir"] == str(run_dir) and config["resume"] is True
+    assert list(arms_from_run_config(config).values()) == arms
+
+
+def test_a_marked_process_is_found_and_stopped() -> None:
+    mark = f"fedmjp-test-{os.getpid()}"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             env={**os.environ, "FEDMJP_LIBRARY_MARK": mark})
+    try:
+        assert processes_with_env("FEDMJP_LIBRARY_MARK", mark) == [child.pid]
+        kill_by_env("FEDMJP_LIBRARY_MARK", mark, timeout=5)
+        assert child.wait(5) == -15  # SIGTERM, within the timeout
+        assert processes_with_env("FEDMJP_LIBRARY_MARK", mark) == []
+    finally:
+        child.kill()
+        child.wait()
