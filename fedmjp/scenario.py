@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
+from .protocol import Optimizer
 
 
 class Strict(BaseModel):
@@ -101,10 +102,10 @@ class Training(Strict):
     # FedAvg: local epochs over the partition, or a fixed number of local steps.
     local_epochs: Annotated[int, Field(ge=1)] = 1
     local_steps: Annotated[int, Field(ge=1)] | None = None
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: Annotated[float, Field(gt=0)] = 0.05
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    server_optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    server_optimizer: Optimizer = "sgd"
     server_lr: Annotated[float, Field(gt=0)] = 1.0
     # The clients' learning rate over rounds: constant, or cosine from lr in round 1 towards 0 in the last.
     lr_schedule: Literal["constant", "cosine"] = "constant"
