@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import timm
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,7 +37,7 @@ class Data(Strict):
     source: ImageSource = "digits"
     root: str | None = None
     name: str | None = None
-    partitioning: Partitioning = Partitioning()
+    partitioning: Partitioning = Field(default_factory=Partitioning)
     # Cap on the held-out test images evaluated each round (None: all).
     test_limit: Annotated[int, Field(ge=1)] | None = None
     # Where the global model is evaluated each round: on the server's own copy of the test split, or
@@ -142,6 +141,8 @@ class Model(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> Model:
+        import timm  # here: timm imports torch, which the CLI's other paths do not need
+
         from . import models  # noqa: F401  (registers fedmjp's names with timm)
 
         if not timm.is_model(self.name):
@@ -154,6 +155,8 @@ class Model(Strict):
         """Outputs of the classifier head (None when the model's registration does not say)."""
         if "num_classes" in self.kwargs:
             return int(self.kwargs["num_classes"])
+        import timm
+
         cfg = timm.models.get_pretrained_cfg(self.name)
         return cfg.num_classes if cfg else None
 
@@ -213,7 +216,7 @@ class DishonestServer(Strict):
     rounds: Literal["all"] | list[Annotated[int, Field(ge=1)]] = "all"
     # "all", a number of clients per round (the lowest partition ids sampled), or partition ids.
     clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = 1
-    images: ServerImages = ServerImages()
+    images: ServerImages = Field(default_factory=ServerImages)
     # imprint: the client model check the server plants past (it is open source): "none", the "original"
     # weight-shape check, or the "current" one (fedmjp.attacks.imprint_evasion).
     knows_check: Literal["none", "original", "current"] = "none"
@@ -250,7 +253,7 @@ class Audit(Strict):
     # Seconds the server waits for the round's leakage receipts.
     receipt_timeout: Annotated[float, Field(gt=0)] = 600.0
     # Honest-but-curious by default; ``kind: imprint`` makes the server plant weights (dishonest).
-    server: DishonestServer = DishonestServer()
+    server: DishonestServer = Field(default_factory=DishonestServer)
 
     def attacks_round(self, server_round: int) -> bool:
         if self.rounds != "all" and server_round not in self.rounds:
@@ -269,7 +272,9 @@ class Guard(Strict):
     """
 
     enabled: bool = False
-    attack: AttackSpec = AttackSpec(name="april")
+    # Defaults are built on use (default_factory): validating a model or an attack imports torch, which
+    # importing this module must not.
+    attack: AttackSpec = Field(default_factory=lambda: AttackSpec(name="april"))
     # Tried in order where ``attack`` does not apply (batch > 1, several FedAvg steps, a partition smaller
     # than the batch): adaptive judges an MJP model's gradient (or one SGD step), ig any reply, replaying
     # a FedAvg update with the client's own local settings. The default budget (100 steps, 1 restart) is what a
@@ -372,15 +377,15 @@ class Arm(Strict):
     name: str = "run"
     seed: int = 0
     device: str = "auto"
-    data: Data = Data()
-    clients: Clients = Clients()
-    training: Training = Training()
-    model: Model = Model()
-    audit: Audit = Audit()
-    guard: Guard = Guard()
-    defence: Defence = Defence()
-    faults: Faults = Faults()
-    ray: Ray = Ray()
+    data: Data = Field(default_factory=Data)
+    clients: Clients = Field(default_factory=Clients)
+    training: Training = Field(default_factory=Training)
+    model: Model = Field(default_factory=Model)
+    audit: Audit = Field(default_factory=Audit)
+    guard: Guard = Field(default_factory=Guard)
+    defence: Defence = Field(default_factory=Defence)
+    faults: Faults = Field(default_factory=Faults)
+    ray: Ray = Field(default_factory=Ray)
 
     @model_validator(mode="after")
     def _attacks_apply(self) -> Arm:

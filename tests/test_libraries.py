@@ -55,3 +55,14 @@ def test_a_marked_process_is_found_and_stopped() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_staged_app_bundles_exactly_what_flwr_run_bundles_from_the_project(tmp_path: Path) -> None:
+    # flwr run DIR walks all of DIR; the staged folder must give Flower the same bundle, byte for byte.
+    from flwr.cli.build import build_fab_from_disk
+
+    from fedmjp.launch.app_bundle import PROJECT, app_files, stage_app
+
+    app = stage_app(tmp_path)
+    assert {"pyproject.toml", "server/app.py", "clients/app.py", "fedmjp/protocol.py"} <= set(app_files())
+    assert build_fab_from_disk(app) == build_fab_from_disk(PROJECT)

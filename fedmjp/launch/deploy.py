@@ -27,11 +27,11 @@ from ..errors import InputError
 from ..federation.rundir import arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl
 from ..federation.runconfig import write_run_config
 from ..scenario import Arm, Scenario
+from .app_bundle import stage_app
 from .flower_logs import server_error
 from .flwr_cli import FlowerConnection, FlowerError
 from .superlinks import RemoteSuperLink
 
-APP_DIR = Path(__file__).resolve().parents[2]
 
 # Called as (arm name, rounds done, rounds in all) whenever progress is polled.
 Progress = Callable[[str, int, int], None]
@@ -107,7 +107,7 @@ def run_arm(link: FlowerConnection, arm: Arm, run_dir: Path, work: Path, progres
     """One arm as one Flower run; returns {run_id, status, seconds}. Stops the run if interrupted."""
     wait_for_nodes(link, arm.clients.num_clients, nodes_timeout)
     started = time.perf_counter()
-    run_id = link.start_run(APP_DIR, write_run_config(work / f"run-config-{arm.name}.toml", [arm], run_dir))
+    run_id = link.start_run(stage_app(work), write_run_config(work / f"run-config-{arm.name}.toml", [arm], run_dir))
     metrics = arm_dir(run_dir, arm.name) / "metrics.jsonl"
 
     def poll() -> None:

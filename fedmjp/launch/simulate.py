@@ -17,16 +17,16 @@ from typing import Any
 
 import yaml
 
-from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
-from ..federation import checkpoint
 from ..errors import InputError
-from ..scenario import Arm, Scenario, parse_scenario
+from ..federation import checkpoint
+from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
 from ..federation.runconfig import write_run_config
+from ..scenario import Arm, Scenario, parse_scenario
+from .app_bundle import stage_app
 from .flower_logs import server_error
 from .flwr_cli import FlowerError
 from .superlinks import SimulationSuperLink
 
-APP_DIR = Path(__file__).resolve().parents[2]
 
 # Called as (arm name, rounds done, rounds in all) whenever progress is polled.
 Progress = Callable[[str, int, int], None]
@@ -72,7 +72,7 @@ def run_arms(link: SimulationSuperLink, arms: list[Arm], run_dir: Path, work: Pa
              resume: bool = False) -> None:
     """Arms that share a federation, one after the other in one Flower run."""
     config = write_run_config(work / f"run-config-{arms[0].name}.toml", arms, run_dir, resume)
-    run_id = link.submit(APP_DIR, config, *federation_of(arms[0]))
+    run_id = link.submit(stage_app(work), config, *federation_of(arms[0]))
 
     done: set[str] = set()
 
