@@ -25,7 +25,7 @@ browser:
 		|| echo "chromium could not be installed: the report rendering test will skip"
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=30
 
 # The headline table and figures (quick setting): results/results.md.
 results: $(STAMP)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 import fedmjp.models  # noqa: F401  (registers the models with timm)
 import timm
+
+from fedmjp.launch.processes import free_port, kill_by_env
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
@@ -40,3 +48,27 @@ def cifar() -> tuple[torch.Tensor, torch.Tensor]:
     test = load_dataset("imagefolder", "test", 32, root=CIFAR)
     index = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:16]
     return torch.stack([test[int(i)][0] for i in index]), torch.tensor([test[int(i)][1] for i in index])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """One real Ray cluster for the suite's Flower simulations: a head and a second node, 1 CPU each (the
+    2 cores a simulation would take on its own), joined with ``--ray-address`` as a sweep of runs would,
+    instead of every run starting and stopping its own Ray. A test that watches a run's own Ray
+    (test_termination) does not join it. Every process of the cluster carries a mark, so stopping it
+    stops exactly those."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    port = free_port()
+    mark = uuid.uuid4().hex
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FEDMJP_TEST_RAY": mark}
+    temp = Path("/tmp") / f"fedmjp-raytest-{port}"
+    common = ["--num-cpus=1", "--object-store-memory=500000000", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
+                        *common], check=True, env=env, capture_output=True, timeout=120)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *common], check=True, env=env,
+                       capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        kill_by_env("FEDMJP_TEST_RAY", mark, timeout=2)  # its state is thrown away: no need to wait long
+        shutil.rmtree(temp, ignore_errors=True)

@@ -47,11 +47,13 @@ def write_scenario(folder: Path, content: dict[str, Any], name: str = "scenario.
     return path
 
 
-def start_simulate(content: dict[str, Any], folder: Path, mark: str, *args: str) -> subprocess.Popen[str]:
-    """`fedmjp simulate` in its own session; every process it starts inherits ``mark``."""
+def start_simulate(content: dict[str, Any], folder: Path, mark: str, *args: str,
+                   ray_address: str | None = None) -> subprocess.Popen[str]:
+    """`fedmjp simulate` in its own session, joining the Ray cluster at ``ray_address`` when given (else
+    starting its own); every process it starts inherits ``mark``."""
     path = write_scenario(folder, content)
     command = [sys.executable, "-m", "fedmjp", "simulate", *(args or (str(path), "--out", str(folder / "run"))),
-               "--json"]
+               "--json", *(("--ray-address", ray_address) if ray_address else ())]
     return subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -80,8 +82,8 @@ def finish(process: subprocess.Popen[str], mark: str, timeout: float = 1200) -> 
     return stdout
 
 
-def simulate_to_end(content: dict[str, Any], folder: Path) -> Path:
+def simulate_to_end(content: dict[str, Any], folder: Path, ray_address: str | None = None) -> Path:
     """Run a scenario with `fedmjp simulate` to its end (failing the test if it fails); its run directory."""
     mark = uuid.uuid4().hex
-    finish(start_simulate(content, folder, mark), mark)
+    finish(start_simulate(content, folder, mark, ray_address=ray_address), mark)
     return folder / "run"

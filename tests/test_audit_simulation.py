@@ -30,8 +30,8 @@ AUDITED = scenario(
 
 
 @pytest.fixture(scope="module")
-def audited_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate_to_end(AUDITED, tmp_path_factory.mktemp("audit"))
+def audited_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
+    return simulate_to_end(AUDITED, tmp_path_factory.mktemp("audit"), ray_cluster)
 
 
 def scored(run: Path, arm: str, source: str = "server") -> list:
@@ -67,10 +67,10 @@ def test_client_guard_noises_a_leaking_update_and_both_views_are_recorded(audite
     assert max(r.metrics["psnr"] for r in scored(audited_run, "guarded")) < 30
 
 
-def test_killing_the_simulation_mid_run_leaves_every_written_record_intact(tmp_path: Path) -> None:
+def test_killing_the_simulation_mid_run_leaves_every_written_record_intact(tmp_path: Path, ray_cluster: str) -> None:
     long_run = scenario(name="long", training={"rounds": 30}, audit=AUDITED["audit"])
     mark = uuid.uuid4().hex
-    process = start_simulate(long_run, tmp_path, mark)
+    process = start_simulate(long_run, tmp_path, mark, ray_address=ray_cluster)
     records = tmp_path / "run" / "audit" / "records.jsonl"
     try:
         deadline = time.monotonic() + 600

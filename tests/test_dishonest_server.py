@@ -26,8 +26,8 @@ DISHONEST = scenario(
 
 
 @pytest.fixture(scope="module")
-def dishonest_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate_to_end(DISHONEST, tmp_path_factory.mktemp("dishonest"))
+def dishonest_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
+    return simulate_to_end(DISHONEST, tmp_path_factory.mktemp("dishonest"), ray_cluster)
 
 
 def rounds(run: Path, arm: str) -> list[dict]:

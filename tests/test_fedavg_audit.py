@@ -20,8 +20,8 @@ FEDAVG = scenario(
 
 
 @pytest.fixture(scope="module")
-def fedavg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate_to_end(FEDAVG, tmp_path_factory.mktemp("fedavg"))
+def fedavg_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
+    return simulate_to_end(FEDAVG, tmp_path_factory.mktemp("fedavg"), ray_cluster)
 
 
 def _records(run: Path) -> list:

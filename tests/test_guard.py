@@ -159,8 +159,9 @@ GUARDED = scenario(
 
 
 @pytest.mark.slow
-def test_every_update_a_guarded_client_sends_was_judged_by_an_attack_that_applies(tmp_path: Path) -> None:
-    run = simulate_to_end(GUARDED, tmp_path)
+def test_every_update_a_guarded_client_sends_was_judged_by_an_attack_that_applies(tmp_path: Path,
+                                                                                    ray_cluster: str) -> None:
+    run = simulate_to_end(GUARDED, tmp_path, ray_cluster)
     records = [r for r in AuditStore(run).records() if r.source == "client-guard"]
     for arm in GUARDED["arms"]:
         mine = [r for r in records if r.arm == arm]

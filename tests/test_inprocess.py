@@ -43,9 +43,9 @@ def test_what_needs_flower_is_refused_naming_the_field(tmp_path: Path, overrides
 
 
 @pytest.mark.slow
-def test_in_process_rounds_equal_the_flower_run_on_the_cpu(tmp_path: Path) -> None:
+def test_in_process_rounds_equal_the_flower_run_on_the_cpu(tmp_path: Path, ray_cluster: str) -> None:
     mark = uuid.uuid4().hex
-    finish(start_simulate(TRAINED, tmp_path, mark), mark)
+    finish(start_simulate(TRAINED, tmp_path, mark, ray_address=ray_cluster), mark)
     flower = tmp_path / "run"
     local = tmp_path / "local"
     simulate_in_process(parse_scenario(TRAINED), local)

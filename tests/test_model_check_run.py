@@ -40,8 +40,8 @@ ARMS = ["vit", "mjp"]
 
 
 @pytest.fixture(scope="module")
-def checked_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate_to_end(CHECKED_FEDAVG, tmp_path_factory.mktemp("model-check-run"))
+def checked_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
+    return simulate_to_end(CHECKED_FEDAVG, tmp_path_factory.mktemp("model-check-run"), ray_cluster)
 
 
 def rounds(run: Path, arm: str) -> list[dict]:

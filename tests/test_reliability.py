@@ -134,8 +134,8 @@ ARMS = ("first", "second")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return simulate_to_end(TWO_ARMS, tmp_path_factory.mktemp("whole"))
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
+    return simulate_to_end(TWO_ARMS, tmp_path_factory.mktemp("whole"), ray_cluster)
 
 
 def audited_rounds(run: Path, arm: str) -> set[int]:
@@ -149,14 +149,14 @@ KILLS = (("first", 1), ("second", 1), ("second", 2))
 
 @pytest.mark.slow
 def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
-        uninterrupted: Path, tmp_path: Path) -> None:
+        uninterrupted: Path, tmp_path: Path, ray_cluster: str) -> None:
     """One run killed at each point of KILLS in turn, each time resumed: the resumed run ends where an
     uninterrupted one does (one chain, not one run per point: the suite's time)."""
     mark = uuid.uuid4().hex
     run = tmp_path / "run"
     resume: tuple[str, ...] = ()
     for arm, server_round in KILLS:
-        process = start_simulate(TWO_ARMS, tmp_path, mark, *resume)
+        process = start_simulate(TWO_ARMS, tmp_path, mark, *resume, ray_address=ray_cluster)
         metrics = run / "arms" / arm / "metrics.jsonl"
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and server_round not in audited_rounds(run, arm):
@@ -168,7 +168,7 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
         assert len(read_jsonl(metrics)) == server_round - 1, (arm, server_round)
         resume = ("--resume", str(run))
 
-    finish(start_simulate(TWO_ARMS, tmp_path, mark, *resume), mark)
+    finish(start_simulate(TWO_ARMS, tmp_path, mark, *resume, ray_address=ray_cluster), mark)
     assert comparable(run, ARMS) == comparable(uninterrupted, ARMS)
     assert len(comparable(uninterrupted, ARMS)[0]) == 4
     for name in ARMS:
@@ -178,13 +178,13 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
 
 
 @pytest.mark.slow
-def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path) -> None:
+def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path, ray_cluster: str) -> None:
     faulty = scenario(
         clients={"num_clients": 4, "timeout": 45},  # round 1 (cold clients) takes ~17 s idle
         training={"rounds": 3},
         faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 60},
     )
-    run = simulate_to_end(faulty, tmp_path)
+    run = simulate_to_end(faulty, tmp_path, ray_cluster)
     arm = parse_scenario(faulty).arms["run"]
     expected = {(r, p) for r in range(1, 4) for p in range(4) if injected_fault(arm, p, r)}
     assert expected, "the seed should inject at least one fault"

@@ -334,7 +334,7 @@ def test_the_readme_accuracy_table_is_the_published_accuracy_table() -> None:
 
 
 @pytest.mark.slow
-def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_path: Path) -> None:
+def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_path: Path, ray_cluster: str) -> None:
     out = tmp_path / "results"
     mark = uuid.uuid4().hex
     # A relative --out, as `make results` passes it (the ServerApp runs in another working directory).
@@ -344,7 +344,7 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
                "--set", "privacy:audit.attacks=[{name: april}, {name: adaptive}]",
                "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2",
                "--set", "realism:audit.attacks=[{name: ig, options: {steps: 2, restarts: 1}}]",
-               "--set", "realism:data.test_limit=20"]
+               "--set", "realism:data.test_limit=20", "--ray-address", ray_cluster]
     process = subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
     stdout = finish(process, mark)

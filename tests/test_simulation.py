@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fedmjp.federation.rundir import read_jsonl
-from fedmjp.launch.processes import free_port
 
 from .flower_runs import write_scenario
 
@@ -47,16 +46,25 @@ def fedmjp(*args: str, env: dict[str, str] | None = None, timeout: float = 900) 
                           env={**os.environ, **(env or {})})
 
 
-def no_flower_processes_left() -> bool:
-    out = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
-    alive = [line for line in out.splitlines() if not line.startswith("Z")]
-    return not any(k in line for line in alive for k in ("flower-superlink", "flwr-simulation", "ray::ClientApp"))
+def no_flower_processes_left(grace: float = 10.0) -> bool:
+    """No SuperLink, flwr-simulation or ClientApp actor is left within ``grace`` seconds (a joined Ray
+    cluster ends a finished job's actors a moment after the job's driver exits)."""
+    deadline = time.monotonic() + grace
+    while True:
+        out = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+        alive = [line for line in out.splitlines() if not line.startswith("Z")]
+        if not any(k in line for line in alive for k in ("flower-superlink", "flwr-simulation", "ray::ClientApp")):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
-def two_mode_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def two_mode_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
     tmp = tmp_path_factory.mktemp("sim")
-    done = fedmjp("simulate", str(write_scenario(tmp, TWO_MODES)), "--out", str(tmp / "run"), "--json")
+    done = fedmjp("simulate", str(write_scenario(tmp, TWO_MODES)), "--out", str(tmp / "run"), "--json",
+                  "--ray-address", ray_cluster)
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp / "run"
 
@@ -85,13 +93,14 @@ def test_nothing_is_left_running_after_simulate(two_mode_run: Path) -> None:
 
 
 def test_same_seed_gives_the_same_metrics_alone_and_after_another_arm_in_the_same_run(
-        two_mode_run: Path, tmp_path: Path) -> None:
+        two_mode_run: Path, tmp_path: Path, ray_cluster: str) -> None:
     # The two-mode scenario runs both arms in one Flower run (same clients): fedavg there follows fedsgd
     # in the same ClientApp processes, and must not notice. Its twin evaluated by the clients (each a
     # shard of the held-out split) must see the accuracy the server sees.
     fedavg = TWO_MODES["arms"]["fedavg"]
     again = {**TWO_MODES, "arms": {"fedavg": fedavg, "on-clients": {**fedavg, "data": {"evaluate_on": "clients"}}}}
-    done = fedmjp("simulate", str(write_scenario(tmp_path, again)), "--out", str(tmp_path / "run"), "--json")
+    done = fedmjp("simulate", str(write_scenario(tmp_path, again)), "--out", str(tmp_path / "run"), "--json",
+                  "--ray-address", ray_cluster)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = [read_jsonl(run / "arms" / "fedavg" / "metrics.jsonl") for run in (two_mode_run, tmp_path / "run")]
     without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in runs]
@@ -104,29 +113,10 @@ def test_same_seed_gives_the_same_metrics_alone_and_after_another_arm_in_the_sam
         assert clients["loss"] == pytest.approx(server["loss"], rel=1e-5)
 
 
-@pytest.fixture
-def two_node_ray_cluster(tmp_path: Path):
-    """A real Ray cluster: a head and a second node, both on this machine."""
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    temp = Path("/tmp") / f"fedmjp-raytest-{port}"
-    head = [ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-            f"--temp-dir={temp}", "--disable-usage-stats"]
-    subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
-    try:
-        worker = [ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"]
-        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def test_simulation_joins_a_two_node_ray_cluster(tmp_path: Path, two_node_ray_cluster: str) -> None:
+def test_simulation_joins_a_two_node_ray_cluster(tmp_path: Path, ray_cluster: str) -> None:
     import ray
 
-    ray.init(address=two_node_ray_cluster, logging_level="ERROR")
+    ray.init(address=ray_cluster, logging_level="ERROR")
     try:
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     finally:
@@ -134,6 +124,6 @@ def test_simulation_joins_a_two_node_ray_cluster(tmp_path: Path, two_node_ray_cl
     scenario = {**TWO_MODES, "arms": {"fedsgd": TWO_MODES["arms"]["fedsgd"]},
                 "clients": {"num_clients": 2, "cpus": 1}, "training": {**TWO_MODES["training"], "rounds": 2}}
     done = fedmjp("simulate", str(write_scenario(tmp_path, scenario)), "--out", str(tmp_path / "run"),
-                  env={"RAY_ADDRESS": two_node_ray_cluster})
+                  env={"RAY_ADDRESS": ray_cluster})
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(read_jsonl(tmp_path / "run" / "arms" / "fedsgd" / "metrics.jsonl")) == 2
