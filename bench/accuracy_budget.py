@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import fedmjp  # noqa: F401  (registers the models)
+import fedmjp.models  # noqa: F401  (registers the models)
 from fedmjp.results.settings import DEFAULT_SCENARIO, load_part
 from fedmjp.federation.train import loss_terms
 

@@ -20,7 +20,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import fedmjp  # noqa: F401  (registers the models)
+import fedmjp.models  # noqa: F401  (registers the models)
 from fedmjp.attacks.base import Observation, rebuild_model
 from fedmjp.attacks import build_attack
 from fedmjp.attacks.gradient_matching import MatchingProblem, optimise, plain_forward, weights_of

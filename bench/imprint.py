@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import fedmjp  # noqa: F401  (registers the models)
+import fedmjp.models  # noqa: F401  (registers the models)
 from fedmjp.attacks import NotApplicable, Observation
 from fedmjp.attacks.imprint import Imprint, server_images
 from fedmjp.scoring.batch_metrics import patch_recovery

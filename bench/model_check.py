@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import fedmjp  # noqa: F401  (registers the models)
+import fedmjp.models  # noqa: F401  (registers the models)
 from fedmjp.attacks.imprint import server_images
 from fedmjp.defences.model_check import check_model
 from fedmjp.federation.train import compute_gradient, local_update

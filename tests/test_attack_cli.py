@@ -199,7 +199,7 @@ def test_the_cli_leaves_the_clients_fused_attention_alone() -> None:
     import subprocess
     import sys
 
-    probe = ("import os, timm, fedmjp, fedmjp.commands; "
+    probe = ("import os, timm, fedmjp.commands, fedmjp.models; "
              "m = timm.create_model('vit_tiny_patch4_32', depth=1); "
              "print(os.environ.get('TIMM_FUSED_ATTN'), all(b.attn.fused_attn for b in m.blocks))")
     env = {k: v for k, v in os.environ.items() if k != "TIMM_FUSED_ATTN"}
