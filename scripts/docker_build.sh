@@ -109,7 +109,8 @@ DEPENDENCIES=fedmjp-dependencies:latest
 dependency_inputs=$( {
     echo "$base_id"
     cat deploy/dependencies.Dockerfile
-    (cd deploy/wheelhouse && ls -l --time-style=+ | awk '{print $5, $NF}')
+    # Each wheel's name and size (not ls -l's "total": block counts differ between copies of one wheelhouse).
+    find deploy/wheelhouse -maxdepth 1 -type f -name '*.whl' -printf '%s %f\n' | LC_ALL=C sort
 } | sha256sum | cut -c1-16)
 if [ -n "${FORCE:-}" ] || [ "$(label_of "$DEPENDENCIES" fedmjp.inputs)" != "$dependency_inputs" ]; then
     port=$("$PYTHON" -c 'from fedmjp.launch.processes import free_port; print(free_port())')
