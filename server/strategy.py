@@ -101,7 +101,6 @@ class FedMJP:
         seed: int,
         min_replies: int = 1,
     ) -> None:
-        self.model = model
         self.optimizer = ServerOptimizer(model, kind, server_optimizer, server_lr)
         self.partition_nodes = dict(partition_nodes)
         self.node_partitions = {node: pid for pid, node in self.partition_nodes.items()}

@@ -173,14 +173,14 @@ ERRORS = {
 }
 
 
-def strategy(partitions: int = 4) -> FedMJP:
-    return FedMJP(torch.nn.Linear(2, 2), "gradient", "sgd", 1.0, {p: 10 + p for p in range(partitions)},
-                  partitions, seed=0)
+def strategy(model: torch.nn.Module, partitions: int = 4) -> FedMJP:
+    return FedMJP(model, "gradient", "sgd", 1.0, {p: 10 + p for p in range(partitions)}, partitions, seed=0)
 
 
 def test_the_server_tells_a_withheld_a_refused_and_a_wrong_partition_reply_apart_by_code(tmp_path: Path) -> None:
-    fed = strategy()
-    sent = pushed(fed.configure_train(1, ArrayRecord(fed.model.state_dict()), ConfigRecord({"arm": "run"})))
+    model = torch.nn.Linear(2, 2)
+    fed = strategy(model)
+    sent = pushed(fed.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord({"arm": "run"})))
     by_node = {m.metadata.dst_node_id: m for m in sent}
     replies = [Message(ERRORS[p], reply_to=by_node[10 + p]) for p in (3, 1, 0, 2)]
     checked = fed.check_replies(sent, replies)
