@@ -86,10 +86,10 @@ def run_arms(link: SimulationSuperLink, arms: list[Arm], run_dir: Path, work: Pa
                 done.add(arm.name)
             progress(arm.name, len(read_jsonl(folder / "metrics.jsonl")), arm.training.rounds)
 
-    # The last arm's final weights are the ServerApp's last write: read the status as soon as they appear.
-    status = link.wait(run_id, poll, finished_hint=(arm_dir(run_dir, arms[-1].name) / "final_weights.pt").exists)
+    # The last arm's final weights are the ServerApp's last write: the run's results are complete.
+    status = link.wait(run_id, poll, written=lambda: arm_finished(run_dir, arms[-1]))
     poll()
-    if not status.succeeded:
+    if status is not None and not status.succeeded:
         failed = next((arm for arm in arms if not arm_finished(run_dir, arm)), arms[-1])
         logs = link.logs(run_id)
         # The whole log beside the arm's results: the one-line error rarely carries the traceback.

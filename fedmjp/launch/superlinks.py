@@ -69,6 +69,7 @@ class SimulationSuperLink(FlowerConnection):
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the SuperLink's process group, then SIGKILL what is left."""
+        self.close()
         if self.process is not None:
             stop_group(self.process, timeout)
             self.process = None
@@ -112,6 +113,7 @@ class RemoteSuperLink(FlowerConnection):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
         if self.private_home is not None:
             shutil.rmtree(self.private_home, ignore_errors=True)
             self.private_home = None
