@@ -180,8 +180,8 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
 @pytest.mark.slow
 def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path, ray_cluster: str) -> None:
     faulty = scenario(
-        # Round 1 (cold clients) takes about 12 s on 2 idle cores; the seed's slow client (round 3) sleeps
-        # past the timeout, which that round then waits out.
+        # Round 1 (cold clients) took about 17 s on 2 idle cores, measured when its status was still read by
+        # flwr ls processes; the seed's slow client (round 3) sleeps past the timeout, which that round waits out.
         clients={"num_clients": 4, "timeout": 30},
         training={"rounds": 3},
         faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 40},
