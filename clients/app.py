@@ -71,7 +71,7 @@ def train(msg: Message, context: Context) -> Message:
     fault = injected_fault(arm, partition_id, server_round)
     before_training(fault, arm)
     work = client_round(arm, weights, partition_id, server_round)
-    remember_round(context, arm, server_round, work)
+    remember_round(context, msg, server_round, work)
     result = work.result
     metrics = MetricRecord(
         {
@@ -117,7 +117,7 @@ def receipt(msg: Message, context: Context) -> Message:
 
     request = ReceiptRequest.from_content(msg.content)
     arm = arm_of(msg, context)
-    batch = round_batch(context, arm, request.server_round)
+    batch = round_batch(context, msg, request.server_round)
     if batch is None:
         return Message(error(ErrorCode.NO_ROUND_STATE,
                              f"no training state for arm {arm.name} round {request.server_round} on this node"),

@@ -25,12 +25,17 @@ if TYPE_CHECKING:
 ASSIGNED = "assigned-partition"
 
 
+def arm_key(msg: Message) -> str | None:
+    """The key by which the server's message names its arm in the run (None: the run's only arm)."""
+    config = msg.content[CONFIG] if CONFIG in msg.content else {}
+    return str(config[ARM]) if ARM in config else None
+
+
 def arm_of(msg: Message, context: Context) -> Arm:
     """The arm the server's message is about (one run may carry several, one after the other)."""
     from fedmjp.federation.runconfig import arm_named
 
-    config = msg.content[CONFIG] if CONFIG in msg.content else {}
-    return arm_named(context.run_config, str(config[ARM]) if ARM in config else None)
+    return arm_named(context.run_config, arm_key(msg))
 
 
 def partition_of(context: Context) -> int:
@@ -55,8 +60,8 @@ def partition_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
     return call_next(msg, context)
 
 
-def remember_round(context: Context, arm: Arm, server_round: int, work: ClientRound) -> None:
-    """Keep what a leakage receipt needs: indices and masks, small (never images)."""
+def remember_round(context: Context, msg: Message, server_round: int, work: ClientRound) -> None:
+    """Keep what a leakage receipt needs for the arm ``msg`` names: indices and masks, small (never images)."""
     import numpy as np
 
     arrays = {f"batch-{i}": np.asarray(b, dtype=np.int64) for i, b in enumerate(work.batches)}
@@ -65,21 +70,21 @@ def remember_round(context: Context, arm: Arm, server_round: int, work: ClientRo
             arrays[f"mask-{i}"] = jigsaw.mask.numpy().astype(np.uint8)
     context.state["round-arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
     context.state["round-info"] = ConfigRecord(
-        {"arm": arm.name, "round": server_round, "steps": len(work.batches),
+        {"arm": str(arm_key(msg)), "round": server_round, "steps": len(work.batches),
          "shuffled": [j is not None for j in work.result.jigsaws]}
     )
 
 
-def round_batch(context: Context, arm: Arm, server_round: int
+def round_batch(context: Context, msg: Message, server_round: int
                 ) -> tuple[np.ndarray, torch.Tensor | None, list[bool]] | None:
     """(indices of every example used, the shuffle mask of a one-step round, shuffled steps),
-    or None when this node kept no state for that arm and round."""
+    or None when this node kept no state for the arm ``msg`` names and that round."""
     import torch
 
     from fedmjp.audit.receipt import round_examples
 
     info = context.state["round-info"] if "round-info" in context.state else None
-    if info is None or str(info["arm"]) != arm.name or int(info["round"]) != server_round:
+    if info is None or str(info["arm"]) != str(arm_key(msg)) or int(info["round"]) != server_round:
         return None
     arrays = {k: v.numpy() for k, v in context.state["round-arrays"].items()}
     steps = [bool(s) for s in context.state["round-info"]["shuffled"]]

@@ -20,7 +20,7 @@ def guard_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     if not arm.guard.enabled:
         return reply
     server_round = int(msg.content[CONFIG][SERVER_ROUND])
-    indices, shuffled, _ = round_batch(context, arm, server_round)
+    indices, shuffled, _ = round_batch(context, msg, server_round)
     truth, labels = stack(dataset(arm, "train"), indices)
     weights = msg.content[ARRAYS].to_torch_state_dict()
     tensors = reply.content[ARRAYS].to_torch_state_dict()

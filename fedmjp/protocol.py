@@ -36,7 +36,7 @@ TRUTH = "truth"  # a receipt (opt-in, simulation only): the client's images, und
 TRUTH_IMAGES = "images"
 
 # Config entries of the server's messages.
-ARM = "arm"  # which arm of the run the message is about
+ARM = "arm"  # which arm of the run the message is about: its key in the run config (its name, or J/name)
 SERVER_ROUND = "server-round"
 # The partition a simulated node is assigned (also a reply metric and a deployed SuperNode's node config key).
 PARTITION_ID = "partition-id"
@@ -237,7 +237,7 @@ class SentReconstruction:
 class ReceiptRequest:
     """The server asks the client that sent a reply to score its reconstructions of that round's batch."""
 
-    arm: str
+    arm: str  # the arm's key in the run (fedmjp.federation.runconfig)
     server_round: int
     patch: int
     reconstructions: list[SentReconstruction]

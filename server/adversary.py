@@ -39,8 +39,9 @@ class Attacked:
 class RoundAuditor:
     """The arm's adversary and audit trail; it never sees client data."""
 
-    def __init__(self, arm: Arm, grid: Grid, store: AuditStore, patch: int) -> None:
+    def __init__(self, arm: Arm, key: str, grid: Grid, store: AuditStore, patch: int) -> None:
         self.arm = arm
+        self.key = key  # how the run's messages name the arm
         self.grid = grid
         self.store = store
         self.patch = patch
@@ -107,7 +108,7 @@ class RoundAuditor:
         """Every client with a reconstruction scores it; the questions go out together."""
         asking = [item for item in attacked if item.reconstructed]
         questions = [
-            Message(content=ReceiptRequest(self.arm.name, server_round, self.patch,
+            Message(content=ReceiptRequest(self.key, server_round, self.patch,
                                            [to_send(o.reconstruction) for o in item.reconstructed],
                                            self.arm.audit.store_ground_truth).to_content(),
                     dst_node_id=item.reply.message.metadata.src_node_id, message_type=RECEIPT_MESSAGE)

@@ -22,7 +22,7 @@ from fedmjp.federation import checkpoint
 from fedmjp.audit import AuditStore
 from fedmjp.audit.records import Fault, Phase, append_fault_records, fault_tags
 from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
-from fedmjp.federation.runconfig import arms_from_run_config
+from fedmjp.federation.runconfig import RunArm, run_arms_from_run_config
 from fedmjp.protocol import ACCURACY, ARM, LOSS
 from fedmjp.scenario import Arm
 from fedmjp.federation.train import reply_kind, resolve_device
@@ -36,9 +36,8 @@ from .strategy import CheckedReplies, FedMJP, Reply
 app = ServerApp()
 
 
-def run_dir_of(context: Context, arm: Arm) -> Path:
-    configured = str(context.run_config.get("run-dir", ""))
-    return Path(configured) if configured else Path("runs") / arm.name
+def run_dir_of(entry: RunArm) -> Path:
+    return Path(entry.run_dir) if entry.run_dir else Path("runs") / entry.arm.name
 
 
 class RunStopped(RuntimeError):
@@ -48,13 +47,13 @@ class RunStopped(RuntimeError):
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the arms of the run config one after the other on the same nodes."""
-    arms = list(arms_from_run_config(context.run_config).values())
-    sizes = {arm.clients.num_clients for arm in arms}
+    entries = list(run_arms_from_run_config(context.run_config).values())
+    sizes = {entry.arm.clients.num_clients for entry in entries}
     if len(sizes) != 1:
         raise ValueError(f"the arms of one run must share clients.num_clients (got {sorted(sizes)})")
     partitions = find_partitions(grid, sizes.pop())
-    for arm in arms:
-        run_arm(grid, context, arm, partitions)
+    for entry in entries:
+        run_arm(grid, entry, partitions)
 
 
 @dataclass
@@ -62,6 +61,7 @@ class ArmRun:
     """Everything one arm's rounds share: the global model, the strategy, the audit, the files."""
 
     arm: Arm
+    key: str  # how the run's messages name the arm
     grid: Grid
     model: torch.nn.Module
     strategy: FedMJP
@@ -80,16 +80,16 @@ class ArmRun:
         return self.out / "checkpoint.pt"
 
 
-def run_arm(grid: Grid, context: Context, arm: Arm, partitions: Partitions) -> None:
-    run = open_arm(grid, context, arm, partitions)
-    first = resume_or_start(run, resume=bool(context.run_config.get("resume", False)))
-    for server_round in range(first, arm.training.rounds + 1):
+def run_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> None:
+    run = open_arm(grid, entry, partitions)
+    first = resume_or_start(run, entry.resume)
+    for server_round in range(first, entry.arm.training.rounds + 1):
         run_round(run, server_round)
     atomic_torch_save(run.out / "final_weights.pt", {k: v.cpu() for k, v in run.model.state_dict().items()})
 
 
-def open_arm(grid: Grid, context: Context, arm: Arm, partitions: Partitions) -> ArmRun:
-    run_dir = run_dir_of(context, arm)
+def open_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> ArmRun:
+    arm, run_dir = entry.arm, run_dir_of(entry)
     out = arm_dir(run_dir, arm.name)
     out.mkdir(parents=True, exist_ok=True)
     store = AuditStore(run_dir)
@@ -97,8 +97,8 @@ def open_arm(grid: Grid, context: Context, arm: Arm, partitions: Partitions) -> 
     t = arm.training
     strategy = FedMJP(model, reply_kind(t.mode), t.server_optimizer, t.server_lr, partitions.nodes,
                       arm.clients.sampled_per_round, arm.seed, min_replies=arm.clients.min_per_round)
-    auditor = RoundAuditor(arm, grid, store, model.patch_embed.patch_size[0])
-    return ArmRun(arm, grid, model, strategy, auditor, store, out, server_evaluates(arm), partitions)
+    auditor = RoundAuditor(arm, entry.key, grid, store, model.patch_embed.patch_size[0])
+    return ArmRun(arm, entry.key, grid, model, strategy, auditor, store, out, server_evaluates(arm), partitions)
 
 
 def resume_or_start(run: ArmRun, resume: bool) -> int:
@@ -120,7 +120,7 @@ def run_round(run: ArmRun, server_round: int) -> None:
     (honest replies) -> evaluate -> record -> checkpoint."""
     started = time.perf_counter()
     sent = ArrayRecord(run.model.state_dict())
-    messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM: run.arm.name}))
+    messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM: run.key}))
     messages, planted = run.auditor.plant(server_round, messages, run.strategy.node_partitions)
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_replies(messages, replies)
@@ -158,7 +158,7 @@ def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> Evaluatio
         test = evaluate_global(run.arm, run.model)
         return Evaluation(test["accuracy"], test["loss"], "server")
     messages = run.strategy.configure_evaluate(
-        server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM: run.arm.name}), partitions)
+        server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM: run.key}), partitions)
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_evaluation(messages, replies)
     metrics = run.strategy.aggregate_evaluation(checked.usable) or MetricRecord({})

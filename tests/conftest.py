@@ -18,6 +18,8 @@ import timm
 
 from fedmjp.launch.processes import free_port, kill_by_env
 
+from .flower_runs import simulate_sweep
+
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
 
@@ -72,3 +74,10 @@ def ray_cluster() -> Iterator[str]:
     finally:
         kill_by_env("FEDMJP_TEST_RAY", mark, timeout=2)  # its state is thrown away: no need to wait long
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> dict[str, Path]:
+    """The run directories of the scenarios the test modules put in the suite's sweep (tests/flower_runs.py),
+    by scenario name: all of them run once, together, on the suite's Ray cluster."""
+    return simulate_sweep(tmp_path_factory.mktemp("sweep"), ray_cluster)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -49,11 +50,15 @@ def write_scenario(folder: Path, content: dict[str, Any], name: str = "scenario.
 
 def start_simulate(content: dict[str, Any], folder: Path, mark: str, *args: str,
                    ray_address: str | None = None) -> subprocess.Popen[str]:
-    """`fedmjp simulate` in its own session, joining the Ray cluster at ``ray_address`` when given (else
-    starting its own); every process it starts inherits ``mark``."""
+    """`fedmjp simulate` of ``content`` into ``folder/run`` (or with ``args``) in its own session, joining the Ray
+    cluster at ``ray_address`` when given (else starting its own); every process it starts inherits ``mark``."""
     path = write_scenario(folder, content)
-    command = [sys.executable, "-m", "fedmjp", "simulate", *(args or (str(path), "--out", str(folder / "run"))),
-               "--json", *(("--ray-address", ray_address) if ray_address else ())]
+    return start_fedmjp_simulate(list(args or (str(path), "--out", str(folder / "run"))), mark, ray_address)
+
+
+def start_fedmjp_simulate(args: list[str], mark: str, ray_address: str | None = None) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "fedmjp", "simulate", *args, "--json",
+               *(("--ray-address", ray_address) if ray_address else ())]
     return subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -87,3 +92,27 @@ def simulate_to_end(content: dict[str, Any], folder: Path, ray_address: str | No
     mark = uuid.uuid4().hex
     finish(start_simulate(content, folder, mark, ray_address=ray_address), mark)
     return folder / "run"
+
+
+# Scenarios whose runs tests only read once finished, by name. The suite runs them all as one sweep
+# (`fedmjp simulate A.yaml B.yaml ...`, the ``sweep`` fixture): the arms of one federation share a Flower
+# run whatever scenario they come from, so the simulation's start and the clients' imports are paid once
+# per federation, not once per scenario (about 20 s each on 2 cores).
+SWEEP: dict[str, dict[str, Any]] = {}
+
+
+def in_sweep(content: dict[str, Any]) -> dict[str, Any]:
+    """Add a scenario (its name unique in the suite) to the suite's sweep; returns it."""
+    assert SWEEP.setdefault(content["name"], content) is content, f"two sweep scenarios named {content['name']}"
+    return content
+
+
+def simulate_sweep(folder: Path, ray_address: str) -> dict[str, Path]:
+    """Run every scenario of SWEEP with one `fedmjp simulate`; their run directories by name."""
+    paths = [str(write_scenario(folder, content, f"{name}.yaml")) for name, content in SWEEP.items()]
+    mark = uuid.uuid4().hex
+    printed = json.loads(finish(start_fedmjp_simulate([*paths, "--out", str(folder / "runs")], mark, ray_address),
+                                mark))
+    if len(SWEEP) == 1:  # one scenario: --out is its run directory
+        return {name: Path(printed["run_dir"]) for name in SWEEP}
+    return {name: Path(run["run_dir"]) for name, run in printed["scenarios"].items()}

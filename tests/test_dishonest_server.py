@@ -10,11 +10,11 @@ import pytest
 
 from fedmjp.audit import AuditStore
 
-from .flower_runs import scenario, simulate_to_end
+from .flower_runs import in_sweep, scenario
 
 pytestmark = pytest.mark.slow
 
-DISHONEST = scenario(
+DISHONEST = in_sweep(scenario(
     name="dishonest",
     audit={"attacks": [], "server": {"kind": "imprint", "rounds": [1], "clients": [0], "images": {"count": 32}}},
     arms={
@@ -22,12 +22,12 @@ DISHONEST = scenario(
         "mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}},
         "checked": {"guard": {"model_check": True}},
     },
-)
+))
 
 
 @pytest.fixture(scope="module")
-def dishonest_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
-    return simulate_to_end(DISHONEST, tmp_path_factory.mktemp("dishonest"), ray_cluster)
+def dishonest_run(sweep: dict[str, Path]) -> Path:
+    return sweep[DISHONEST["name"]]
 
 
 def rounds(run: Path, arm: str) -> list[dict]:

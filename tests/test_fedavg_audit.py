@@ -8,20 +8,20 @@ import pytest
 
 from fedmjp.audit import AuditStore
 
-from .flower_runs import scenario, simulate_to_end
+from .flower_runs import in_sweep, scenario
 
 pytestmark = pytest.mark.slow
 
-FEDAVG = scenario(
+FEDAVG = in_sweep(scenario(
     name="fedavg-audited",
     training={"rounds": 1, "mode": "fedavg", "batch_size": 2, "local_steps": 3, "momentum": 0.9, "lr": 0.05},
     audit={"attacks": [{"name": "ig", "options": {"steps": 20, "restarts": 1}}]},
-)
+))
 
 
 @pytest.fixture(scope="module")
-def fedavg_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
-    return simulate_to_end(FEDAVG, tmp_path_factory.mktemp("fedavg"), ray_cluster)
+def fedavg_run(sweep: dict[str, Path]) -> Path:
+    return sweep[FEDAVG["name"]]
 
 
 def _records(run: Path) -> list:

@@ -30,7 +30,7 @@ from fedmjp.federation.train import compute_gradient
 from fedmjp.federation.workload import build_model, client_round, dataset, stack
 from fedmjp.protocol import UNJUDGED, ErrorCode, GuardReport, read_error, withheld_report
 
-from .flower_runs import scenario, simulate_to_end
+from .flower_runs import in_sweep, scenario
 
 PATCH = 4
 # A small budget: the tests check who judges, not how well.
@@ -146,7 +146,7 @@ def test_the_audit_counts_and_shows_updates_sent_unjudged(tmp_path: Path) -> Non
 
 # --------------------------------------------------------------------------- a real Flower simulation
 
-GUARDED = scenario(
+GUARDED = in_sweep(scenario(
     name="guarded",
     training={"rounds": 1},
     audit={"attacks": []},
@@ -155,13 +155,12 @@ GUARDED = scenario(
         "fedsgd-batch-4": {"training": {"batch_size": 4}},
         "fedavg-2-steps": {"training": {"mode": "fedavg", "batch_size": 2, "local_steps": 2}},
     },
-)
+))
 
 
 @pytest.mark.slow
-def test_every_update_a_guarded_client_sends_was_judged_by_an_attack_that_applies(tmp_path: Path,
-                                                                                    ray_cluster: str) -> None:
-    run = simulate_to_end(GUARDED, tmp_path, ray_cluster)
+def test_every_update_a_guarded_client_sends_was_judged_by_an_attack_that_applies(sweep: dict[str, Path]) -> None:
+    run = sweep[GUARDED["name"]]
     records = [r for r in AuditStore(run).records() if r.source == "client-guard"]
     for arm in GUARDED["arms"]:
         mine = [r for r in records if r.arm == arm]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,20 @@ import torch
 from fedmjp.errors import InputError
 from fedmjp.launch.inprocess import simulate_in_process
 from fedmjp.scenario import parse_scenario
-from tests.flower_runs import finish, scenario, start_simulate
+from tests.flower_runs import in_sweep, scenario
 
 # FedAvg on 3 clients of which 2 are sampled a round (the seeded sampler matters), a plain ViT and a
 # pruned MJP arm (the client's mod prunes): 2 rounds, no attacks. Local SGD, not Adam: the attention's
 # key bias has an exactly-zero gradient, and Adam divides its rounding noise (which differs with the
 # thread count) by its own size into full steps (measured 1e-4 apart with AdamW; 4e-7 elsewhere).
-TRAINED = scenario(
+TRAINED = in_sweep(scenario(
     name="in-process", clients={"num_clients": 3, "per_round": 2, "cpus": 1},
     training={"rounds": 2, "mode": "fedavg", "batch_size": 4, "local_steps": 2, "optimizer": "sgd", "lr": 0.05,
               "server_optimizer": "sgd", "server_lr": 1.0},
     model={"name": "vit_tiny_patch4_32", "kwargs": {"depth": 1}}, audit={"attacks": []},
     arms={"vit": {}, "mjp-pruned": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}},
                                     "defence": {"prune": 0.5}}},
-)
+))
 
 
 def _metrics(run_dir: Path, arm: str) -> list[dict]:
@@ -43,10 +42,8 @@ def test_what_needs_flower_is_refused_naming_the_field(tmp_path: Path, overrides
 
 
 @pytest.mark.slow
-def test_in_process_rounds_equal_the_flower_run_on_the_cpu(tmp_path: Path, ray_cluster: str) -> None:
-    mark = uuid.uuid4().hex
-    finish(start_simulate(TRAINED, tmp_path, mark, ray_address=ray_cluster), mark)
-    flower = tmp_path / "run"
+def test_in_process_rounds_equal_the_flower_run_on_the_cpu(tmp_path: Path, sweep: dict[str, Path]) -> None:
+    flower = sweep[TRAINED["name"]]
     local = tmp_path / "local"
     simulate_in_process(parse_scenario(TRAINED), local)
     for arm in TRAINED["arms"]:

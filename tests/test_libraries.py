@@ -12,7 +12,7 @@ import pytest
 from flwr.cli.flower_config import read_superlink_connection
 from flwr.common.config import parse_config_args
 
-from fedmjp.federation.runconfig import arms_from_run_config, write_run_config
+from fedmjp.federation.runconfig import RunPart, arms_from_run_config, run_arms_from_run_config, write_run_config
 from fedmjp.launch.flower_config import write_connection
 from fedmjp.launch.processes import kill_by_env, processes_with_env
 from fedmjp.scenario import load_scenario
@@ -37,10 +37,10 @@ def test_flower_reads_the_connection_we_write(tmp_path: Path, monkeypatch: pytes
 def test_flower_reads_the_run_config_we_write(tmp_path: Path) -> None:
     arms = list(load_scenario(QUICKSTART).arms.values())
     run_dir = tmp_path / "runs \\ odd \"dir\""
-    path = write_run_config(tmp_path / "run.toml", arms, run_dir, resume=True)
+    path = write_run_config(tmp_path / "run.toml", [RunPart(run_dir, arms, resume=True)])
     config = parse_config_args([str(path)])  # what `flwr run --run-config FILE` does with it
-    assert config["run-dir"] == str(run_dir) and config["resume"] is True
     assert list(arms_from_run_config(config).values()) == arms
+    assert all(e.run_dir == str(run_dir) and e.resume for e in run_arms_from_run_config(config).values())
 
 
 def test_a_marked_process_is_found_and_stopped() -> None:

@@ -23,7 +23,7 @@ from fedmjp.audit.summary import summarize
 from fedmjp.cli import app
 from fedmjp.defences.model_check import check_weights
 from fedmjp.protocol import ErrorCode
-from fedmjp.federation.runconfig import run_config
+from fedmjp.federation.runconfig import run_arms_from_run_config, run_config
 from fedmjp.scenario import parse_scenario
 from fedmjp.federation.rundir import prepare_run_dir
 from fedmjp.federation.train import compute_gradient
@@ -180,8 +180,7 @@ def test_audit_counts_models_checked_and_refusals_of_planted_and_honest_models(
     config = run_config([arm], run_dir)
     nodes = {pid + 1: Context(run_id=1, node_id=pid + 1, node_config={}, state=RecordDict(), run_config=config)
              for pid in (0, 1)}
-    server = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=config)
-    run_arm(NodesInProcess(nodes), server, arm, Partitions({0: 1, 1: 2}, assigned=True))
+    run_arm(NodesInProcess(nodes), run_arms_from_run_config(config)["run"], Partitions({0: 1, 1: 2}, assigned=True))
 
     faults = [(r.round, r.partition_id, r.info["planted"]) for r in AuditStore(run_dir).records() if r.status == "fault"]
     assert faults == [(2, 0, True), (3, 0, False)]

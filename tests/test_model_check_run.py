@@ -16,7 +16,7 @@ from fedmjp.cli import app
 from fedmjp.defences.model_check import REFUSAL
 from fedmjp.protocol import ErrorCode
 
-from .flower_runs import scenario, simulate_to_end
+from .flower_runs import in_sweep, scenario
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ PLANTED = (10, 0)  # (round, partition)
 # crops it swings by up to 0.2 from one round to the next, hence a margin well below the gain.
 LEARNED = 0.25
 
-CHECKED_FEDAVG = scenario(
+CHECKED_FEDAVG = in_sweep(scenario(
     name="model-check-run",
     data={"source": "photos", "test_limit": 80},
     training={"rounds": ROUNDS, "mode": "fedavg", "batch_size": 16, "local_steps": 4, "optimizer": "adam",
@@ -35,13 +35,13 @@ CHECKED_FEDAVG = scenario(
     audit={"attacks": [], "server": {"kind": "imprint", "rounds": [PLANTED[0]], "clients": [PLANTED[1]],
                                      "images": {"count": 32}}},
     arms={"vit": {}, "mjp": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}}},
-)
+))
 ARMS = ["vit", "mjp"]
 
 
 @pytest.fixture(scope="module")
-def checked_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
-    return simulate_to_end(CHECKED_FEDAVG, tmp_path_factory.mktemp("model-check-run"), ray_cluster)
+def checked_run(sweep: dict[str, Path]) -> Path:
+    return sweep[CHECKED_FEDAVG["name"]]
 
 
 def rounds(run: Path, arm: str) -> list[dict]:

@@ -24,7 +24,7 @@ from fedmjp.audit import AuditStore
 from fedmjp.audit.records import append_fault_records, append_guard_records
 from fedmjp.audit.summary import summarize
 from fedmjp.federation.rundir import atomic_write
-from fedmjp.federation.runconfig import run_config
+from fedmjp.federation.runconfig import run_arms_from_run_config, run_config
 from fedmjp.protocol import (ErrorCode, GuardReport, LocalSettings, ReceiptAnswer, ReceiptRequest, SentReconstruction,
                              error, read_error, withheld_error, withheld_report)
 from fedmjp.scenario import parse_scenario
@@ -240,9 +240,8 @@ class EvaluatingNodes:
 def test_an_evaluation_error_reply_is_a_fault_recorded_in_the_audit_and_the_round(tmp_path: Path) -> None:
     arm = parse_scenario({**SCENARIO, "data": {**SCENARIO["data"], "evaluate_on": "clients"},
                           "clients": {**SCENARIO["clients"], "timeout": 0.2}}).arms["run"]
-    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                      run_config=run_config([arm], tmp_path))
-    run = open_arm(EvaluatingNodes(), context, arm, Partitions({p: 10 + p for p in range(4)}, assigned=True))
+    entry = run_arms_from_run_config(run_config([arm], tmp_path))["run"]
+    run = open_arm(EvaluatingNodes(), entry, Partitions({p: 10 + p for p in range(4)}, assigned=True))
     test = evaluate(run, 1, [0, 1, 2, 3])
     assert (test.accuracy, test.loss, test.evaluated_on) == (0.25, 2.0, "clients")  # partition 0's alone
     assert [(f.partition_id, f.reason) for f in test.faults] == [

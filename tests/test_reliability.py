@@ -1,7 +1,8 @@
-"""Reliability: malformed input everywhere, client faults, and SIGKILL + resume."""
+"""Reliability: malformed input everywhere, client faults, and SIGKILL (records intact) + resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from fedmjp.federation.faults import injected_fault
 from fedmjp.federation.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
-from .flower_runs import finish, kill_marked, scenario, simulate_to_end, start_simulate
+from .flower_runs import finish, in_sweep, kill_marked, scenario, start_simulate
 
 VALID = scenario(name="base", training={"rounds": 4})
 
@@ -103,6 +104,8 @@ def test_bad_cli_arguments_and_corrupted_run_directories_exit_with_2(tmp_path: P
         ["simulate", "--resume", str(tmp_path / "missing")],
         ["simulate", "scenarios/ci-smoke.yaml", "--set", "training.rounds"],
         ["simulate", "scenarios/ci-smoke.yaml", "--set", "training.rounds=-1"],
+        # A sweep writes each scenario into OUT/NAME: two of the same name would share a run directory.
+        ["simulate", "scenarios/ci-smoke.yaml", "scenarios/ci-smoke.yaml", "--out", str(tmp_path / "sweep")],
         ["audit", str(tmp_path)],
     ]
     broken = tmp_path / "broken"
@@ -115,6 +118,7 @@ def test_bad_cli_arguments_and_corrupted_run_directories_exit_with_2(tmp_path: P
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+    assert not (tmp_path / "sweep").exists()
 
 
 def comparable(run: Path, arms: tuple[str, ...] = ("run",)) -> tuple[list, list]:
@@ -127,19 +131,30 @@ def comparable(run: Path, arms: tuple[str, ...] = ("run",)) -> tuple[list, list]
 # Two arms share one Flower run and one audit file. A 12-block model evaluated on every held-out digit keeps
 # a round's audit records on disk for a second or so before its metrics line and checkpoint: a kill there
 # leaves records of a round that never finished, which a resume must cut back.
-TWO_ARMS = scenario(name="two-arms", data={"source": "digits", "test_limit": None}, training={"rounds": 2},
-                    model={"name": "vit_tiny_patch4_32", "kwargs": {"depth": 12}},
-                    arms={"first": {}, "second": {"seed": 1}})
+TWO_ARMS = in_sweep(scenario(name="two-arms", data={"source": "digits", "test_limit": None}, training={"rounds": 2},
+                             model={"name": "vit_tiny_patch4_32", "kwargs": {"depth": 12}},
+                             arms={"first": {}, "second": {"seed": 1}}))
 ARMS = ("first", "second")
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
-    return simulate_to_end(TWO_ARMS, tmp_path_factory.mktemp("whole"), ray_cluster)
+def uninterrupted(sweep: dict[str, Path]) -> Path:
+    return sweep[TWO_ARMS["name"]]
 
 
 def audited_rounds(run: Path, arm: str) -> set[int]:
     return {r.round for r in AuditStore(run).records() if r.arm == arm}
+
+
+def assert_records_intact(run: Path) -> None:
+    """What a killed run had written of its audit is whole: at most a torn last line, and every complete
+    record a scored attack whose reconstruction is on disk."""
+    lines = (run / "audit" / "records.jsonl").read_bytes().splitlines()
+    complete = AuditStore(run).records()
+    assert complete and len(complete) >= len(lines) - 1
+    json.loads(lines[0])
+    for record in complete:
+        assert record.status == "scored" and (run / record.image).exists(), record
 
 
 # Where the chained run below is killed: in round 1 of the first arm (before any checkpoint), in round 1 of
@@ -166,6 +181,7 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
         # The kill came between the round's audit records and its metrics line: that round never finished.
         assert server_round in audited_rounds(run, arm), (arm, server_round)
         assert len(read_jsonl(metrics)) == server_round - 1, (arm, server_round)
+        assert_records_intact(run)
         resume = ("--resume", str(run))
 
     finish(start_simulate(TWO_ARMS, tmp_path, mark, *resume, ray_address=ray_cluster), mark)
@@ -177,16 +193,20 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+# Round 1 (cold clients) took about 17 s on 2 idle cores, measured when its status was still read by flwr ls
+# processes; the seed's slow client (round 3) sleeps past the timeout, which that round waits out.
+FAULTY = in_sweep(scenario(
+    name="faults",
+    clients={"num_clients": 4, "timeout": 30},
+    training={"rounds": 3},
+    faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 40},
+))
+
+
 @pytest.mark.slow
-def test_injected_faults_are_left_out_recorded_and_the_run_finishes(tmp_path: Path, ray_cluster: str) -> None:
-    faulty = scenario(
-        # Round 1 (cold clients) took about 17 s on 2 idle cores, measured when its status was still read by
-        # flwr ls processes; the seed's slow client (round 3) sleeps past the timeout, which that round waits out.
-        clients={"num_clients": 4, "timeout": 30},
-        training={"rounds": 3},
-        faults={"fraction": 0.25, "kinds": ["raise", "nan", "shape", "slow"], "slow_seconds": 40},
-    )
-    run = simulate_to_end(faulty, tmp_path, ray_cluster)
+def test_injected_faults_are_left_out_recorded_and_the_run_finishes(sweep: dict[str, Path]) -> None:
+    faulty = FAULTY
+    run = sweep[FAULTY["name"]]
     arm = parse_scenario(faulty).arms["run"]
     expected = {(r, p) for r in range(1, 4) for p in range(4) if injected_fault(arm, p, r)}
     assert expected, "the seed should inject at least one fault"

@@ -18,12 +18,12 @@ import yaml
 
 from fedmjp.federation.rundir import read_jsonl
 
-from .flower_runs import write_scenario
+from .flower_runs import in_sweep, write_scenario
 
 FEDMJP = [sys.executable, "-m", "fedmjp"]
 pytestmark = pytest.mark.slow
 
-TWO_MODES = {
+TWO_MODES = in_sweep({
     "name": "two-modes",
     "seed": 1,
     "device": "cpu",
@@ -38,7 +38,7 @@ TWO_MODES = {
                          "server_optimizer": "sgd", "server_lr": 1.0}
         },
     },
-}
+})
 
 
 def fedmjp(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -61,12 +61,8 @@ def no_flower_processes_left(grace: float = 10.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def two_mode_run(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
-    tmp = tmp_path_factory.mktemp("sim")
-    done = fedmjp("simulate", str(write_scenario(tmp, TWO_MODES)), "--out", str(tmp / "run"), "--json",
-                  "--ray-address", ray_cluster)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return tmp / "run"
+def two_mode_run(sweep: dict[str, Path]) -> Path:
+    return sweep[TWO_MODES["name"]]
 
 
 def test_fedsgd_and_fedavg_federations_learn_above_chance(two_mode_run: Path) -> None:
@@ -86,6 +82,18 @@ def test_run_directory_keeps_scenario_versions_and_weights(two_mode_run: Path) -
     assert versions["flwr"].startswith("1.42") and "torch" in versions
     for arm in ("fedsgd", "fedavg"):
         assert (two_mode_run / "arms" / arm / "final_weights.pt").stat().st_size > 0
+
+
+def test_a_sweep_writes_each_scenario_into_a_run_directory_of_its_own(sweep: dict[str, Path]) -> None:
+    """The suite's sweep (`fedmjp simulate A.yaml B.yaml ... --out OUT`): OUT/NAME per scenario, each a whole run
+    directory of that scenario's arms, though arms of several scenarios shared Flower runs."""
+    for name, run_dir in sweep.items():
+        assert run_dir.name == name or len(sweep) == 1
+        arms = set(yaml.safe_load((run_dir / "scenario.yaml").read_text())["arms"])
+        assert set(yaml.safe_load((run_dir / "summary.yaml").read_text())) == arms
+        assert {p.name for p in (run_dir / "arms").iterdir()} == arms
+        for arm in arms:
+            assert (run_dir / "arms" / arm / "final_weights.pt").is_file()
 
 
 def test_nothing_is_left_running_after_simulate(two_mode_run: Path) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,7 +15,10 @@ from rich.table import Table
 
 from .app import app, fail, user_errors
 from ..errors import InputError
-from ..scenario import load_scenario
+from ..scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from ..launch.simulate import Planned, RunProgress
 
 out = Console()
 
@@ -40,10 +44,38 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """The scenarios of one ``fedmjp simulate``, each with its run directory and seeds."""
+
+    scenarios: list[Scenario]
+    out: Path  # the run directory of one scenario, the parent of several's
+    run_dirs: list[Path]
+    seeds: list[list[int] | None]
+    resume: bool
+
+    def plan(self) -> tuple[list[Planned], list[tuple[int, int | None]]]:
+        """Every run directory to write (a seed's, or the scenario's) and, for each, (scenario index, seed)."""
+        from ..launch.simulate import Planned, load_run_dir, plan_seeds
+
+        planned: list[Planned] = []
+        labels: list[tuple[int, int | None]] = []
+        for k, (scenario, run_dir, seeds) in enumerate(zip(self.scenarios, self.run_dirs, self.seeds)):
+            if seeds:
+                planned += plan_seeds(scenario, run_dir, seeds, self.resume)
+                labels += [(k, seed) for seed in seeds]
+            else:
+                planned.append(Planned(load_run_dir(run_dir) if self.resume else scenario, run_dir, self.resume))
+                labels.append((k, None))
+        return planned, labels
+
+
 @app.command("simulate")
 @user_errors
 def simulate(
-    scenario: Annotated[Optional[Path], typer.Argument(help="Scenario YAML file.", show_default=False)] = None,
+    scenarios: Annotated[Optional[list[Path]], typer.Argument(
+        help="Scenario YAML file(s). Several run as one sweep, each into OUT/NAME, arms of the same federation "
+             "sharing Flower runs.", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME-TIME).")] = None,
     resume: Annotated[
         Optional[Path],
@@ -64,62 +96,92 @@ def simulate(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
-    """Run every arm of SCENARIO on Flower's simulation engine and write a run directory."""
-    from ..federation.rundir import read_seeds, seed_dir
-    from ..launch.simulate import check_data, load_run_dir, simulate_seeds
-    from ..launch.simulate import simulate as run
+    """Run every arm of SCENARIO(S) on Flower's simulation engine and write a run directory for each."""
     from ..launch.flwr_cli import FlowerError
 
-    if (scenario is None) == (resume is None):
-        raise InputError("give a SCENARIO to run, or --resume RUN_DIR (not both)")
-    chosen = parse_seeds(seeds)
-    if resume is not None:
-        if out_dir or set_ or chosen or in_process:
-            raise InputError("--resume continues a run as it was: --out, --set, --seeds and --in-process do not apply")
-        run_dir, chosen = resume, read_seeds(resume)
-        # A multi-seed run: the scenario of its first seed (any seed's differs only in the seed).
-        loaded = load_run_dir(seed_dir(resume, chosen[0])) if chosen else load_run_dir(resume)
-    else:
-        loaded = load_scenario(scenario, set_ or [])
-        chosen = chosen or loaded.seeds
-        run_dir = out_dir or default_out(loaded.name)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise InputError(f"--out: {run_dir} exists and is not empty")
-        check_data(loaded, chosen, ray_address, in_process)  # before the progress bar: one line on error
-    labels = [(seed, name) for seed in (chosen or [None]) for name in loaded.arms]
+    sweep = _sweep(scenarios or [], out_dir, resume, set_ or [], parse_seeds(seeds), ray_address, in_process)
+    planned, labels = sweep.plan()
+    several = len(sweep.scenarios) > 1
+
+    def label(run: int, arm: str) -> str:
+        k, seed = labels[run]
+        return (f"{sweep.scenarios[k].name}: " if several else "") + f"arm {arm}" + \
+            (f", seed {seed}" if seed is not None else "")
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=as_json) as bar:
-        tasks = {(seed, name): bar.add_task(f"arm {name}" + (f", seed {seed}" if seed is not None else ""),
-                                            total=loaded.arms[name].training.rounds) for seed, name in labels}
+        tasks = {(run, name): bar.add_task(label(run, name), total=arm.training.rounds)
+                 for run, p in enumerate(planned) for name, arm in p.scenario.arms.items()}
         try:
-            if chosen:
-                summaries = simulate_seeds(loaded, run_dir, chosen, lambda seed, arm, done, _: bar.update(
-                    tasks[seed, arm], completed=done), ray_address, resume=resume is not None, in_process=in_process)
-            elif in_process:
-                from ..launch.inprocess import simulate_in_process
-
-                summaries = {None: simulate_in_process(loaded, run_dir, lambda arm, done, _: bar.update(
-                    tasks[None, arm], completed=done))}
-            else:
-                summaries = {None: run(loaded, run_dir, lambda arm, done, _: bar.update(tasks[None, arm],
-                                       completed=done), ray_address, resume=resume is not None)}
+            summaries = _run(planned, lambda run, arm, done, _: bar.update(tasks[run, arm], completed=done),
+                             ray_address, in_process)
         except FlowerError as exc:
             fail(str(exc))
             raise typer.Exit(1) from None
+    results = [{"run_dir": str(run_dir)} for run_dir in sweep.run_dirs]
+    for (k, seed), summary in zip(labels, summaries):
+        if seed is None:
+            results[k]["arms"] = summary
+        else:
+            results[k].setdefault("seeds", {})[str(seed)] = summary
     if as_json:
-        print(json.dumps({"run_dir": str(run_dir), "arms": summaries[None]} if not chosen else
-                         {"run_dir": str(run_dir), "seeds": {str(s): arms for s, arms in summaries.items()}}))
+        print(json.dumps({"run_dir": str(sweep.out), "scenarios": {s.name: r for s, r in zip(sweep.scenarios, results)}}
+                         if several else results[0]))
         return
-    table = Table(title=f"{loaded.name}: last round per arm")
-    for column in ("arm", *(["seed"] if chosen else []), "rounds", "test top-1", "test loss", "seconds/round"):
-        table.add_column(column, justify="right" if column != "arm" else "left")
-    for seed, summary in summaries.items():
-        for name, last in summary.items():
-            table.add_row(name, *([str(seed)] if chosen else []), str(last.get("round", "-")),
-                          f"{last.get('accuracy', float('nan')):.3f}", f"{last.get('loss', float('nan')):.3f}",
-                          f"{last.get('seconds', float('nan')):.1f}")
-    out.print(table)
-    typer.echo(f"run directory: {run_dir}")
+    for k, scenario in enumerate(sweep.scenarios):
+        seeded = sweep.seeds[k] is not None
+        table = Table(title=f"{scenario.name}: last round per arm")
+        for column in ("arm", *(["seed"] if seeded else []), "rounds", "test top-1", "test loss", "seconds/round"):
+            table.add_column(column, justify="right" if column != "arm" else "left")
+        for (j, seed), summary in zip(labels, summaries):
+            for name, last in summary.items() if j == k else ():
+                table.add_row(name, *([str(seed)] if seeded else []), str(last.get("round", "-")),
+                              f"{last.get('accuracy', float('nan')):.3f}", f"{last.get('loss', float('nan')):.3f}",
+                              f"{last.get('seconds', float('nan')):.1f}")
+        out.print(table)
+        typer.echo(f"run directory: {sweep.run_dirs[k]}")
+
+
+def _sweep(paths: list[Path], out_dir: Path | None, resume: Path | None, overrides: list[str],
+           seeds: list[int] | None, ray_address: str | None, in_process: bool) -> Sweep:
+    """What to run, checked before anything runs (one line on error)."""
+    from ..federation.rundir import read_seeds, seed_dir
+    from ..launch.simulate import check_data, load_run_dir
+
+    if bool(paths) == (resume is not None):
+        raise InputError("give a SCENARIO to run, or --resume RUN_DIR (not both)")
+    if resume is not None:
+        if out_dir or overrides or seeds or in_process:
+            raise InputError("--resume continues a run as it was: --out, --set, --seeds and --in-process do not apply")
+        chosen = read_seeds(resume)
+        # A multi-seed run: the scenario of its first seed (any seed's differs only in the seed).
+        loaded = load_run_dir(seed_dir(resume, chosen[0])) if chosen else load_run_dir(resume)
+        return Sweep([loaded], resume, [resume], [chosen], resume=True)
+    loaded_all = [load_scenario(path, overrides) for path in paths]
+    names = [scenario.name for scenario in loaded_all]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise InputError(f"SCENARIO: two scenarios are named {twice!r}: each runs into OUT/NAME, so names must differ")
+    run_dir = out_dir or default_out(names[0] if len(names) == 1 else "sweep")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"--out: {run_dir} exists and is not empty")
+    chosen_all = [seeds or scenario.seeds for scenario in loaded_all]
+    for scenario, chosen in zip(loaded_all, chosen_all):
+        check_data(scenario, chosen, ray_address, in_process)  # before the progress bar: one line on error
+    run_dirs = [run_dir] if len(names) == 1 else [run_dir / name for name in names]
+    return Sweep(loaded_all, run_dir, run_dirs, chosen_all, resume=False)
+
+
+def _run(planned: list[Planned], progress: RunProgress, ray_address: str | None,
+         in_process: bool) -> list[dict[str, Any]]:
+    if not in_process:
+        from ..launch.simulate import simulate_runs
+
+        return simulate_runs(planned, progress, ray_address)
+    from ..launch.inprocess import simulate_in_process
+
+    return [simulate_in_process(p.scenario, p.out, lambda arm, done, total, run=run: progress(run, arm, done, total))
+            for run, p in enumerate(planned)]
 
 
 def parse_seeds(text: str | None) -> list[int] | None:

@@ -1,17 +1,21 @@
 """The Flower run config that carries a scenario's arms to the ServerApp and the ClientApps.
 
 ``fedmjp simulate`` and ``fedmjp deploy`` write it (``write_run_config``); the apps read it
-(``arms_from_run_config``). One run may carry several arms: simulation runs consecutive arms that
-share a federation as one Flower run, so the simulation engine, Ray and the apps start once, not
-once per arm (about 20 s each). Every message the server sends names its arm (``fedmjp.protocol.ARM``
-in its config record). A plain ``flwr run`` names a scenario file and one arm instead (``scenario``, ``arm``).
+(``run_arms_from_run_config``, ``arm_named``). One run may carry several arms, of one run directory or
+of several (a sweep's seeds, several scenarios): simulation runs consecutive arms that share a
+federation as one Flower run, so the simulation engine, Ray and the apps start once, not once per arm
+(about 20 s each). Every message the server sends names its arm by the arm's key in the run
+(``fedmjp.protocol.ARM`` in its config record): its name, or ``J/name`` when the run writes into
+several run directories (J counts them), where names repeat. A plain ``flwr run`` names a scenario file
+and one arm instead (``scenario``, ``arm``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +25,76 @@ from ..errors import InputError
 from ..scenario import Arm, load_scenario
 
 
-def run_config(arms: list[Arm], run_dir: Path | str = "", resume: bool = False) -> dict[str, str | bool]:
-    """The run config of these arms, run one after the other in one Flower run."""
-    return {"arms-json": json.dumps({arm.name: arm.model_dump(mode="json") for arm in arms}),
-            "run-dir": str(run_dir), "resume": resume}
+@dataclass(frozen=True)
+class RunPart:
+    """Arms that write into one run directory (``resume``: continue its unfinished arms)."""
+
+    run_dir: Path | str
+    arms: Sequence[Arm]
+    resume: bool = False
 
 
-def write_run_config(path: Path, arms: list[Arm], run_dir: Path, resume: bool = False) -> Path:
-    """``run_config`` as a ``--run-config`` TOML file."""
-    path.write_text(tomli_w.dumps(run_config(arms, run_dir, resume)))
+@dataclass(frozen=True)
+class RunArm:
+    """One arm of a Flower run: its key on the wire, its settings, where it writes."""
+
+    key: str
+    arm: Arm
+    run_dir: str  # "" for a plain `flwr run`: runs/ARM
+    resume: bool
+
+
+def run_config(arms: Sequence[Arm], run_dir: Path | str = "", resume: bool = False) -> dict[str, str | bool]:
+    """The run config of one run directory's arms, run one after the other in one Flower run."""
+    return runs_config([RunPart(run_dir, arms, resume)])
+
+
+def runs_config(parts: Sequence[RunPart]) -> dict[str, str | bool]:
+    """The run config of several run directories' arms, run one after the other in one Flower run."""
+    entries = {
+        (arm.name if len(parts) == 1 else f"{j}/{arm.name}"):
+            {"run-dir": str(part.run_dir), "resume": part.resume, "arm": arm.model_dump(mode="json")}
+        for j, part in enumerate(parts) for arm in part.arms
+    }
+    return {"arms-json": json.dumps(entries)}
+
+
+def write_run_config(path: Path, parts: Sequence[RunPart]) -> Path:
+    """``runs_config`` as a ``--run-config`` TOML file."""
+    path.write_text(tomli_w.dumps(runs_config(parts)))
     return path
 
 
 @functools.lru_cache(maxsize=4)
-def _arms(arms_json: str, scenario: str, arm_name: str) -> dict[str, Arm]:
+def _run_arms(arms_json: str, scenario: str, arm_name: str, run_dir: str, resume: bool) -> dict[str, RunArm]:
     if arms_json:
-        return {name: Arm.model_validate(arm) for name, arm in json.loads(arms_json).items()}
+        return {key: RunArm(key, Arm.model_validate(entry["arm"]), entry["run-dir"], entry["resume"])
+                for key, entry in json.loads(arms_json).items()}
     arms = load_scenario(scenario).arms
     if arm_name not in arms:
         raise InputError(f"{scenario}: arm {arm_name!r} not found (have {', '.join(arms)})")
-    return {arm_name: arms[arm_name]}
+    return {arm_name: RunArm(arm_name, arms[arm_name], run_dir, resume)}
+
+
+def run_arms_from_run_config(run_config: Mapping[str, Any]) -> dict[str, RunArm]:
+    """The arms of a run by key, in the order they run (read once per process; do not modify)."""
+    return _run_arms(str(run_config.get("arms-json", "")), str(run_config.get("scenario", "")),
+                     str(run_config.get("arm", "")), str(run_config.get("run-dir", "")),
+                     bool(run_config.get("resume", False)))
 
 
 def arms_from_run_config(run_config: Mapping[str, Any]) -> dict[str, Arm]:
-    """The arms of a run, in the order they run (read once per process; do not modify)."""
-    return _arms(str(run_config.get("arms-json", "")), str(run_config.get("scenario", "")),
-                 str(run_config.get("arm", "")))
+    """The arms of a run by key, in the order they run."""
+    return {key: entry.arm for key, entry in run_arms_from_run_config(run_config).items()}
 
 
-def arm_named(run_config: Mapping[str, Any], name: str | None) -> Arm:
-    """The arm a message names; a message that names none belongs to the run's only arm."""
+def arm_named(run_config: Mapping[str, Any], key: str | None) -> Arm:
+    """The arm a message names by its key; a message that names none belongs to the run's only arm."""
     arms = arms_from_run_config(run_config)
-    if name is None:
+    if key is None:
         if len(arms) != 1:
             raise ValueError(f"the message names no arm and the run carries {len(arms)} ({', '.join(arms)})")
         return next(iter(arms.values()))
-    if name not in arms:
-        raise ValueError(f"arm {name!r} is not in this run ({', '.join(arms)})")
-    return arms[name]
+    if key not in arms:
+        raise ValueError(f"arm {key!r} is not in this run ({', '.join(arms)})")
+    return arms[key]

@@ -25,7 +25,7 @@ import yaml
 
 from ..errors import InputError
 from ..federation.rundir import arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl
-from ..federation.runconfig import write_run_config
+from ..federation.runconfig import RunPart, write_run_config
 from ..scenario import Arm, Scenario
 from .app_bundle import stage_app
 from .flower_logs import server_error
@@ -107,7 +107,8 @@ def run_arm(link: FlowerConnection, arm: Arm, run_dir: Path, work: Path, progres
     """One arm as one Flower run; returns {run_id, status, seconds}. Stops the run if interrupted."""
     wait_for_nodes(link, arm.clients.num_clients, nodes_timeout)
     started = time.perf_counter()
-    run_id = link.start_run(stage_app(work), write_run_config(work / f"run-config-{arm.name}.toml", [arm], run_dir))
+    run_id = link.start_run(stage_app(work), write_run_config(work / f"run-config-{arm.name}.toml",
+                                                               [RunPart(run_dir, [arm])]))
     metrics = arm_dir(run_dir, arm.name) / "metrics.jsonl"
 
     def poll() -> None:

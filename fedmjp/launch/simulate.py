@@ -1,8 +1,9 @@
 """``fedmjp simulate``: every arm of a scenario on Flower's simulation engine (Ray).
 
-Consecutive arms with the same federation (clients and their resources) are one Flower run
-against a private SuperLink, run one after the other by the ServerApp; the ServerApp writes each
-arm's per-round metrics into the run directory, which this module polls for progress.
+Arms with the same federation (clients and their resources) are one Flower run against a private
+SuperLink, run one after the other by the ServerApp, whichever run directory they write into (the seeds
+of a sweep, several scenarios); the ServerApp writes each arm's per-round metrics into its run
+directory, which this module polls for progress.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import yaml
 from ..errors import InputError
 from ..federation import checkpoint
 from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
-from ..federation.runconfig import write_run_config
+from ..federation.runconfig import RunPart, write_run_config
 from ..scenario import Arm, Scenario, parse_scenario
 from .app_bundle import stage_app
 from .flower_logs import server_error
@@ -30,6 +32,8 @@ from .superlinks import SimulationSuperLink
 
 # Called as (arm name, rounds done, rounds in all) whenever progress is polled.
 Progress = Callable[[str, int, int], None]
+# Called as (index of the planned run, arm name, rounds done, rounds in all) by ``simulate_runs``.
+RunProgress = Callable[[int, str, int, int], None]
 # Called as (seed, arm name, rounds done, rounds in all) by ``simulate_seeds``.
 SeedProgress = Callable[[int, str, int, int], None]
 
@@ -68,34 +72,54 @@ def federation_of(arm: Arm) -> tuple[int, float, float]:
     return arm.clients.num_clients, arm.clients.cpus, arm.clients.gpus
 
 
-def run_arms(link: SimulationSuperLink, arms: list[Arm], run_dir: Path, work: Path, progress: Progress,
-             resume: bool = False) -> None:
-    """Arms that share a federation, one after the other in one Flower run."""
-    config = write_run_config(work / f"run-config-{arms[0].name}.toml", arms, run_dir, resume)
-    run_id = link.submit(stage_app(work), config, *federation_of(arms[0]))
+@dataclass(frozen=True)
+class Planned:
+    """A scenario to run into a run directory (``resume``: continue its unfinished arms)."""
 
-    done: set[str] = set()
+    scenario: Scenario
+    out: Path
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One arm of a planned run, with the run directory it writes into."""
+
+    run: int  # index of its Planned run
+    run_dir: Path
+    arm: Arm
+    resume: bool
+
+
+def run_arms(link: SimulationSuperLink, jobs: list[Job], work: Path, progress: RunProgress) -> None:
+    """Arms that share a federation (of one run directory or several), one after the other in one Flower run."""
+    parts = [RunPart(group[0].run_dir, [job.arm for job in group], group[0].resume)
+             for group in (list(g) for _, g in itertools.groupby(jobs, key=lambda job: job.run))]
+    config = write_run_config(work / f"run-config-{jobs[0].run}-{jobs[0].arm.name}.toml", parts)
+    run_id = link.submit(stage_app(work), config, *federation_of(jobs[0].arm))
+    done: set[int] = set()
 
     def poll() -> None:
         """Report the arms the ServerApp has started; a finished arm once more, then no longer read."""
-        for arm in arms:
-            folder = arm_dir(run_dir, arm.name)
-            if arm.name in done or not folder.is_dir():
+        for index, job in enumerate(jobs):
+            folder = arm_dir(job.run_dir, job.arm.name)
+            if index in done or not folder.is_dir():
                 continue
-            if arm_finished(run_dir, arm):  # checked first: its metrics are complete once the weights exist
-                done.add(arm.name)
-            progress(arm.name, len(read_jsonl(folder / "metrics.jsonl")), arm.training.rounds)
+            if arm_finished(job.run_dir, job.arm):  # checked first: its metrics are complete once the weights exist
+                done.add(index)
+            progress(job.run, job.arm.name, len(read_jsonl(folder / "metrics.jsonl")), job.arm.training.rounds)
 
     # The last arm's final weights are the ServerApp's last write: the run's results are complete.
-    status = link.wait(run_id, poll, written=lambda: arm_finished(run_dir, arms[-1]))
+    status = link.wait(run_id, poll, written=lambda: arm_finished(jobs[-1].run_dir, jobs[-1].arm))
     poll()
     if status is not None and not status.succeeded:
-        failed = next((arm for arm in arms if not arm_finished(run_dir, arm)), arms[-1])
+        failed = next((job for job in jobs if not arm_finished(job.run_dir, job.arm)), jobs[-1])
         logs = link.logs(run_id)
         # The whole log beside the arm's results: the one-line error rarely carries the traceback.
-        log_path = arm_dir(run_dir, failed.name) / "flower-run.log"
+        log_path = arm_dir(failed.run_dir, failed.arm.name) / "flower-run.log"
         atomic_write(log_path, logs.encode())
-        raise FlowerError(f"arm {failed.name}: run {run_id} {status.status}: {server_error(logs)} (log: {log_path})")
+        raise FlowerError(f"arm {failed.arm.name}: run {run_id} {status.status}: {server_error(logs)} "
+                          f"(log: {log_path})")
 
 
 def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: str | None = None,
@@ -115,47 +139,58 @@ def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None
              ray_address: str | None = None, resume: bool = False) -> dict[str, Any]:
     """Run every arm (with ``resume``, the unfinished ones, from their last complete round);
     return the final per-arm metrics (the last round of each)."""
+    return simulate_runs([Planned(scenario, out, resume)], lambda _, *status: progress(*status), ray_address)[0]
+
+
+def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: None,
+                  ray_address: str | None = None) -> list[dict[str, Any]]:
+    """Several scenarios, each into its run directory, as few Flower runs as their federations allow:
+    one SuperLink per Ray cluster, one Flower run per federation (clients and their resources), whatever
+    run directory or scenario its arms come from. Returns each run's final per-arm metrics."""
     # Absolute: the ServerApp runs in another process, not necessarily in this working directory.
-    run_dir = (out if resume else prepare_run_dir(scenario, out)).resolve()
+    run_dirs = [(p.out if p.resume else prepare_run_dir(p.scenario, p.out)).resolve() for p in planned]
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
-    summary: dict[str, Any] = {}
-    pending = [arm for arm in scenario.arms.values() if not (resume and arm_finished(run_dir, arm))]
+    # Ray cluster -> federation -> its arms, in the order they first appear.
+    clusters: dict[str | None, dict[tuple[int, float, float], list[Job]]] = {}
+    for index, (p, run_dir) in enumerate(zip(planned, run_dirs)):
+        for arm in p.scenario.arms.values():
+            if not (p.resume and arm_finished(run_dir, arm)):
+                federations = clusters.setdefault(arm.ray.address or ray_address, {})
+                federations.setdefault(federation_of(arm), []).append(Job(index, run_dir, arm, p.resume))
     with tempfile.TemporaryDirectory(prefix="fedmjp-sim-") as tmp:
         work = Path(tmp)
-        # One SuperLink per Ray cluster; one Flower run per stretch of arms with the same federation.
-        for address, joining in itertools.groupby(pending, key=lambda arm: arm.ray.address or ray_address):
+        for address, federations in clusters.items():
             with SimulationSuperLink(work, address) as link:
-                for _, arms in itertools.groupby(joining, key=federation_of):
-                    run_arms(link, list(arms), run_dir, work, progress, resume)
-    for arm in scenario.arms.values():
-        rounds = read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl")
-        summary[arm.name] = rounds[-1] if rounds else {}
-    atomic_write(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=True).encode())
-    return summary
+                for jobs in federations.values():
+                    run_arms(link, jobs, work, progress)
+    summaries = []
+    for p, run_dir in zip(planned, run_dirs):
+        summary = {arm.name: (read_jsonl(arm_dir(run_dir, arm.name) / "metrics.jsonl") or [{}])[-1]
+                   for arm in p.scenario.arms.values()}
+        atomic_write(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=True).encode())
+        summaries.append(summary)
+    return summaries
 
 
-def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: SeedProgress = lambda *_: None,
-                   ray_address: str | None = None, resume: bool = False,
-                   in_process: bool = False) -> dict[int, dict[str, Any]]:
+def plan_seeds(scenario: Scenario, out: Path, seeds: list[int], resume: bool = False) -> list[Planned]:
     """Every arm once per seed, each seed a run directory ``out/seed-S`` (same split and initial weights
-    for all arms of a seed); with ``resume``, finished seeds are skipped and unfinished ones continued;
-    with ``in_process``, without Flower (``fedmjp.launch.inprocess``)."""
+    for all arms of a seed); with ``resume``, seeds that started are continued (finished arms skipped)."""
     if not resume:
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out: {out} exists and is not empty")
         out.mkdir(parents=True, exist_ok=True)
         atomic_json(out / SEEDS_FILE, {"seeds": seeds})
-    summaries = {}
+    planned = []
     for seed in seeds:
         folder = seed_dir(out, seed)
         again = resume and (folder / "scenario.yaml").is_file()
-        if in_process:
-            from .inprocess import simulate_in_process
+        planned.append(Planned(load_run_dir(folder) if again else scenario.with_seed(seed), folder, again))
+    return planned
 
-            summaries[seed] = simulate_in_process(scenario.with_seed(seed), folder,
-                                                  lambda arm, done, total, s=seed: progress(s, arm, done, total))
-            continue
-        summaries[seed] = simulate(load_run_dir(folder) if again else scenario.with_seed(seed), folder,
-                                   lambda arm, done, total, s=seed: progress(s, arm, done, total), ray_address,
-                                   resume=again)
-    return summaries
+
+def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: SeedProgress = lambda *_: None,
+                   ray_address: str | None = None, resume: bool = False) -> dict[int, dict[str, Any]]:
+    """Every arm once per seed into ``out/seed-S`` (``plan_seeds``), all seeds in the same Flower runs."""
+    planned = plan_seeds(scenario, out, seeds, resume)
+    summaries = simulate_runs(planned, lambda run, *status: progress(seeds[run], *status), ray_address)
+    return dict(zip(seeds, summaries))
