@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 IMAGE = os.environ.get("FEDMJP_TEST_IMAGE", "fedmjp:latest")
 
-SCENARIO = scenario(name="compose-smoke", audit={"attacks": [{"name": "april"}], "clients": "all"})
+SCENARIO = scenario(name="compose-smoke", training={"rounds": 3},
+                    audit={"attacks": [{"name": "april"}], "clients": "all"})
 TIMES: dict[str, float] = {}
 
 
@@ -132,56 +133,58 @@ def compose(image: str, tmp_path_factory: pytest.TempPathFactory):
         print(f"\n[compose] times: {json.dumps({k: round(v, 1) for k, v in TIMES.items()})}")
 
 
-@pytest.mark.slow
-def test_a_scenario_runs_in_containers_and_its_audit_lands_on_the_host(compose: Compose) -> None:
-    started = time.perf_counter()
-    done = compose("run", "--rm", "deploy", "scenarios/smoke.yaml", "--out", "runs/first", "--json", timeout=1200)
-    TIMES["first run"] = time.perf_counter() - started
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["runs"]["run"]["status"] == "finished:completed"
+@pytest.fixture(scope="module")
+def deployed(compose: Compose) -> dict:
+    """One deployment in containers, 3 rounds: both SuperNodes in rounds 1 and 2, then supernode-2 stopped,
+    so partition 1 leaves during round 3 (one run for both tests: each costs about 50 s)."""
     run_dir = compose.folder / "runs" / "first"  # the host side of the volume
-    rounds = read_jsonl(run_dir / "arms" / "run" / "metrics.jsonl")
-    assert [r["round"] for r in rounds] == [1, 2] and all(r["clients"] == 2 for r in rounds)
-    records = [r for r in read_jsonl(run_dir / "audit" / "records.jsonl") if r["attack"] == "april"]
-    assert sorted((r["round"], r["partition_id"]) for r in records) == [(1, 0), (1, 1), (2, 0), (2, 1)]
-    assert all(r["status"] == "scored" and (run_dir / r["image"]).is_file() for r in records)
-    assert (run_dir / "scenario.yaml").is_file() and (run_dir / "summary.yaml").is_file()
-    with compose.link() as link:  # the status the SuperLink keeps, read from the host
-        assert link.status(result["runs"]["run"]["run_id"]).status == "finished:completed"
-
-
-@pytest.mark.slow
-def test_a_run_finishes_when_a_supernode_container_stops_in_the_middle(compose: Compose) -> None:
-    scenario = {**SCENARIO, "name": "compose-node-loss"}
-    (compose.folder / "scenarios" / "loss.yaml").write_text(yaml.safe_dump(scenario))
-    with compose.link() as link:
-        wait_for_nodes(link, 2, timeout=180, interval=1)  # the first test's run is over; both are back
-    metrics = compose.folder / "runs" / "second" / "arms" / "run" / "metrics.jsonl"
+    metrics = run_dir / "arms" / "run" / "metrics.jsonl"
     started = time.perf_counter()
-    runner = compose.popen("run", "--rm", "deploy", "scenarios/loss.yaml", "--out", "runs/second", "--json")
+    runner = compose.popen("run", "--rm", "deploy", "scenarios/smoke.yaml", "--out", "runs/first", "--json")
     try:
         deadline = time.monotonic() + 900
-        while not read_jsonl(metrics) and runner.poll() is None and time.monotonic() < deadline:
-            time.sleep(1)
-        assert len(read_jsonl(metrics)) == 1, "round 1 did not finish while the run was going"
-        compose("stop", "-t", "10", "supernode-2", timeout=120)  # partition 1 leaves during round 2
+        while len(read_jsonl(metrics)) < 2 and runner.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(read_jsonl(metrics)) == 2, "round 2 did not finish while the run was going"
+        compose("stop", "-t", "10", "supernode-2", timeout=120)  # partition 1 leaves during round 3
         stopped = time.perf_counter()
         stdout, stderr = runner.communicate(timeout=900)
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.communicate()
-    TIMES["second run"] = time.perf_counter() - started
+    TIMES["run"] = time.perf_counter() - started
     TIMES["round after the stop"] = time.perf_counter() - stopped
     assert runner.returncode == 0, stderr[-3000:]
-    assert json.loads(stdout.strip().splitlines()[-1])["runs"]["run"]["status"] == "finished:completed"
-    rounds = read_jsonl(metrics)
-    assert [r["round"] for r in rounds] == [1, 2]
-    # The adversary sees (and aggregation uses) only the updates that arrived: round 2 had one.
-    audited = read_jsonl(compose.folder / "runs" / "second" / "audit" / "records.jsonl")
-    assert sorted((r["round"], r["partition_id"]) for r in audited if r["attack"] == "april") == [(1, 0), (1, 1), (2, 0)]
-    assert rounds[0]["clients"] == 2 and rounds[1]["clients"] == 1
-    assert [f["partition_id"] for f in rounds[1].get("faults", [{"partition_id": 1}])] == [1]
-    with compose.link() as link:
-        assert len(online_nodes(link)) == 1
+    result = json.loads(stdout.strip().splitlines()[-1])
+    with compose.link() as link:  # the status the SuperLink keeps, read from the host
+        status = link.status(result["runs"]["run"]["run_id"]).status
+        online = len(online_nodes(link))
     compose("start", "supernode-2", timeout=120)
+    return {"run_dir": run_dir, "result": result, "status": status, "online_after_stop": online,
+            "rounds": read_jsonl(metrics), "records": read_jsonl(run_dir / "audit" / "records.jsonl")}
+
+
+@pytest.mark.slow
+def test_a_scenario_runs_in_containers_and_its_audit_lands_on_the_host(deployed: dict) -> None:
+    assert deployed["result"]["runs"]["run"]["status"] == "finished:completed"
+    assert deployed["status"] == "finished:completed"
+    run_dir = deployed["run_dir"]
+    rounds = deployed["rounds"][:2]  # before the stop
+    assert [r["round"] for r in rounds] == [1, 2] and all(r["clients"] == 2 for r in rounds)
+    records = [r for r in deployed["records"] if r["attack"] == "april" and r["round"] <= 2]
+    assert sorted((r["round"], r["partition_id"]) for r in records) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all(r["status"] == "scored" and (run_dir / r["image"]).is_file() for r in records)
+    assert (run_dir / "scenario.yaml").is_file() and (run_dir / "summary.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_finishes_when_a_supernode_container_stops_in_the_middle(deployed: dict) -> None:
+    rounds = deployed["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    # The adversary sees (and aggregation uses) only the updates that arrived: round 3 had one.
+    audited = [r for r in deployed["records"] if r["attack"] == "april" and r["round"] == 3]
+    assert [r["partition_id"] for r in audited] == [0]
+    assert rounds[2]["clients"] == 1
+    assert [f["partition_id"] for f in rounds[2].get("faults", [{"partition_id": 1}])] == [1]
+    assert deployed["online_after_stop"] == 1
