@@ -120,7 +120,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict:
             facts["status"] = {arm: link.status(run["run_id"]).status for arm, run in facts["result"]["runs"].items()}
             facts["flwr_ls"] = json.loads(link.flwr("ls", link.connection, "--format", "json").stdout)
             registered = online_nodes(link)
-            intruder = deployment.start_supernode(3, partition_id=2, num_partitions=3)
+            intruder = deployment.start_supernode(3, partition_id=2, num_partitions=3, warm=False)
             try:
                 facts["intruder_exit"] = intruder.wait(timeout=120)
             except subprocess.TimeoutExpired:

@@ -86,10 +86,13 @@ class LoopbackDeployment:
         with self.connection() as link:
             return link.register_node(self.certs / f"supernode-{key}.pub")
 
-    def start_supernode(self, key: int, partition_id: int, num_partitions: int) -> subprocess.Popen[bytes]:
-        # Through clients.launcher, as the compose file does: ClientApp processes start warm.
+    def start_supernode(self, key: int, partition_id: int, num_partitions: int,
+                        warm: bool = True) -> subprocess.Popen[bytes]:
+        """``warm``: through clients.launcher, as the compose file does (ClientApp processes start warm); a
+        node that will run no task (one the SuperLink refuses) is a plain flower-supernode, spared the warm-up."""
+        start = [sys.executable, "-m", "clients.launcher"] if warm else [console_script("flower-supernode")]
         return self._start(f"supernode-{key}", [
-            sys.executable, "-m", "clients.launcher", "--superlink", self.address, "--root-certificates", str(self.certs / "ca.crt"),
+            *start, "--superlink", self.address, "--root-certificates", str(self.certs / "ca.crt"),
             "--auth-supernode-private-key", str(self.certs / f"supernode-{key}"), "--port", str(free_port()),
             "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}",
         ])
