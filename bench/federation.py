@@ -1,7 +1,8 @@
 """Federation costs, measured side by side in one run:
 
 1. the framework's overhead: `fedmjp simulate` on a CIFAR-10-subset scenario over a bare
-   PyTorch loop doing the same local training for the same clients in one process;
+   PyTorch loop doing the same local training for the same clients in one process; and the smallest
+   scenario (ci-smoke) through Flower over `--in-process`, alone and as a sweep of seeds;
 2. scale: time per round and peak memory as the number of clients grows (10 sampled per round);
 3. the audit's cost: the quickstart with its audit over the quickstart without it.
 
@@ -132,6 +133,35 @@ def overhead_table() -> Table:
     return table
 
 
+def cli_seconds(*args: str) -> float:
+    """Wall time of one `fedmjp` command (its output discarded), from launch to exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "fedmjp", *args, "--out", f"{tmp}/run", "--json"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return time.perf_counter() - start
+
+
+def smoke_table() -> Table:
+    """ci-smoke (2 clients, 2 rounds, 2-block ViT on digits) through Flower and Ray (each run starts its own Ray)
+    over the same rounds --in-process; three seeds as one sweep (one Flower run) and as three runs."""
+    smoke = str(ROOT / "scenarios" / "ci-smoke.yaml")
+    in_process = cli_seconds("simulate", smoke, "--in-process")
+    flower = cli_seconds("simulate", smoke)
+    seeds_in_process = cli_seconds("simulate", smoke, "--in-process", "--seeds", "0,1,2")
+    seeds_sweep = cli_seconds("simulate", smoke, "--seeds", "0,1,2")
+    seeds_apart = sum(cli_seconds("simulate", smoke, "--seeds", str(seed)) for seed in (0, 1, 2))
+    table = Table(title="ci-smoke: fedmjp simulate through Flower over --in-process (wall, launch to exit)")
+    for column in ("run", "seconds", "over in-process"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    table.add_row("--in-process, seed 0", f"{in_process:.1f}", "1.00")
+    table.add_row("Flower + Ray, seed 0", f"{flower:.1f}", f"{flower / in_process:.2f}")
+    table.add_row("--in-process, seeds 0,1,2", f"{seeds_in_process:.1f}", "1.00")
+    table.add_row("Flower + Ray, seeds 0,1,2 as one sweep", f"{seeds_sweep:.1f}", f"{seeds_sweep / seeds_in_process:.2f}")
+    table.add_row("Flower + Ray, seeds 0,1,2 as three runs", f"{seeds_apart:.1f}", f"{seeds_apart / seeds_in_process:.2f}")
+    return table
+
+
 def scale_data(count: int) -> tuple[dict, str]:
     """The CIFAR-10 subset while it has an example per client, else enough seeded photo crops."""
     if CIFAR.is_dir() and sum(1 for f in (CIFAR / "train").rglob("*") if f.is_file()) >= count:
@@ -201,7 +231,7 @@ def checkpoint_table() -> Table:
 
 
 def main() -> None:
-    tables = []
+    tables = [smoke_table()]
     if CIFAR.is_dir():
         tables.append(overhead_table())
     else:

@@ -1,6 +1,6 @@
 # fedmjp's dependencies in a venv, the image deploy/Dockerfile builds on. Built by
 # scripts/docker_build.sh only when the wheelhouse changes: the wheels come over HTTP from the
-# host (WHEELS, a local http.server over deploy/wheelhouse, reached with --network host), so
+# host (WHEELS, a local http.server over the wheelhouse, reached with --network host), so
 # they are neither in the build context nor in any layer, and the image holds one venv.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}

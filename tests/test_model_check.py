@@ -27,7 +27,7 @@ from fedmjp.federation.runconfig import run_arms_from_run_config, run_config
 from fedmjp.scenario import parse_scenario
 from fedmjp.federation.rundir import prepare_run_dir
 from fedmjp.federation.train import compute_gradient
-from server.app import run_arm
+from server.rounds import run_arm
 from server.partitions import Partitions
 
 ARMS = {"vit": ("vit_tiny_patch4_32", {}), "mjp": ("mjp_vit_tiny_patch4_32", {"mjp_ratio": 0.25})}

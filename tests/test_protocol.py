@@ -29,7 +29,7 @@ from fedmjp.protocol import (ErrorCode, GuardReport, LocalSettings, ReceiptAnswe
                              error, read_error, withheld_error, withheld_report)
 from fedmjp.scenario import parse_scenario
 from server.adversary import read_receipt
-from server.app import evaluate, open_arm, record
+from server.rounds import evaluate, open_arm, record
 from server.partitions import Partitions
 from server.strategy import CheckedReplies, FedMJP
 

@@ -89,8 +89,21 @@ def test_a_guard_whose_attack_cannot_apply_is_valid_when_its_fallback_can(traini
     assert arm.guard.on_unjudged == "withhold"
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """`fedmjp ARGS` as a user runs it: a new interpreter through the package's entry point."""
     return subprocess.run([sys.executable, "-m", "fedmjp", *args], capture_output=True, text=True, timeout=120)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The same command line in this process (the same app, exit code and streams; test_validate_accepts_a_good_
+    file_and_help_works runs the entry point itself): a new interpreter's imports cost about 4 s a call."""
+    from typer.testing import CliRunner
+
+    import fedmjp.commands  # noqa: F401  (registers the sub-commands)
+    from fedmjp.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -118,10 +131,11 @@ def test_simulate_rejects_a_bad_scenario_with_one_line_and_no_run_dir(tmp_path: 
 def test_validate_accepts_a_good_file_and_help_works(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({"name": "ok", "arms": {"a": {}, "b": {"seed": 2}}}))
-    done = run_cli("validate", str(path))
+    done = run_process("validate", str(path))
     assert done.returncode == 0 and "2 arm(s)" in done.stdout
     for command in ([], ["simulate"], ["validate"]):
-        assert run_cli(*command, "--help").returncode == 0
+        assert run_process(*command, "--help").returncode == 0
+    assert run_process("validate", str(tmp_path / "nope.yaml")).returncode == 2  # a user error's exit code
 
 
 @pytest.mark.parametrize("content", ["", "\n", "# only a comment\n"])

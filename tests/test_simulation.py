@@ -100,13 +100,17 @@ def test_nothing_is_left_running_after_simulate(two_mode_run: Path) -> None:
     assert no_flower_processes_left()
 
 
+# The two-mode scenario's fedavg arm evaluated by the clients (each a shard of the held-out split).
+ON_CLIENTS = in_sweep({**TWO_MODES, "name": "on-clients",
+                       "arms": {"on-clients": {**TWO_MODES["arms"]["fedavg"], "data": {"evaluate_on": "clients"}}}})
+
+
 @pytest.fixture(scope="module")
 def fedavg_again(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Path:
-    """The two-mode scenario's fedavg arm alone, then its twin evaluated by the clients, on the suite's
-    two-node cluster named the way Ray's own tools name one: ``RAY_ADDRESS`` in the environment."""
+    """The two-mode scenario's fedavg arm alone in a Flower run of its own, on the suite's two-node cluster
+    named the way Ray's own tools name one: ``RAY_ADDRESS`` in the environment."""
     tmp = tmp_path_factory.mktemp("again")
-    fedavg = TWO_MODES["arms"]["fedavg"]
-    again = {**TWO_MODES, "arms": {"fedavg": fedavg, "on-clients": {**fedavg, "data": {"evaluate_on": "clients"}}}}
+    again = {**TWO_MODES, "arms": {"fedavg": TWO_MODES["arms"]["fedavg"]}}
     done = fedmjp("simulate", str(write_scenario(tmp, again)), "--out", str(tmp / "run"), "--json",
                   env={"RAY_ADDRESS": ray_cluster})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -114,14 +118,14 @@ def fedavg_again(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> 
 
 
 def test_same_seed_gives_the_same_metrics_alone_and_after_another_arm_in_the_same_run(
-        two_mode_run: Path, fedavg_again: Path) -> None:
+        two_mode_run: Path, fedavg_again: Path, sweep: dict[str, Path]) -> None:
     # The two-mode scenario runs both arms in one Flower run (same clients): fedavg there follows fedsgd
     # in the same ClientApp processes, and must not notice. Its twin evaluated by the clients (each a
     # shard of the held-out split) must see the accuracy the server sees.
     runs = [read_jsonl(run / "arms" / "fedavg" / "metrics.jsonl") for run in (two_mode_run, fedavg_again)]
     without_time = [[{k: v for k, v in r.items() if k != "seconds"} for r in rows] for rows in runs]
     assert without_time[0] == without_time[1] and len(without_time[0]) == 4
-    on_clients = read_jsonl(fedavg_again / "arms" / "on-clients" / "metrics.jsonl")
+    on_clients = read_jsonl(sweep[ON_CLIENTS["name"]] / "arms" / "on-clients" / "metrics.jsonl")
     assert [r["evaluated_on"] for r in on_clients] == ["clients"] * 4
     assert all(r["evaluated_on"] == "server" for r in runs[0])
     for server, clients in zip(runs[0], on_clients):
@@ -138,5 +142,4 @@ def test_simulation_joins_a_two_node_ray_cluster(fedavg_again: Path, ray_cluster
     finally:
         ray.shutdown()
     # fedavg_again's run found the cluster through RAY_ADDRESS alone (no --ray-address) and ran every round.
-    for arm in ("fedavg", "on-clients"):
-        assert len(read_jsonl(fedavg_again / "arms" / arm / "metrics.jsonl")) == 4
+    assert len(read_jsonl(fedavg_again / "arms" / "fedavg" / "metrics.jsonl")) == 4

@@ -71,22 +71,24 @@ def deploy(
     from ..launch.deploy import deploy as run
     from ..launch.flwr_cli import FlowerError
 
-    loaded = load_scenario(scenario, set_ or [])
-    check_deployable(loaded)
-    run_dir = (out_dir or default_out(loaded.name)).absolute()
-    local = not remote_out
-    if local and run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"--out: {run_dir} exists and is not empty")
-    with connect(connection, superlink, root_certificates, insecure) as link, \
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     console=Console(stderr=True), transient=as_json) as bar:
-        tasks = {name: bar.add_task(f"arm {name}", total=arm.training.rounds) for name, arm in loaded.arms.items()}
-        try:
-            result = run(loaded, run_dir, link, lambda arm, done, _: bar.update(tasks[arm], completed=done),
-                         local=local, nodes_timeout=nodes_timeout, timeout=timeout)
-        except FlowerError as exc:
-            fail(str(exc))
-            raise typer.Exit(1) from None
+    # The connection's arguments are checked first: a wrong one is one line without reading the scenario.
+    with connect(connection, superlink, root_certificates, insecure) as link:
+        loaded = load_scenario(scenario, set_ or [])
+        check_deployable(loaded)
+        run_dir = (out_dir or default_out(loaded.name)).absolute()
+        local = not remote_out
+        if local and run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError(f"--out: {run_dir} exists and is not empty")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=as_json) as bar:
+            tasks = {name: bar.add_task(f"arm {name}", total=arm.training.rounds)
+                     for name, arm in loaded.arms.items()}
+            try:
+                result = run(loaded, run_dir, link, lambda arm, done, _: bar.update(tasks[arm], completed=done),
+                             local=local, nodes_timeout=nodes_timeout, timeout=timeout)
+            except FlowerError as exc:
+                fail(str(exc))
+                raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(result))
         return

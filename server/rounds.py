@@ -1,0 +1,177 @@
+"""One arm's rounds on the server, top to bottom (``run_round``): send the global weights to the sampled
+clients, collect their replies, check them (usable / faults), audit them (the curious server attacks before
+it aggregates; clients score the reconstructions by receipts), aggregate the usable ones into the global
+model, evaluate it (federated evaluation checks its replies as training does), record the round and
+checkpoint it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from fedmjp.federation import checkpoint
+from fedmjp.audit import AuditStore
+from fedmjp.audit.records import Fault, Phase, append_fault_records, fault_tags
+from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
+from fedmjp.federation.runconfig import RunArm
+from fedmjp.protocol import ACCURACY, ARM, LOSS
+from fedmjp.scenario import Arm
+from fedmjp.federation.train import reply_kind, resolve_device
+from fedmjp.federation.workload import build_model, evaluate_global, server_evaluates
+
+from .adversary import RoundAuditor
+from .exchange import send_and_receive
+from .partitions import Partitions
+from .strategy import CheckedReplies, FedMJP, Reply
+
+
+def run_dir_of(entry: RunArm) -> Path:
+    return Path(entry.run_dir) if entry.run_dir else Path("runs") / entry.arm.name
+
+
+class RunStopped(RuntimeError):
+    """A round had fewer usable replies than the scenario's minimum."""
+
+
+@dataclass
+class ArmRun:
+    """Everything one arm's rounds share: the global model, the strategy, the audit, the files."""
+
+    arm: Arm
+    key: str  # how the run's messages name the arm
+    grid: Grid
+    model: torch.nn.Module
+    strategy: FedMJP
+    auditor: RoundAuditor
+    store: AuditStore
+    out: Path
+    on_server: bool
+    partitions: Partitions
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
+def run_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> None:
+    run = open_arm(grid, entry, partitions)
+    first = resume_or_start(run, entry.resume)
+    for server_round in range(first, entry.arm.training.rounds + 1):
+        run_round(run, server_round)
+    atomic_torch_save(run.out / "final_weights.pt", {k: v.cpu() for k, v in run.model.state_dict().items()})
+
+
+def open_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> ArmRun:
+    arm, run_dir = entry.arm, run_dir_of(entry)
+    out = arm_dir(run_dir, arm.name)
+    out.mkdir(parents=True, exist_ok=True)
+    store = AuditStore(run_dir)
+    model = build_model(arm).to(resolve_device(arm.device))
+    t = arm.training
+    strategy = FedMJP(model, reply_kind(t.mode), t.server_optimizer, t.server_lr, partitions.nodes,
+                      arm.clients.sampled_per_round, arm.seed, min_replies=arm.clients.min_per_round)
+    auditor = RoundAuditor(arm, entry.key, grid, store, model.patch_embed.patch_size[0])
+    return ArmRun(arm, entry.key, grid, model, strategy, auditor, store, out, server_evaluates(arm), partitions)
+
+
+def resume_or_start(run: ArmRun, resume: bool) -> int:
+    """The first round to run. A fresh arm checkpoints "round 0" before its first round, so a crash
+    anywhere in round 1 is cut back to the files as they were when the arm started."""
+    if resume and (saved := checkpoint.load(run.checkpoint_path)):
+        run.model.load_state_dict(saved.model)
+        run.strategy.optimizer.load_state_dict(saved.optimizer)
+        run.strategy.sampler.setstate(saved.sampler)
+        checkpoint.cut_back(run.metrics_path, saved.metrics_bytes)
+        checkpoint.cut_back(run.store.records_path, saved.audit_bytes)
+        return saved.round + 1
+    save_checkpoint(run, 0)
+    return 1
+
+
+def run_round(run: ArmRun, server_round: int) -> None:
+    """send (planted weights to a dishonest round's targets) -> collect -> check -> audit -> aggregate
+    (honest replies) -> evaluate -> record -> checkpoint."""
+    started = time.perf_counter()
+    sent = ArrayRecord(run.model.state_dict())
+    messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM: run.key}))
+    messages, planted = run.auditor.plant(server_round, messages, run.strategy.node_partitions)
+    replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
+    checked = run.strategy.check_replies(messages, replies)
+    run.auditor.audit(server_round, sent, checked, planted)
+    # Replies to planted weights are the adversary's alone: training continues from the real global model.
+    honest = [r for r in checked.usable if r.partition_id not in planted]
+    train_metrics = run.strategy.aggregate_replies(honest)
+    if train_metrics is None:
+        stop(run.arm, server_round, checked)
+    test = evaluate(run, server_round, [r.partition_id for r in checked.usable])
+    record(run, server_round, train_metrics, test, checked, honest, time.perf_counter() - started)
+    save_checkpoint(run, server_round)
+
+
+def stop(arm: Arm, server_round: int, checked: CheckedReplies) -> NoReturn:
+    reasons = "; ".join(f"partition {f.partition_id}: {f.reason}" for f in checked.faults) or "no replies"
+    raise RunStopped(f"round {server_round}: fewer than clients.min_per_round "
+                     f"({arm.clients.min_per_round}) usable replies ({reasons})")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The global model's top-1 and loss on the held-out split, where, and the replies that failed."""
+
+    accuracy: float
+    loss: float
+    evaluated_on: str
+    faults: list[Fault] = field(default_factory=list)
+
+
+def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> Evaluation:
+    """Top-1 and loss of the global model on the held-out split: on the server's copy of it, or
+    federated over the round's clients (each a shard, weighted by example count)."""
+    if run.on_server:
+        test = evaluate_global(run.arm, run.model)
+        return Evaluation(test["accuracy"], test["loss"], "server")
+    messages = run.strategy.configure_evaluate(
+        server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM: run.key}), partitions)
+    replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
+    checked = run.strategy.check_evaluation(messages, replies)
+    metrics = run.strategy.aggregate_evaluation(checked.usable) or MetricRecord({})
+    return Evaluation(float(metrics.get(ACCURACY, float("nan"))), float(metrics.get(LOSS, float("nan"))),
+                      "clients", checked.faults)
+
+
+def record(run: ArmRun, server_round: int, train: MetricRecord, test: Evaluation,
+           checked: CheckedReplies, aggregated: list[Reply], seconds: float) -> None:
+    """The round's metrics line, and the evaluation's faults in the audit (the training faults were audited
+    with the replies)."""
+    append_fault_records(run.store, run.arm.name, server_round, test.faults, phase="evaluate")
+    append_jsonl(run.metrics_path, {
+        "round": server_round,
+        "accuracy": test.accuracy,
+        "loss": test.loss,
+        "evaluated_on": test.evaluated_on,
+        "train_loss": float(train[LOSS]),
+        "clients": len(checked.usable),
+        "aggregated": sorted(r.partition_id for r in aggregated),
+        "faults": [fault_line(f, "train") for f in checked.faults] + [fault_line(f, "evaluate") for f in test.faults],
+        "seconds": seconds,
+    })
+
+
+def fault_line(fault: Fault, phase: Phase) -> dict[str, Any]:
+    return {"partition_id": fault.partition_id, "reason": fault.reason, **fault_tags(fault, phase)}
+
+
+def save_checkpoint(run: ArmRun, server_round: int) -> None:
+    checkpoint.save(run.checkpoint_path, server_round, run.model, run.strategy.optimizer,
+                    run.strategy.sampler.getstate(), run.metrics_path, run.store.records_path)
