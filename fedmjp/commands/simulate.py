@@ -54,9 +54,10 @@ class Sweep:
     seeds: list[list[int] | None]
     resume: bool
 
-    def plan(self) -> tuple[list[Planned], list[tuple[int, int | None]]]:
-        """Every run directory to write (a seed's, or the scenario's) and, for each, (scenario index, seed)."""
-        from ..launch.simulate import Planned, load_run_dir, plan_seeds
+    def prepare(self) -> tuple[list[Planned], list[tuple[int, int | None]]]:
+        """Every run directory to write (a seed's, or the scenario's) and, for each, (scenario index, seed); a
+        seeded scenario's folder and its seeds.json are made here."""
+        from ..launch.simulate import Planned, plan_seeds
 
         planned: list[Planned] = []
         labels: list[tuple[int, int | None]] = []
@@ -65,7 +66,7 @@ class Sweep:
                 planned += plan_seeds(scenario, run_dir, seeds, self.resume)
                 labels += [(k, seed) for seed in seeds]
             else:
-                planned.append(Planned(load_run_dir(run_dir) if self.resume else scenario, run_dir, self.resume))
+                planned.append(Planned(scenario, run_dir, self.resume))
                 labels.append((k, None))
         return planned, labels
 
@@ -100,7 +101,7 @@ def simulate(
     from ..launch.flwr_cli import FlowerError
 
     sweep = _sweep(scenarios or [], out_dir, resume, set_ or [], parse_seeds(seeds), ray_address, in_process)
-    planned, labels = sweep.plan()
+    planned, labels = sweep.prepare()
     several = len(sweep.scenarios) > 1
 
     def label(run: int, arm: str) -> str:
