@@ -13,8 +13,7 @@
 #                  its CPU index, smaller image; needs that index reachable from this host)
 #   FORCE=1        rebuild even when the cached image's inputs hash matches
 #   WHEELHOUSE     where the wheels are kept (default ${XDG_CACHE_HOME:-~/.cache}/fedmjp/wheelhouse):
-#                  outside the checkout, so every clone on a machine shares one (3 GB, about 45 s
-#                  to fill from pip's cache)
+#                  outside the checkout, so every clone on a machine shares one (3 GB)
 #
 # The three images are cached: each carries a label with the hash of its inputs and is reused
 # when the hash matches. The wheelhouse ($WHEELHOUSE) lives outside the checkout; the rootfs is kept

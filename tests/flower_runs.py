@@ -87,13 +87,6 @@ def finish(process: subprocess.Popen[str], mark: str, timeout: float = 1200) -> 
     return stdout
 
 
-def simulate_to_end(content: dict[str, Any], folder: Path, ray_address: str | None = None) -> Path:
-    """Run a scenario with `fedmjp simulate` to its end (failing the test if it fails); its run directory."""
-    mark = uuid.uuid4().hex
-    finish(start_simulate(content, folder, mark, ray_address=ray_address), mark)
-    return folder / "run"
-
-
 # Scenarios whose runs tests only read once finished, by name. The suite runs them all as one sweep
 # (`fedmjp simulate A.yaml B.yaml ...`, the ``sweep`` fixture): the arms of one federation share a Flower
 # run whatever scenario they come from, so the simulation's start and the clients' imports are paid once

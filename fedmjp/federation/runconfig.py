@@ -2,9 +2,9 @@
 
 ``fedmjp simulate`` and ``fedmjp deploy`` write it (``write_run_config``); the apps read it
 (``run_arms_from_run_config``, ``arm_named``). One run may carry several arms, of one run directory or
-of several (a sweep's seeds, several scenarios): simulation runs consecutive arms that share a
-federation as one Flower run, so the simulation engine, Ray and the apps start once, not once per arm
-(about 20 s each). Every message the server sends names its arm by the arm's key in the run
+of several (a sweep's seeds, several scenarios): simulation runs all the arms that share a federation
+as one Flower run, so the simulation engine, Ray and the apps start once, not once per arm (about 20 s
+each). Every message the server sends names its arm by the arm's key in the run
 (``fedmjp.protocol.ARM`` in its config record): its name, or ``J/name`` when the run writes into
 several run directories (J counts them), where names repeat. A plain ``flwr run`` names a scenario file
 and one arm instead (``scenario``, ``arm``).
