@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +17,16 @@ import torch
 import fedmjp.models  # noqa: F401  (registers the models with timm)
 import timm
 
+from fedmjp.data.partition_cache import CACHE_ENV
 from fedmjp.launch.processes import free_port, kill_by_env
 
 from .flower_runs import simulate_sweep
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+# The suite's own cache of cut partitions (fedmjp.data.partition_cache), empty at its start: what a user's cache
+# holds is no test's business. Set before any process starts, so that Flower runs and Ray workers inherit it.
+SUITE_CACHE = tempfile.mkdtemp(prefix="fedmjp-suite-cache-")
+os.environ[CACHE_ENV] = SUITE_CACHE
 CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
 
 
@@ -81,3 +87,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> dict[st
     """The run directories of the scenarios the test modules put in the suite's sweep (tests/flower_runs.py),
     by scenario name: all of them run once, together, on the suite's Ray cluster."""
     return simulate_sweep(tmp_path_factory.mktemp("sweep"), ray_cluster)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SUITE_CACHE, ignore_errors=True)

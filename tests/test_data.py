@@ -336,3 +336,39 @@ def test_partition_works_on_a_loaded_datasets_targets() -> None:
 def test_bad_partition_values_raise_value_error_naming_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=rf"^{field}: "):
         partition(SORTED_TARGETS, **kwargs)
+
+
+
+def test_a_partition_cut_once_is_read_back_without_cutting_again(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmjp.data.partition_cache import cached_partition
+
+    monkeypatch.setenv("FEDMJP_CACHE_DIR", str(tmp_path))
+    targets = load_dataset("digits", "train", 32, seed=0).targets
+    cuts: list[tuple] = []
+
+    def read(num: int, seed: int, partition_id: int = 1) -> list[int]:
+        def split():  # what a miss costs: flwr-datasets and Hugging Face datasets
+            cuts.append((num, seed, partition_id))
+            return partitioner(targets, num, "dirichlet", seed=seed)
+        return cached_partition(targets, num, "dirichlet", 0.5, 2, seed, partition_id, split).tolist()
+
+    first = read(3, 0)
+    assert first == partition_rows(partitioner(targets, 3, "dirichlet", seed=0), 1).tolist()
+    assert read(3, 0) == first and cuts == [(3, 0, 1)]  # read back, not cut
+    # Another seed, population or partition is another key: cut.
+    read(3, 1), read(4, 0), read(3, 0, partition_id=2)
+    assert cuts == [(3, 0, 1), (3, 1, 1), (4, 0, 1), (3, 0, 2)]
+
+
+def test_an_unreadable_cached_partition_is_cut_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmjp.data.partition_cache import cached_partition
+
+    monkeypatch.setenv("FEDMJP_CACHE_DIR", str(tmp_path))
+    targets = np.repeat(np.arange(4), 10)
+    cut = lambda: partitioner(targets, 2, "iid", seed=3)  # noqa: E731
+    rows = cached_partition(targets, 2, "iid", 0.5, 2, 3, 0, cut)
+    [stored] = (tmp_path / "partitions").iterdir()
+    stored.write_bytes(b"torn")
+    assert cached_partition(targets, 2, "iid", 0.5, 2, 3, 0, cut).tolist() == rows.tolist()
+    assert np.load(stored).tolist() == rows.tolist()  # and stored whole again

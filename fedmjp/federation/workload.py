@@ -22,7 +22,8 @@ from .. import models  # noqa: F401  (registers fedmjp's models with timm)
 from .checkpoint import load_weights
 from ..data import load_dataset
 from ..data.augment import augment
-from ..data.partition import partition_rows, partitioner
+from ..data.partition import partitioner
+from ..data.partition_cache import cached_partition
 from ..models.fixed_pos_embed import fix_pos_embed
 from ..errors import InputError
 from ..scenario import Arm
@@ -84,7 +85,8 @@ def _partitioner(key: tuple, num: int, method: str, alpha: float, shards: int) -
 
 @functools.lru_cache(maxsize=1024)
 def _partition(key: tuple, num: int, method: str, alpha: float, shards: int, partition_id: int) -> np.ndarray:
-    return partition_rows(_partitioner(key, num, method, alpha, shards), partition_id)
+    return cached_partition(_dataset(key, "train").targets, num, method, alpha, shards, key[4], partition_id,
+                            lambda: _partitioner(key, num, method, alpha, shards))
 
 
 def partition_indices(arm: Arm, partition_id: int) -> np.ndarray:
@@ -105,10 +107,12 @@ def check_partitioning(arm: Arm) -> None:
     client's traceback rounds later."""
     p = arm.data.partitioning
     try:
-        # Uncached: a Flower run's clients load the data themselves; this process only checks it.
+        # Not kept in memory: a Flower run's clients load the data themselves; this process only checks it. A
+        # split cut before (on disk) is known to be possible: partitioners cut all partitions or none.
         targets = _dataset.__wrapped__(_data_key(arm), "train").targets
-        partition_rows(partitioner(targets, arm.clients.num_clients, p.method, alpha=p.alpha,
-                                   shards_per_partition=p.shards_per_partition, seed=arm.seed), 0)
+        cached_partition(targets, arm.clients.num_clients, p.method, p.alpha, p.shards_per_partition, arm.seed, 0,
+                         lambda: partitioner(targets, arm.clients.num_clients, p.method, alpha=p.alpha,
+                                             shards_per_partition=p.shards_per_partition, seed=arm.seed))
     except ValueError as exc:
         field, _, problem = str(exc).partition(": ")
         raise InputError(f"arms.{arm.name}.{_PARTITION_FIELDS.get(field, field)}: {problem}") from None

@@ -33,6 +33,7 @@ class SimulationSuperLink(FlowerConnection):
         env = {**os.environ, **QUIET_ENV, **FAST_POLL_ENV, "FLWR_HOME": str(self.flwr_home), "RAY_TMPDIR": str(self.ray_tmp),
                # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
                "PATH": venv_path()}
+        self.ray_address = ray_address
         if ray_address:
             env["RAY_ADDRESS"] = ray_address
         super().__init__(CONNECTION, env)
@@ -64,11 +65,14 @@ class SimulationSuperLink(FlowerConnection):
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # Left normally, every run's results are on disk. On a Ray cluster of its own the SuperLink's graceful
+        # shut-down is what stops Ray (agents included); on a cluster it joined, the shut-down (about a second
+        # per run) has nothing left to do: the cluster ends the job of a driver that is gone.
+        self.stop(timeout=0.0 if exc_type is None and self.ray_address else 20.0)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the SuperLink's process group, then SIGKILL what is left."""
+        """SIGTERM the SuperLink's process group, then SIGKILL what is left after ``timeout`` seconds."""
         self.close()
         if self.process is not None:
             stop_group(self.process, timeout)
