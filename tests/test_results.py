@@ -365,6 +365,10 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["setting"] == "quick" and \
         set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest", "detector", "realism"}
+    # The two Flower parts ran as one sweep: one shared time, said so.
+    assert provenance["one_sweep"] == ["privacy", "accuracy"]
+    assert provenance["seconds"]["privacy"] == provenance["seconds"]["accuracy"]
+    assert f"privacy and accuracy parts {provenance['seconds']['privacy'] / 60:.1f} min (one sweep" in text
     # The dishonest server's part: the same arms, imprint at batch 1 and 8; DP is not measured outside Flower.
     dishonest = table_rows(text, "arm | defence | batch")
     assert [(r["arm"], r["batch"]) for r in dishonest] == [(a, b) for a in ("vit", "mjp-0.25", "dp-eps1e3")

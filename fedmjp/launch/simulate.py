@@ -30,12 +30,8 @@ from .flwr_cli import FlowerError
 from .superlinks import SimulationSuperLink
 
 
-# Called as (arm name, rounds done, rounds in all) whenever progress is polled.
-Progress = Callable[[str, int, int], None]
 # Called as (index of the planned run, arm name, rounds done, rounds in all) by ``simulate_runs``.
 RunProgress = Callable[[int, str, int, int], None]
-# Called as (seed, arm name, rounds done, rounds in all) by ``simulate_seeds``.
-SeedProgress = Callable[[int, str, int, int], None]
 
 
 def load_run_dir(run_dir: Path) -> Scenario:
@@ -135,13 +131,6 @@ def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: 
                 check_partitioning(arm)
 
 
-def simulate(scenario: Scenario, out: Path, progress: Progress = lambda *_: None,
-             ray_address: str | None = None, resume: bool = False) -> dict[str, Any]:
-    """Run every arm (with ``resume``, the unfinished ones, from their last complete round);
-    return the final per-arm metrics (the last round of each)."""
-    return simulate_runs([Planned(scenario, out, resume)], lambda _, *status: progress(*status), ray_address)[0]
-
-
 def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: None,
                   ray_address: str | None = None) -> list[dict[str, Any]]:
     """Several scenarios, each into its run directory, as few Flower runs as their federations allow:
@@ -187,10 +176,3 @@ def plan_seeds(scenario: Scenario, out: Path, seeds: list[int], resume: bool = F
         planned.append(Planned(load_run_dir(folder) if again else scenario.with_seed(seed), folder, again))
     return planned
 
-
-def simulate_seeds(scenario: Scenario, out: Path, seeds: list[int], progress: SeedProgress = lambda *_: None,
-                   ray_address: str | None = None, resume: bool = False) -> dict[int, dict[str, Any]]:
-    """Every arm once per seed into ``out/seed-S`` (``plan_seeds``), all seeds in the same Flower runs."""
-    planned = plan_seeds(scenario, out, seeds, resume)
-    summaries = simulate_runs(planned, lambda run, *status: progress(seeds[run], *status), ray_address)
-    return dict(zip(seeds, summaries))

@@ -1,7 +1,8 @@
 """The headline results: leakage of every arm under every attack, against its accuracy cost.
 
 One scenario file defines the arms (standard ViT, naive shuffle, MJP ratios and apply_prob, fixed
-position embedding, local DP, pruning). It is run twice through ``fedmjp.launch.simulate.simulate``:
+position embedding, local DP, pruning). Its two Flower parts run as one sweep
+(``fedmjp.launch.simulate.simulate_runs``):
 
 - the **privacy part**: the file as written (FedSGD, batch size 1: APRIL's closed form applies),
   every reply attacked; its audit gives the leakage columns;

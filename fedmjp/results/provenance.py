@@ -9,6 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+# provenance.json: the parts that ran as one sweep of Flower runs (their seconds are that sweep's, shared).
+TOGETHER = "one_sweep"
+
 
 def git_commit() -> str:
     root = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from .dishonest import run_dishonest
 from .realism import run_realism
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
 from .judging import collect, realism_rows, rows, worst_rows
-from .provenance import read_json, git_commit, machine
+from .provenance import TOGETHER, read_json, git_commit, machine
 from .settings import PARTS, REFERENCE, RUN_ORDER, load_part
 from .tables import render_accuracy, render_detector, render_markdown
 
@@ -33,10 +33,12 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
     The accuracy part runs once per seed (``seeds``, else the file's ``seeds``) into ``runs/accuracy/seed-S``;
     the privacy part runs on the first of them, and the dishonest server's part (imprint, in this process) on
     the privacy part's arms with that seed; then the grid of :mod:`.realism` (in this process), from the
-    accuracy part's final weights of that seed. ``parts``: only these, into an ``out`` whose other parts may
-    have run before. provenance.json gets each part's seconds as it finishes, so a stopped run keeps them.
+    accuracy part's final weights of that seed. The privacy and accuracy parts run on Flower as one sweep (one
+    SuperLink, and one Flower run where their federations match), so their seconds are that sweep's, shared.
+    ``parts``: only these, into an ``out`` whose other parts may have run before. provenance.json gets each
+    part's seconds as it finishes, so a stopped run keeps them.
     """
-    from ..launch.simulate import simulate, simulate_seeds
+    from ..launch.simulate import Planned, plan_seeds, simulate_runs
 
     chosen = _chosen_parts(parts)
     scenarios = {part: load_part(path, setting, part, overrides or [], arms) for part in PARTS}
@@ -51,20 +53,31 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
                *(["--parts", ",".join(chosen)] if parts else [])]
     provenance = _provenance(out, setting, path, " ".join(command), later=parts is not None)
     privacy = scenarios["privacy"].with_seed(seeds[0]) if seeds else scenarios["privacy"]
+    on_flower = [part for part in chosen if part in PARTS]
 
-    def accuracy() -> None:
-        if seeds:
-            simulate_seeds(scenarios["accuracy"], out / "runs" / "accuracy", seeds,
-                           lambda seed, arm, done, total: progress("accuracy", f"{arm}, seed {seed}", done, total),
-                           ray_address)
-        else:
-            simulate(scenarios["accuracy"], out / "runs" / "accuracy",
-                     lambda arm, done, total: progress("accuracy", arm, done, total), ray_address)
+    def flower_parts() -> None:
+        """The privacy part and the accuracy part's seeds as one sweep: one SuperLink, and one Flower run for
+        the arms that share a federation."""
+        planned: list[Planned] = []
+        labels: list[tuple[str, int | None]] = []
+        if "privacy" in on_flower:
+            planned.append(Planned(privacy, out / "runs" / "privacy"))
+            labels.append(("privacy", None))
+        if "accuracy" in on_flower and seeds:
+            planned += plan_seeds(scenarios["accuracy"], out / "runs" / "accuracy", seeds)
+            labels += [("accuracy", seed) for seed in seeds]
+        elif "accuracy" in on_flower:
+            planned.append(Planned(scenarios["accuracy"], out / "runs" / "accuracy"))
+            labels.append(("accuracy", None))
+
+        def report(run: int, arm: str, done: int, total: int) -> None:
+            part, seed = labels[run]
+            progress(part, arm if seed is None else f"{arm}, seed {seed}", done, total)
+
+        simulate_runs(planned, report, ray_address)
 
     runners: dict[str, Callable[[], object]] = {
-        "privacy": lambda: simulate(privacy, out / "runs" / "privacy",
-                                    lambda arm, done, total: progress("privacy", arm, done, total), ray_address),
-        "accuracy": accuracy,
+        **{part: flower_parts for part in on_flower},
         "dishonest": lambda: run_dishonest(privacy, out / "runs" / "dishonest", setting,
                                            lambda arm, done, total: progress("dishonest", arm, done, total)),
         "detector": lambda: run_detector(privacy, out / "runs" / "detector", setting, out / "runs" / "accuracy",
@@ -72,13 +85,22 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
         "realism": lambda: run_realism(path, out, setting, overrides or [], arms, seeds[0] if seeds else None,
                                        lambda _cell, done, total: progress("realism", "cells", done, total)),
     }
+    if set(on_flower) & set(provenance.get(TOGETHER) or ()):
+        provenance.pop(TOGETHER)  # a part of an earlier shared run runs again, alone or with the other
     for part in chosen:
+        if part in on_flower[1:]:
+            continue  # ran with the first
         load = machine()["load"]
         started = time.perf_counter()
         runners[part]()
-        provenance["seconds"][part] = time.perf_counter() - started
-        if parts is not None:
-            provenance["parts"][part] = {"command": " ".join(command), "commit": git_commit(), "load": load}
+        seconds = time.perf_counter() - started
+        ran = on_flower if part in on_flower else [part]
+        for done in ran:
+            provenance["seconds"][done] = seconds
+            if parts is not None:
+                provenance["parts"][done] = {"command": " ".join(command), "commit": git_commit(), "load": load}
+        if len(ran) > 1:
+            provenance[TOGETHER] = ran
         atomic_json(out / "provenance.json", provenance)
     return write_results(out)
 

@@ -9,6 +9,7 @@ from ..scoring.stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
 from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
                       WORST_NOT_REDUCED, defence_of, realism_rows, where_recognisability_stops)
+from .provenance import TOGETHER
 from .realism import RECOGNISABLE_SSIM, RECOGNISABLE_WHY
 from .settings import RUN_ORDER
 
@@ -260,6 +261,18 @@ def _attack_budget(arms: list[Arm]) -> str:
         for name, spec in specs.items())
 
 
+def _wall_times(provenance: dict[str, Any]) -> str:
+    """Each part's minutes; parts that ran as one sweep once, with their shared time."""
+    together = provenance.get(TOGETHER) or []
+    shown = []
+    for part, seconds in sorted((provenance.get("seconds") or {}).items(), key=lambda item: _run_position(item[0])):
+        if part not in together:
+            shown.append(f"{part} part {seconds / 60:.1f} min")
+        elif part == together[0]:
+            shown.append(f"{' and '.join(together)} parts {seconds / 60:.1f} min (one sweep of Flower runs)")
+    return ", ".join(shown)
+
+
 def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
     if not provenance:
         return []
@@ -268,8 +281,7 @@ def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
             f"- commit: `{provenance.get('commit', 'unknown')}`",
             f"- machine: {machine_.get('cpu', '?')}, {machine_.get('cores', '?')} cores, "
             f"{machine_.get('system', '')}, load average at start {machine_.get('load', '?')}",
-            "- wall time: " + ", ".join(f"{part} part {s / 60:.1f} min" for part, s in sorted(
-                (provenance.get("seconds") or {}).items(), key=lambda item: _run_position(item[0]))),
+            "- wall time: " + _wall_times(provenance),
             *(f"- {part} part run later: `{p['command']}` at commit `{p['commit']}`, load average at start {p['load']}"
               for part, p in (provenance.get("parts") or {}).items() if p["command"] != provenance.get("command")),
             ""]
