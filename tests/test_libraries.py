@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import psutil
 import pytest
 from flwr.cli.flower_config import read_superlink_connection
 from flwr.common.config import parse_config_args
@@ -55,6 +56,30 @@ def test_a_marked_process_is_found_and_stopped() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_unmarked_child_of_a_marked_process_is_stopped_with_it() -> None:
+    """Like Ray's agents under the raylet: the child's environment does not show the mark, and it ignores
+    SIGTERM; it is found through its parent and killed before the parent goes."""
+    mark = f"fedmjp-test-parent-{os.getpid()}"
+    agent = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+             "time.sleep(60)")
+    parent_code = ("import os, subprocess, sys, time; env = {k: v for k, v in os.environ.items() "
+                   "if k != 'FEDMJP_LIBRARY_MARK'}; "
+                   f"child = subprocess.Popen([sys.executable, '-c', {agent!r}], env=env, stdout=subprocess.PIPE); "
+                   "child.stdout.readline(); print(child.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env={**os.environ, "FEDMJP_LIBRARY_MARK": mark},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert sorted(processes_with_env("FEDMJP_LIBRARY_MARK", mark)) == sorted([parent.pid, child])
+        kill_by_env("FEDMJP_LIBRARY_MARK", mark, timeout=30)
+        assert parent.wait(5) == -15
+        # Gone (or a zombie its new parent has yet to reap) long before the timeout: SIGKILLed at once.
+        assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    finally:
+        parent.kill()
+        parent.wait()
 
 
 def test_the_staged_app_bundles_exactly_what_flwr_run_bundles_from_the_project(tmp_path: Path) -> None:

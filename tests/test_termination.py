@@ -29,12 +29,13 @@ def command_line(pid: int) -> list[str]:
         return []
 
 
-def flwr_home_of(pid: int) -> str | None:
+def env_of(pid: int, key: str) -> str | None:
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
-    return next((item[len(b"FLWR_HOME="):].decode() for item in env if item.startswith(b"FLWR_HOME=")), None)
+    prefix = f"{key}=".encode()
+    return next((item[len(prefix):].decode() for item in env if item.startswith(prefix)), None)
 
 
 def wait_for_ray(process: subprocess.Popen[bytes], mark: str, timeout: float = 300) -> str:
@@ -43,8 +44,10 @@ def wait_for_ray(process: subprocess.Popen[bytes], mark: str, timeout: float = 3
     while time.monotonic() < deadline:
         assert process.poll() is None, f"fedmjp exited early with {process.returncode}"
         pids = processes_with_env("FEDMJP_TEST_MARK", mark)
-        homes = {flwr_home_of(pid) for pid in pids if "flower-superlink" in " ".join(command_line(pid))} - {None}
-        ray = [pid for pid in pids if command_line(pid)[0].startswith("ray::")]
+        homes = {env_of(pid, "FLWR_HOME") for pid in pids if "flower-superlink" in " ".join(command_line(pid))} - {None}
+        # A Ray worker (its environment intact, unlike the agents that Ray starts first): Ray is up.
+        ray = [pid for pid in pids if (command_line(pid) or [""])[0].startswith("ray::")
+               and env_of(pid, "FEDMJP_TEST_MARK") == mark]
         if homes and ray:
             (home,) = homes
             return home
@@ -75,8 +78,9 @@ def test_sigterm_stops_the_superlink_and_ray_and_exits_143(tmp_path: Path) -> No
         process.wait(timeout=60)
         output = log.read_text(errors="replace")
         assert survivors("FLWR_HOME", flwr_home) == []
-        # Not every process it started: Ray's dashboard and runtime-env agents sometimes rename themselves
-        # over the FLWR_HOME of their /proc environ, escape SimulationSuperLink.stop, and linger ~60 s.
+        # Ray's dashboard and runtime-env agents rename themselves over the FLWR_HOME of their /proc environ:
+        # the line above finds them as descendants of the raylet, like SimulationSuperLink.stop does. Once the
+        # raylet is gone nothing names them, hence this check by the test's own mark for the SuperLink too.
         assert [line for line in survivors("FEDMJP_TEST_MARK", mark, wait=0) if "flower-superlink" in line] == []
         assert process.returncode == 128 + signal.SIGTERM, (process.returncode, output[-2000:])
         assert "Traceback" not in output, output[-2000:]

@@ -55,35 +55,44 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
     process.wait()
 
 
-def _with_env(key: str, value: str) -> list[psutil.Process]:
-    """Processes other than this one whose environment holds ``key=value``."""
-    found = []
+def _with_env(key: str, value: str) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """Processes other than this one whose environment holds ``key=value``, and their descendants that do not
+    show it (Ray's agents rename themselves over their environment: only their parent, the raylet, shows it)."""
+    marked: dict[int, psutil.Process] = {}
+    below: dict[int, psutil.Process] = {}
     for process in psutil.process_iter():
         if process.pid == os.getpid():
             continue
         try:
             if process.environ().get(key) == value:
-                found.append(process)
+                marked[process.pid] = process
+                below.update((child.pid, child) for child in process.children(recursive=True))
         # Gone, a zombie (its environment is empty: a ZombieProcess is a NoSuchProcess) or not ours.
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return found
+    return list(marked.values()), [p for pid, p in below.items() if pid not in marked and pid != os.getpid()]
 
 
 def processes_with_env(key: str, value: str) -> list[int]:
-    """Pids whose environment holds ``key=value``."""
-    return [process.pid for process in _with_env(key, value)]
+    """Pids whose environment holds ``key=value``, and their descendants."""
+    marked, below = _with_env(key, value)
+    return [process.pid for process in marked + below]
 
 
 def kill_by_env(key: str, value: str, timeout: float) -> None:
-    """SIGTERM every process whose environment holds ``key=value``; SIGKILL after ``timeout`` s."""
+    """SIGTERM every process whose environment holds ``key=value``; SIGKILL after ``timeout`` s. Their
+    descendants that do not show it are SIGKILLed at once: found only through a parent that is stopping, they
+    would be lost with it (Ray's agents ignore SIGTERM for a minute)."""
     deadline = time.monotonic() + timeout
     # Scan again after each round of signals: a dying process may have started others.
-    while processes := _with_env(key, value):
+    while True:
+        marked, below = _with_env(key, value)
+        if not marked and not below:
+            return
         late = time.monotonic() > deadline
-        for process in processes:
+        for process in marked + below:
             try:
-                (process.kill if late else process.terminate)()
+                (process.kill if late or process in below else process.terminate)()
             except psutil.NoSuchProcess:
                 pass
         time.sleep(0.2)
