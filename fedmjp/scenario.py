@@ -63,7 +63,8 @@ class Clients(Strict):
     num_clients: Annotated[int, Field(ge=1)] = 4
     per_round: Annotated[int, Field(ge=1)] | None = None
     fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    cpus: Annotated[float, Field(gt=0)] = 1.0
+    # Whole CPUs per simulated client: Flower's federation config takes no fraction of one.
+    cpus: Annotated[int, Field(ge=1)] = 1
     gpus: Annotated[float, Field(ge=0)] = 0.0
     # A round goes on without failed clients as long as this many replies are usable.
     min_per_round: Annotated[int, Field(ge=1)] = 1

@@ -36,6 +36,7 @@ BAD_VALUES = {
     ("clients", "num_clients"): [0, -1, "four", 1.5],
     ("clients", "per_round"): [3, 100, 0],
     ("clients", "min_per_round"): [5, 0],
+    ("clients", "cpus"): [0.5, 0, "one"],  # whole CPUs: Flower's federation config takes no fraction
     ("data", "source"): ["mnist", 7, None],
     ("data", "root"): [12],
     ("model", "name"): ["vit_nonexistent_model", 5, ""],

@@ -63,7 +63,7 @@ def check_resumable(run_dir: Path, scenario: Scenario) -> None:
             raise InputError(f"--resume: arm {arm.name}: {exc} (corrupted run directory)") from None
 
 
-def federation_of(arm: Arm) -> tuple[int, float, float]:
+def federation_of(arm: Arm) -> tuple[int, int, float]:
     """What a Flower simulation run fixes for all its arms: nodes and their resources."""
     return arm.clients.num_clients, arm.clients.cpus, arm.clients.gpus
 
@@ -140,7 +140,7 @@ def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: Non
     run_dirs = [(p.out if p.resume else prepare_run_dir(p.scenario, p.out)).resolve() for p in planned]
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     # Ray cluster -> federation -> its arms, in the order they first appear.
-    clusters: dict[str | None, dict[tuple[int, float, float], list[Job]]] = {}
+    clusters: dict[str | None, dict[tuple[int, int, float], list[Job]]] = {}
     for index, (p, run_dir) in enumerate(zip(planned, run_dirs)):
         for arm in p.scenario.arms.values():
             if not (p.resume and arm_finished(run_dir, arm)):

@@ -82,9 +82,9 @@ class SimulationSuperLink(FlowerConnection):
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
         shutil.rmtree(self.flwr_home, ignore_errors=True)
 
-    def submit(self, app_dir: Path, run_config: Path, num_supernodes: int, cpus: float, gpus: float) -> int:
+    def submit(self, app_dir: Path, run_config: Path, num_supernodes: int, cpus: int, gpus: float) -> int:
         """Start a run; return its id."""
-        federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus:g} " \
+        federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus} " \
                      f"client-resources-num-gpus={gpus:g}"
         return self.start_run(app_dir, run_config, federation)
 
