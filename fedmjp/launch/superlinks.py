@@ -21,11 +21,6 @@ from .health import wait_healthy
 from .processes import console_script, free_port, kill_by_env, stop_group, venv_path
 
 
-# Seconds the SuperLink's group gets to stop on SIGTERM. It takes about 1 s; a SIGTERM that came while the
-# simulation was still starting Ray held it for any timeout given (20 s seen), then it was SIGKILLed anyway.
-GRACE = 5.0
-
-
 class SimulationSuperLink(FlowerConnection):
     """``flower-superlink --simulation`` on a free loopback port, as a context manager."""
 
@@ -77,11 +72,10 @@ class SimulationSuperLink(FlowerConnection):
         self.stop(timeout=0.0 if exc_type is None and self.ray_address else 20.0)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the SuperLink's process group, then SIGKILL what is left after ``timeout`` seconds (at most
-        GRACE for the group: past it the SuperLink is stuck, and Ray's processes are stopped below anyway)."""
+        """SIGTERM the SuperLink's process group, then SIGKILL what is left after ``timeout`` seconds."""
         self.close()
         if self.process is not None:
-            stop_group(self.process, min(timeout, GRACE))
+            stop_group(self.process, timeout)
             self.process = None
         # Ray workers leave the SuperLink's process group; they all inherit our FLWR_HOME.
         kill_by_env("FLWR_HOME", str(self.flwr_home), timeout)
