@@ -338,7 +338,6 @@ def test_bad_partition_values_raise_value_error_naming_the_field(kwargs: dict, f
         partition(SORTED_TARGETS, **kwargs)
 
 
-
 def test_a_partition_cut_once_is_read_back_without_cutting_again(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from fedmjp.data.partition_cache import cached_partition
@@ -357,7 +356,8 @@ def test_a_partition_cut_once_is_read_back_without_cutting_again(tmp_path: Path,
     assert first == partition_rows(partitioner(targets, 3, "dirichlet", seed=0), 1).tolist()
     assert read(3, 0) == first and cuts == [(3, 0, 1)]  # read back, not cut
     # Another seed, population or partition is another key: cut.
-    read(3, 1), read(4, 0), read(3, 0, partition_id=2)
+    for num, seed, partition_id in ((3, 1, 1), (4, 0, 1), (3, 0, 2)):
+        read(num, seed, partition_id)
     assert cuts == [(3, 0, 1), (3, 1, 1), (4, 0, 1), (3, 0, 2)]
 
 
