@@ -25,7 +25,7 @@ import fedmjp.models  # noqa: F401  (registers the models)
 from fedmjp.attacks import NotApplicable, Observation
 from fedmjp.attacks.imprint import Imprint, server_images
 from fedmjp.scoring.batch_metrics import patch_recovery
-from fedmjp.data import load_dataset
+from fedmjp.data.loading import load_dataset
 from fedmjp.federation.train import compute_gradient, seed_jigsaw
 
 from ._report import write_markdown

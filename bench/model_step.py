@@ -19,7 +19,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 import fedmjp.models  # noqa: F401  (registers the models)
-from fedmjp.data import load_dataset
+from fedmjp.data.loading import load_dataset
 from fedmjp.federation.train import evaluate, loss_terms, seed_jigsaw, train_epochs
 
 from ._report import write_markdown

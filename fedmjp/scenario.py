@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .catalog import OWN_MODELS, check_attack, did_you_mean, known_model, model_classes
 from .errors import InputError
 from .protocol import Optimizer
 
@@ -142,12 +143,8 @@ class Model(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> Model:
-        import timm  # here: timm imports torch, which the CLI's other paths do not need
-
-        from . import models  # noqa: F401  (registers fedmjp's names with timm)
-
-        if not timm.is_model(self.name):
-            raise ValueError(f"model.name: unknown model {self.name!r}")
+        if not known_model(self.name):
+            raise ValueError(f"model.name: unknown model {self.name!r}{did_you_mean(self.name, list(OWN_MODELS))}")
         if self.mjp is not None and not self.name.startswith("mjp_"):
             raise ValueError(f"model.mjp: {self.name!r} is not an MJP model (use its mjp_ twin)")
         return self
@@ -156,10 +153,7 @@ class Model(Strict):
         """Outputs of the classifier head (None when the model's registration does not say)."""
         if "num_classes" in self.kwargs:
             return int(self.kwargs["num_classes"])
-        import timm
-
-        cfg = timm.models.get_pretrained_cfg(self.name)
-        return cfg.num_classes if cfg else None
+        return model_classes(self.name)
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``timm.create_model`` (architecture plus MJP settings)."""
@@ -179,17 +173,14 @@ class Model(Strict):
 
 
 class AttackSpec(Strict):
+    """An attack and its options (budget and settings, passed to its factory), checked by whoever holds it
+    (``Audit``, ``Guard``) so that an error names where the attack sits."""
+
     name: str
-    # Budget and attack options (steps, restarts, lr, tv, ...), passed to the attack's factory.
-    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _known(self) -> AttackSpec:
-        from .attacks import attack_names
-
-        if self.name not in attack_names():
-            raise ValueError(f"name: unknown attack {self.name!r} (choose from {', '.join(attack_names())})")
-        return self
+    def check(self, where: str) -> None:
+        check_attack(self.name, self.options, where)
 
 
 def chosen(clients: Literal["all"] | int | list[int], partition_ids: list[int]) -> list[int]:
@@ -264,6 +255,12 @@ class Audit(Strict):
     def targets(self, partition_ids: list[int]) -> list[int]:
         return chosen(self.clients, partition_ids)
 
+    @model_validator(mode="after")
+    def _attacks_known(self) -> Audit:
+        for i, spec in enumerate(self.attacks):
+            spec.check(f"audit.attacks.{i}")
+        return self
+
 
 class Guard(Strict):
     """A client-side guard: the client attacks its own update before it leaves.
@@ -273,9 +270,7 @@ class Guard(Strict):
     """
 
     enabled: bool = False
-    # Defaults are built on use (default_factory): validating a model or an attack imports torch, which
-    # importing this module must not.
-    attack: AttackSpec = Field(default_factory=lambda: AttackSpec(name="april"))
+    attack: AttackSpec = AttackSpec(name="april")
     # Tried in order where ``attack`` does not apply (batch > 1, several FedAvg steps, a partition smaller
     # than the batch): adaptive judges an MJP model's gradient (or one SGD step), ig any reply, replaying
     # a FedAvg update with the client's own local settings. The default budget (100 steps, 1 restart) is what a
@@ -300,15 +295,11 @@ class Guard(Strict):
         return [self.attack, *self.fallback]
 
     @model_validator(mode="after")
-    def _options_known(self) -> Guard:
+    def _attacks_known(self) -> Guard:
         """An option an attack does not take would fail on every client at run time: refuse it here."""
-        from .attacks import build_attack
-
-        for where, spec in [("attack", self.attack), *((f"fallback.{i}", s) for i, s in enumerate(self.fallback))]:
-            try:
-                build_attack(spec.name, **spec.options)
-            except TypeError as exc:
-                raise ValueError(f"guard.{where}.options: {exc}") from None
+        self.attack.check("guard.attack")
+        for i, spec in enumerate(self.fallback):
+            spec.check(f"guard.fallback.{i}")
         return self
 
 
@@ -421,7 +412,7 @@ class Arm(Strict):
 
     @model_validator(mode="after")
     def _head_covers_classes(self) -> Arm:
-        from .data import class_count
+        from .data.sources import class_count
 
         classes, head = class_count(self.data.source, self.data.root), self.model.num_classes()
         if classes is not None and head is not None and head < classes:

@@ -51,7 +51,7 @@ def cifar() -> tuple[torch.Tensor, torch.Tensor]:
     """16 held-out CIFAR-10 test images and labels (a client's batch); skips without the shared data."""
     if not os.path.isdir(CIFAR):
         pytest.skip(f"{CIFAR} not present")
-    from fedmjp.data import load_dataset
+    from fedmjp.data.loading import load_dataset
 
     test = load_dataset("imagefolder", "test", 32, root=CIFAR)
     index = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:16]

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fedmjp.data import load_dataset, partition
-from fedmjp.data.partition import partition_rows, partitioner
+from fedmjp.data.loading import load_dataset
+from fedmjp.data.partition import partition, partition_rows, partitioner
 from fedmjp.scenario import parse_scenario
 
 from .conftest import SHARED_DATA

@@ -133,7 +133,7 @@ def test_the_rules_anchors_hold_on_real_photos() -> None:
     import numpy as np
     from torchvision.transforms.functional import gaussian_blur
 
-    from fedmjp.data import load_dataset
+    from fedmjp.data.loading import load_dataset
     from fedmjp.scoring.metrics import leakage_metrics
     from fedmjp.results.realism import BLUR_SIGMA
 

@@ -66,7 +66,20 @@ def test_set_overrides_parse_values_as_yaml() -> None:
         ({"training": {"mode": "fedavg", "local_steps": 3}, "guard": {"enabled": True, "on_unjudged": "send"}},
          "guard.on_unjudged: send needs a guard.attack that applies"),
         ({"guard": {"enabled": True, "fallback": [{"name": "ig", "options": {"stepz": 5}}]}},
-         "guard.fallback.0.options:"),
+         "guard.fallback.0.options.stepz: ig takes no option 'stepz' (did you mean 'steps'?)"),
+        # Every attack's options are checked against what its factory takes, for the server's attacks too.
+        ({"audit": {"attacks": [{"name": "ig", "options": {"step": 50}}]}},
+         "audit.attacks.0.options.step: ig takes no option 'step' (did you mean 'steps'?)"),
+        ({"audit": {"attacks": [{"name": "april", "options": {"step": 50}}]}}, "audit.attacks.0.options.step:"),
+        ({"audit": {"attacks": [{"name": "ig", "options": {"steps": 2.5}}]}},
+         "audit.attacks.0.options.steps: Input should be a valid integer"),
+        ({"audit": {"attacks": [{"name": "ig", "options": {"optimizer": "sgd"}}]}},
+         "audit.attacks.0.options.optimizer: Input should be 'adam' or 'lbfgs'"),
+        ({"audit": {"attacks": [{"name": "igg"}]}}, "audit.attacks.0.name: unknown attack 'igg' (did you mean 'ig'?)"),
+        ({"arms": {"a": {"audit": {"attacks": [{"name": "dlg", "options": {"restart": 2}}]}}}},
+         "arms.a.audit.attacks.0.options.restart: dlg takes no option 'restart' (did you mean 'restarts'?)"),
+        ({"model": {"name": "mjp_vit_tiny_patch4_23"}}, "model.name: unknown model 'mjp_vit_tiny_patch4_23' (did you "
+                                                       "mean 'mjp_vit_tiny_patch4_32'?)"),
         ({"data": {"source": "cifar100"}}, "model.kwargs.num_classes: the model has 10 outputs but data.source "
                                            "'cifar100' has 100 classes"),
     ],
@@ -115,6 +128,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         "clients: {num_clients: 2, per_round: 3}\n",
         "training: [unclosed\n",
         "training: {batch_size: 4}\nguard: {enabled: true, fallback: []}\n",
+        "audit: {attacks: [{name: ig, options: {step: 50}}]}\n",
     ],
 )
 def test_simulate_rejects_a_bad_scenario_with_one_line_and_no_run_dir(tmp_path: Path, content: str) -> None:

@@ -12,7 +12,7 @@ from fedmjp.attacks import NotApplicable, build_attack, plants
 from fedmjp.attacks.imprint import server_images
 from fedmjp.attacks.trap import Trap
 from fedmjp.scoring.batch_metrics import patch_recovery
-from fedmjp.data import load_dataset
+from fedmjp.data.loading import load_dataset
 
 ARMS = {"vit": ("vit_tiny_patch4_32", None), "mjp": ("mjp_vit_tiny_patch4_32", 0.25)}
 DEPTH = 4  # three trap blocks and the last, honest one: test-sized

@@ -17,6 +17,7 @@ import timm
 import torch
 from torch import nn
 
+from ..catalog import check_attack
 from .. import models  # noqa: F401  (registers fedmjp's models with timm: rebuild_model creates them by name)
 from ..federation.train import ReplyKind
 
@@ -144,9 +145,9 @@ def attack_names() -> list[str]:
 
 
 def build_attack(name: str, **options: Any) -> Attack:
-    """An attack by name with its budget options (e.g. ``steps``, ``restarts``)."""
-    if name not in _ATTACKS:
-        raise ValueError(f"attack: unknown attack {name!r} (choose from {', '.join(attack_names())})")
+    """An attack by name with its options (e.g. ``steps``, ``restarts``), checked against ``fedmjp.catalog``:
+    ValueError naming an unknown attack or option (``attack.options.KEY``)."""
+    check_attack(name, options)
     return _ATTACKS[name](**options)
 
 

@@ -132,7 +132,7 @@ def binning_blocks(model: nn.Module) -> range:
 def server_images(image_size: int, count: int = 256, *, source: str = "photos", root: str | None = None,
                   seed: int = 0) -> Tensor:
     """The server's own images (a built-in public set by default, never a client's partition): (count, 3, S, S)."""
-    from ..data import load_dataset
+    from ..data.loading import load_dataset
 
     dataset = load_dataset(source, "train", image_size, root=root, seed=seed)
     generator = torch.Generator().manual_seed(seed)

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from .. import __version__
 from ..errors import InputError
 
 app = typer.Typer(
@@ -17,6 +18,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"fedmjp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Federated ViTs with Masked Jigsaw Puzzle position embeddings, and a gradient-leakage audit."""
 
 
 def fail(message: str) -> None:

@@ -1,6 +1,5 @@
-"""Data sets (offline built-ins and real loaders) and client partitioners."""
+"""Data sets (offline built-ins and real loaders) and client partitioners.
 
-from fedmjp.data.loading import class_count, load_dataset
-from fedmjp.data.partition import partition
-
-__all__ = ["class_count", "load_dataset", "partition"]
+Import the module you need (``fedmjp.data.loading``, ``.partition``, ``.sources``): this package imports nothing,
+so a torch-free part (what a source is, a partition query) stays free of torch.
+"""

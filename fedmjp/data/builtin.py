@@ -10,18 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fedmjp.data.arrays import ImageArrayDataset, first_per_class, resize_batch, stratified_split
+from fedmjp.data.sources import PHOTOS
 
-# Colour photographs that load from the scikit-image wheel itself (others need pooch).
-PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "motorcycle",
-)
 CROPS_PER_PHOTO = 100
 TEST_FRACTION = 0.2
 # Crop side as a fraction of the photo's shorter side: big enough to show an object.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from fedmjp.data.arrays import ImageArrayDataset
-from fedmjp.data.builtin import PHOTOS, PhotoCrops, load_digits, load_photos
+from fedmjp.data.builtin import PhotoCrops, load_digits, load_photos
 from fedmjp.data.torchvision_sets import load_cifar10, load_cifar100, load_imagefolder
 
 SPLITS = ("train", "test")
@@ -73,18 +72,3 @@ def load_dataset(
     return LOADERS[source](
         split, image_size, root=root, name=name, seed=seed, limit_per_class=limit_per_class, **extra
     )
-
-
-# Class counts known without loading the data (a scenario is checked before anything is read).
-FIXED_CLASSES = {"digits": 10, "photos": len(PHOTOS), "cifar10": 10, "cifar100": 100}
-
-
-def class_count(source: str, root: str | None) -> int | None:
-    """The number of classes of a data source, or None when only loading it would tell."""
-    if source in FIXED_CLASSES:
-        return FIXED_CLASSES[source]
-    if source == "imagefolder" and root and Path(root).expanduser().is_dir():
-        directory = Path(root).expanduser()
-        split = directory / "train" if (directory / "train").is_dir() else directory
-        return sum(1 for entry in split.iterdir() if entry.is_dir()) or None
-    return None

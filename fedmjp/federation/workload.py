@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .. import models  # noqa: F401  (registers fedmjp's models with timm)
 from .checkpoint import load_weights
-from ..data import load_dataset
+from ..data.loading import load_dataset
 from ..data.augment import augment
 from ..data.partition import partitioner
 from ..data.partition_cache import cached_partition
