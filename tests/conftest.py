@@ -17,13 +17,13 @@ import torch
 import fedmjp.models  # noqa: F401  (registers the models with timm)
 import timm
 
-from fedmjp.data.partition_cache import CACHE_ENV
+from fedmjp.data.disk_cache import CACHE_ENV
 from fedmjp.launch.processes import free_port, kill_by_env
 
 from .flower_runs import simulate_sweep
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-# The suite's own cache of cut partitions (fedmjp.data.partition_cache), empty at its start: what a user's cache
+# The suite's own cache (fedmjp.data.disk_cache: cut partitions, labels, built-in data sets), empty at its start: what a user's cache
 # holds is no test's business. Set before any process starts, so that Flower runs and Ray workers inherit it.
 SUITE_CACHE = tempfile.mkdtemp(prefix="fedmjp-suite-cache-")
 os.environ[CACHE_ENV] = SUITE_CACHE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +373,63 @@ def test_an_unreadable_cached_partition_is_cut_again(tmp_path: Path, monkeypatch
     stored.write_bytes(b"torn")
     assert cached_partition(targets, 2, "iid", 0.5, 2, 3, 0, cut).tolist() == rows.tolist()
     assert np.load(stored).tolist() == rows.tolist()  # and stored whole again
+
+
+def test_digits_from_the_cache_are_scikit_learns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.datasets import load_digits
+
+    from fedmjp.data.arrays import first_per_class, stratified_split
+
+    monkeypatch.setenv("FEDMJP_CACHE_DIR", str(tmp_path))
+    source = load_digits()
+    targets = source.target.astype(np.int64)
+    for split in ("train", "test"):
+        idx = stratified_split(targets, split, 3, 0.2)
+        idx = idx[first_per_class(targets[idx], None)]
+        grey = torch.from_numpy(np.rint(source.images[idx] * (255.0 / 16.0)).astype(np.uint8))
+        for _ in ("stored", "read back"):
+            dataset = load_dataset("digits", split, 8, seed=3)
+            assert torch.equal(dataset.images[:, 0], grey) and dataset.targets.tolist() == targets[idx].tolist()
+    assert len(list((tmp_path / "datasets").iterdir())) == 2  # the images and their labels
+
+
+def test_labels_are_read_again_when_their_folder_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmjp.data.label_cache import cached_labels
+
+    monkeypatch.setenv("FEDMJP_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "images"
+    for c in range(2):
+        _write_png(root / "train" / f"class{c}" / "0.png", (100 * c, 0, 0))
+    loads: list[int] = []
+
+    def labels() -> np.ndarray:
+        from fedmjp.data.torchvision_sets import _decode_folder
+
+        loads.append(1)
+        _decode_folder.cache_clear()  # this process's decoded folders: a new process reads the folder afresh
+        return load_dataset("imagefolder", "train", 8, root=str(root)).targets
+
+    first = cached_labels("imagefolder", "train", str(root), None, 0, None, labels)
+    assert cached_labels("imagefolder", "train", str(root), None, 0, None, labels).tolist() == first.tolist()
+    assert len(loads) == 1  # read back, not loaded
+    time.sleep(0.05)  # a later change: the folder's clock ticks (a few ms) tell changes apart
+    _write_png(root / "train" / "class1" / "1.png", (100, 50, 0))  # a class folder gains an image
+    assert cached_labels("imagefolder", "train", str(root), None, 0, None, labels).tolist() == [0, 1, 1]
+    assert len(loads) == 2
+    cached_labels("imagefolder", "train", str(root), None, 1, None, labels)  # another seed is another key
+    assert len(loads) == 3
+
+
+def test_a_split_checked_before_is_checked_without_torch_or_scikit_learn(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from fedmjp.scenario import load_scenario; from fedmjp.launch.simulate import check_data; "
+            "check_data(load_scenario('scenarios/ci-smoke.yaml')); "
+            "print(*(m in sys.modules for m in ('torch', 'sklearn', 'datasets')))")
+    env = {**os.environ, "FEDMJP_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                           capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    assert runs[0].stdout.split()[:2] == ["True", "True"]  # the first loads the digits (and torch) to read labels
+    assert runs[1].stdout.split() == ["False", "False", "False"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib.metadata import version
+from typing import Any
 
 import numpy as np
 import skimage.data
@@ -10,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fedmjp.data.arrays import ImageArrayDataset, first_per_class, resize_batch, stratified_split
+from fedmjp.data.disk_cache import cached_array, key_of
 from fedmjp.data.sources import PHOTOS
 
 CROPS_PER_PHOTO = 100
@@ -18,18 +21,29 @@ TEST_FRACTION = 0.2
 CROP_SCALE = (0.3, 0.8)
 
 
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 grey (N, 8, 8) with their labels: from the disk cache after the first
+    process (importing scikit-learn costs every Ray worker about 1.5 s of CPU)."""
+    def read() -> Any:
+        from sklearn.datasets import load_digits as sklearn_digits
+
+        return sklearn_digits()
+
+    key = {"set": "sklearn-digits", "scikit-learn": version("scikit-learn")}
+    grey = cached_array("datasets", key_of({**key, "part": "images"}),
+                        lambda: np.rint(read().images * (255.0 / 16.0)).astype(np.uint8))
+    targets = cached_array("datasets", key_of({**key, "part": "targets"}), lambda: read().target.astype(np.int64))
+    return grey, targets
+
+
 def load_digits(
     split: str, image_size: int, *, root: str | None, name: str | None, seed: int, limit_per_class: int | None
 ) -> ImageArrayDataset:
     """scikit-learn's 1,797 handwritten digits (8x8 grey, 17 levels) as RGB."""
-    from sklearn.datasets import load_digits as sklearn_digits  # here: scikit-learn's import is slow
-
-    digits = sklearn_digits()
-    targets = digits.target.astype(np.int64)
+    grey, targets = _sklearn_digits()
     idx = stratified_split(targets, split, seed, TEST_FRACTION)
     idx = idx[first_per_class(targets[idx], limit_per_class)]
-    grey = np.rint(digits.images[idx] * (255.0 / 16.0)).astype(np.uint8)
-    images = torch.from_numpy(grey)[:, None].expand(-1, 3, -1, -1).contiguous()
+    images = torch.from_numpy(grey[idx])[:, None].expand(-1, 3, -1, -1).contiguous()
     return ImageArrayDataset(images, targets[idx], [str(d) for d in range(10)], image_size)
 
 

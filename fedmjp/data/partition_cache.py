@@ -9,60 +9,31 @@ stores it under that key and later ones (the next worker, the next run, the next
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from importlib.metadata import version
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .disk_cache import cached_array, key_of
 from .partition import partition_rows
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
 
-CACHE_ENV = "FEDMJP_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """``$FEDMJP_CACHE_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/fedmjp``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedmjp"
-
 
 def partition_key(targets: np.ndarray, num_partitions: int, method: str, alpha: float, shards_per_partition: int,
                   seed: int, partition_id: int) -> str:
     """What a partition's rows depend on, hashed."""
-    digest = hashlib.sha256(np.ascontiguousarray(targets, dtype=np.int64).tobytes())
-    digest.update(json.dumps({"num_partitions": int(num_partitions), "method": method, "alpha": float(alpha),
-                              "shards_per_partition": int(shards_per_partition), "seed": int(seed),
-                              "partition_id": int(partition_id), "flwr-datasets": version("flwr-datasets"),
-                              "datasets": version("datasets")}, sort_keys=True).encode())
-    return digest.hexdigest()
+    return key_of({"num_partitions": int(num_partitions), "method": method, "alpha": float(alpha),
+                   "shards_per_partition": int(shards_per_partition), "seed": int(seed),
+                   "partition_id": int(partition_id), "flwr-datasets": version("flwr-datasets"),
+                   "datasets": version("datasets")}, np.ascontiguousarray(targets, dtype=np.int64).tobytes())
 
 
 def cached_partition(targets: np.ndarray, num_partitions: int, method: str, alpha: float, shards_per_partition: int,
                      seed: int, partition_id: int, split: Callable[[], Partitioner]) -> np.ndarray:
     """Partition ``partition_id`` of ``partitioner``'s split with these parameters: from disk when it was cut
-    before on this machine, else cut from ``split()`` and stored (atomically: concurrent workers may cut the
-    same one; a failed cut stores nothing)."""
-    folder = cache_dir() / "partitions"
-    path = folder / f"{partition_key(targets, num_partitions, method, alpha, shards_per_partition, seed, partition_id)}.npy"
-    try:
-        return np.load(path)
-    except (OSError, ValueError):  # absent, or unreadable: cut it again
-        pass
-    rows = partition_rows(split(), partition_id)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
-            np.save(tmp, rows)
-        os.replace(tmp.name, path)
-    except OSError:  # a read-only cache folder: the rows are still right, only not kept
-        pass
-    return rows
+    before on this machine, else cut from ``split()`` and stored."""
+    key = partition_key(targets, num_partitions, method, alpha, shards_per_partition, seed, partition_id)
+    return cached_array("partitions", key, lambda: partition_rows(split(), partition_id))

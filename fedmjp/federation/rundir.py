@@ -19,8 +19,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -53,6 +51,8 @@ def atomic_json(path: Path, obj: Any, mode: int = 0o644) -> None:
 
 
 def atomic_torch_save(path: Path, obj: Any, mode: int = 0o644) -> None:
+    import torch  # here: the CLI writes run directories without torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue(), mode)

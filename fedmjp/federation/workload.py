@@ -96,28 +96,6 @@ def partition_indices(arm: Arm, partition_id: int) -> np.ndarray:
                       partition_id)
 
 
-# partition.py's field names, as a scenario spells them.
-_PARTITION_FIELDS = {"num_partitions": "clients.num_clients", "alpha": "data.partitioning.alpha",
-                     "shards_per_partition": "data.partitioning.shards_per_partition"}
-
-
-def check_partitioning(arm: Arm) -> None:
-    """Cut the arm's partitions before any run starts, so that a split the data cannot give (more clients
-    than training examples, a Dirichlet draw that gives up) is one line naming the scenario field, not a
-    client's traceback rounds later."""
-    p = arm.data.partitioning
-    try:
-        # Not kept in memory: a Flower run's clients load the data themselves; this process only checks it. A
-        # split cut before (on disk) is known to be possible: partitioners cut all partitions or none.
-        targets = _dataset.__wrapped__(_data_key(arm), "train").targets
-        cached_partition(targets, arm.clients.num_clients, p.method, p.alpha, p.shards_per_partition, arm.seed, 0,
-                         lambda: partitioner(targets, arm.clients.num_clients, p.method, alpha=p.alpha,
-                                             shards_per_partition=p.shards_per_partition, seed=arm.seed))
-    except ValueError as exc:
-        field, _, problem = str(exc).partition(": ")
-        raise InputError(f"arms.{arm.name}.{_PARTITION_FIELDS.get(field, field)}: {problem}") from None
-
-
 def stack(data: Dataset, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = zip(*(data[int(i)] for i in indices))
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from ..federation import checkpoint
 from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
 from ..federation.runconfig import RunPart, write_run_config
+from ..federation.split_check import check_partitioning
 from ..scenario import Arm, Scenario, parse_scenario
 from .app_bundle import stage_app
 from .flower_logs import server_error
@@ -54,6 +54,8 @@ def arm_finished(run_dir: Path, arm: Arm) -> bool:
 
 def check_resumable(run_dir: Path, scenario: Scenario) -> None:
     """Refuse a damaged run directory before starting anything."""
+    from ..federation import checkpoint  # torch: only a resume needs it
+
     for arm in scenario.arms.values():
         folder = arm_dir(run_dir, arm.name)
         try:
@@ -122,8 +124,6 @@ def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: 
                in_process: bool = False) -> None:
     """Refuse, before a run writes anything, arms whose clients' data cannot be split as asked (at each of
     ``seeds``); an arm on a remote Ray cluster has its data on that cluster's nodes and is not checked."""
-    from ..federation.workload import check_partitioning  # torch and timm: not for the CLI's other commands
-
     address = ray_address or os.environ.get("RAY_ADDRESS")
     for seeded in [scenario.with_seed(seed) for seed in seeds] if seeds else [scenario]:
         for arm in seeded.arms.values():
