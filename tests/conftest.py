@@ -18,13 +18,15 @@ import fedmjp.models  # noqa: F401  (registers the models with timm)
 import timm
 
 from fedmjp.data.disk_cache import CACHE_ENV
+from fedmjp.launch.flower_config import NO_PRESTART_ENV
 from fedmjp.launch.processes import free_port, kill_by_env
 
 from .flower_runs import simulate_sweep
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-# The suite's own cache (fedmjp.data.disk_cache: cut partitions, labels, built-in data sets), empty at its start: what a user's cache
-# holds is no test's business. Set before any process starts, so that Flower runs and Ray workers inherit it.
+# The suite's own cache (fedmjp.data.disk_cache: partitions, labels, built-in data sets), empty at its start:
+# what a user's cache holds is no test's business. Set before any process starts, so that Flower runs and Ray
+# workers inherit it.
 SUITE_CACHE = tempfile.mkdtemp(prefix="fedmjp-suite-cache-")
 os.environ[CACHE_ENV] = SUITE_CACHE
 CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
@@ -68,7 +70,7 @@ def ray_cluster() -> Iterator[str]:
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     port = free_port()
     mark = uuid.uuid4().hex
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "FEDMJP_TEST_RAY": mark}
+    env = {**os.environ, **NO_PRESTART_ENV, "RAY_USAGE_STATS_ENABLED": "0", "FEDMJP_TEST_RAY": mark}
     temp = Path("/tmp") / f"fedmjp-raytest-{port}"
     common = ["--num-cpus=1", "--object-store-memory=500000000", "--disable-usage-stats"]
     try:

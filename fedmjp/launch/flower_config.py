@@ -18,6 +18,12 @@ QUIET_ENV = {
 # 0.05 s costs a cheap local call 20 times a second per SuperExec. Set wherever a SuperLink or
 # SuperNode starts (fedmjp simulate, the loopback deployment, docker-compose.yml).
 FAST_POLL_ENV = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05"}
+# A raylet starts a worker per CPU when a driver connects (Ray's prestart_worker_first_driver), before it knows
+# the driver's runtime environment; Flower's simulation sets one (PYTHONPATH), so its actors need workers of their
+# own and the prestarted ones idle until they are reaped: on 2 cores, 2 wasted Python starts per run (ci-smoke
+# through Flower: 19.1 to 20.0 s without them against 19.8 to 21.5 s with, alternating runs). Set where a raylet
+# starts (a simulation's own Ray, the suite's cluster).
+NO_PRESTART_ENV = {"RAY_prestart_worker_first_driver": "0"}
 # The name of the one connection written into a private FLWR_HOME.
 CONNECTION = "fedmjp"
 

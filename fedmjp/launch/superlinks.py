@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .flower_config import CONNECTION, FAST_POLL_ENV, QUIET_ENV, write_connection
+from .flower_config import CONNECTION, FAST_POLL_ENV, NO_PRESTART_ENV, QUIET_ENV, write_connection
 from .flower_logs import log_tail
 from .flwr_cli import FlowerConnection, FlowerError
 from .health import wait_healthy
@@ -30,7 +30,8 @@ class SimulationSuperLink(FlowerConnection):
         self.flwr_home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=work_dir))
         # Ray's socket paths must be short: keep its temp dir at the top of /tmp.
         self.ray_tmp = Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
-        env = {**os.environ, **QUIET_ENV, **FAST_POLL_ENV, "FLWR_HOME": str(self.flwr_home), "RAY_TMPDIR": str(self.ray_tmp),
+        env = {**os.environ, **QUIET_ENV, **FAST_POLL_ENV, **NO_PRESTART_ENV, "FLWR_HOME": str(self.flwr_home),
+               "RAY_TMPDIR": str(self.ray_tmp),
                # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
                "PATH": venv_path()}
         self.ray_address = ray_address
