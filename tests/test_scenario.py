@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,17 @@ def test_validate_accepts_a_good_file_and_help_works(tmp_path: Path) -> None:
     for command in ([], ["simulate"], ["validate"]):
         assert run_process(*command, "--help").returncode == 0
     assert run_process("validate", str(tmp_path / "nope.yaml")).returncode == 2  # a user error's exit code
+
+
+def test_version_is_the_packages_and_help_lists_commands_in_workflow_order() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"fedmjp {project['version']}"
+    panel = run_cli("--help").stdout.split("Commands")[1]
+    commands = re.findall(r"^│ ([a-z]+) ", panel, flags=re.MULTILINE)  # a command's first line, not its help's rest
+    assert commands == ["validate", "simulate", "audit", "attack", "check", "deploy", "results"]
 
 
 @pytest.mark.parametrize("content", ["", "\n", "# only a comment\n"])
