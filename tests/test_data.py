@@ -433,3 +433,17 @@ def test_a_split_checked_before_is_checked_without_torch_or_scikit_learn(tmp_pat
     assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
     assert runs[0].stdout.split()[:2] == ["True", "True"]  # the first loads the digits (and torch) to read labels
     assert runs[1].stdout.split() == ["False", "False", "False"]
+
+
+def test_cifar10_reads_its_images_as_files_and_checks_the_class_count(tmp_path: Path) -> None:
+    for split, per_class in (("train", 2), ("test", 1)):
+        for c in range(10):
+            for i in range(per_class):
+                _write_png(tmp_path / "ok" / split / f"class{c}" / f"{i}.png", (20 * c, 10 * i, 5), size=(32, 32))
+    train = load_dataset("cifar10", "train", 32, root=str(tmp_path / "ok"))
+    assert len(train) == 20 and train.targets.tolist() == [c for c in range(10) for _ in range(2)]
+    assert len(load_dataset("cifar10", "test", 32, root=str(tmp_path / "ok"))) == 10
+    for split in ("train", "test"):
+        _write_png(tmp_path / "three" / split / "only" / "0.png", (0, 0, 0))
+    with pytest.raises(ValueError, match=r"^data.root: .* has 1 class folders, not CIFAR10's 10"):
+        load_dataset("cifar10", "train", 32, root=str(tmp_path / "three"))

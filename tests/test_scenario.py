@@ -16,16 +16,48 @@ from fedmjp.scenario import apply_overrides, load_scenario, parse_scenario
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_scenario_is_valid(path: Path) -> None:
-    raw = yaml.safe_load(path.read_text())
-    root = raw.get("data", {}).get("root")
-    if root and not (path.parent / root).exists():
-        pytest.skip(f"{path.name} reads {root}, which is not on this machine")
+SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+CIFAR_SCENARIOS = [p for p in SHIPPED if "source: cifar10" in p.read_text()]
+CIFAR_SUBSET = ROOT.parent / "shared" / "data" / "cifar10-subset"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_scenario_validates_on_a_clone_with_nothing_beside_it(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty cache: CIFAR is not downloaded, and validate does not download it (this machine has no network:
+    a download would fail), it checks the split on CIFAR-10's class counts."""
+    monkeypatch.setenv("FEDMJP_CACHE_DIR", str(tmp_path))
     scenario = load_scenario(path)
-    assert scenario.arms
     for arm in scenario.arms.values():
         assert arm.data.root is None or Path(arm.data.root).is_absolute()
+    done = run_cli("validate", str(path))
+    assert done.returncode == 0, done.stderr
+    assert ("50,000 training examples" in done.stdout and "not downloaded yet" in done.stdout) == \
+        (path in CIFAR_SCENARIOS)
+    assert not (tmp_path / "cifar").exists()
+
+
+def test_the_cifar_scenarios_ship() -> None:
+    assert {p.name for p in CIFAR_SCENARIOS} == {"cifar10-accuracy.yaml", "cifar10-privacy.yaml",
+                                                 "dishonest-server.yaml", "results-cifar10.yaml"}
+
+
+@pytest.mark.skipif(not CIFAR_SUBSET.is_dir(), reason="the shared CIFAR-10 subset is not beside the clone")
+@pytest.mark.parametrize("path", CIFAR_SCENARIOS, ids=lambda p: p.name)
+def test_the_cifar_scenarios_read_the_local_subset_through_one_override(path: Path) -> None:
+    done = run_cli("validate", str(path), "--set", f"data.root={CIFAR_SUBSET}")
+    assert done.returncode == 0, done.stderr
+    assert "10,000 training examples" in done.stdout and "not downloaded" not in done.stdout
+
+
+def test_no_file_outside_tests_and_bench_names_the_shared_folder() -> None:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    named = [f for f in listed.stdout.splitlines() if f.split("/")[0] not in ("tests", "bench")
+             and (ROOT / f).is_file() and re.search(r"\.\./shared|shared/data", (ROOT / f).read_text(errors="ignore"))]
+    assert named == []
 
 
 def test_arms_override_the_base_and_keep_the_rest() -> None:

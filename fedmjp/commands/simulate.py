@@ -32,12 +32,15 @@ SetOpt = Annotated[
 @app.command("validate")
 @user_errors
 def validate(scenario: ScenarioArg, set_: SetOpt = None) -> None:
-    """Check a scenario file, and that its data splits among the clients as asked, without running it."""
+    """Check a scenario file, and that its data splits among the clients as asked, without running it (or
+    downloading its data)."""
     loaded = load_scenario(scenario, set_ or [])
     from ..launch.simulate import check_data
 
-    check_data(loaded, loaded.seeds)
+    splits = check_data(loaded, loaded.seeds, download=False)
     typer.echo(f"{scenario}: valid ({len(loaded.arms)} arm(s): {', '.join(loaded.arms)})")
+    for arm, split in splits.items():
+        typer.echo(f"  {arm}: {split.describe()}")
 
 
 def default_out(name: str) -> Path:

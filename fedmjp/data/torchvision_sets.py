@@ -10,8 +10,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 
 from fedmjp.data.arrays import ImageArrayDataset, first_per_class, stack_images, stratified_split
-
-DEFAULT_CIFAR_ROOT = Path("~/.cache/fedmjp/cifar")
+from fedmjp.data.sources import FIXED_CLASSES, as_image_folder, cifar_root
 
 
 def load_cifar10(
@@ -29,7 +28,16 @@ def load_cifar100(
 def _load_cifar(
     cls: type[CIFAR10], split: str, image_size: int, root: str | None, limit_per_class: int | None
 ) -> ImageArrayDataset:
-    directory = Path(root).expanduser() if root is not None else DEFAULT_CIFAR_ROOT.expanduser()
+    """torchvision's CIFAR (downloaded into ``root`` when it is not there), or its images as files when ``root``
+    holds ``train/CLASS/*`` and ``test/CLASS/*`` (a subset, or a copy as JPEGs)."""
+    directory = cifar_root(root)
+    if as_image_folder(root):
+        images, targets, classes = _decode_folder(str((directory / split).resolve()), image_size, limit_per_class)
+        expected = FIXED_CLASSES[cls.__name__.lower()]
+        if len(classes) != expected:
+            raise ValueError(f"data.root: {directory / split} has {len(classes)} class folders, not "
+                             f"{cls.__name__}'s {expected}")
+        return ImageArrayDataset(images, targets, classes, image_size)
     try:
         # download=True is a no-op when the files are already there.
         data = cls(str(directory), train=split == "train", download=True)

@@ -22,7 +22,7 @@ import yaml
 from ..errors import InputError
 from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
 from ..federation.runconfig import RunPart, write_run_config
-from ..federation.split_check import check_partitioning
+from ..federation.split_check import Split, check_partitioning
 from ..scenario import Arm, Scenario, parse_scenario
 from .app_bundle import stage_app
 from .flower_logs import server_error
@@ -121,14 +121,18 @@ def run_arms(link: SimulationSuperLink, jobs: list[Job], work: Path, progress: R
 
 
 def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: str | None = None,
-               in_process: bool = False) -> None:
+               in_process: bool = False, download: bool = True) -> dict[str, Split]:
     """Refuse, before a run writes anything, arms whose clients' data cannot be split as asked (at each of
-    ``seeds``); an arm on a remote Ray cluster has its data on that cluster's nodes and is not checked."""
+    ``seeds``); an arm on a remote Ray cluster has its data on that cluster's nodes and is not checked. A data
+    set to download is fetched here, once, not by every worker at once (``download=False``: checked on its
+    class counts). Returns each checked arm's split (at the first seed)."""
     address = ray_address or os.environ.get("RAY_ADDRESS")
+    splits: dict[str, Split] = {}
     for seeded in [scenario.with_seed(seed) for seed in seeds] if seeds else [scenario]:
         for arm in seeded.arms.values():
             if in_process or not (arm.ray.address or address):
-                check_partitioning(arm)
+                splits.setdefault(arm.name, check_partitioning(arm, download))
+    return splits
 
 
 def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: None,
