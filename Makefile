@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test bench browser clean results results-full certs docker-image deploy-up deploy-down
+.PHONY: install demo test docs bench browser clean results results-full certs docker-image deploy-up deploy-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests --durations=30
+
+# The documentation site (build/site): the scenario reference regenerated from the schema, then a strict build.
+docs: $(STAMP)
+	$(BIN)/python -m fedmjp.scenario_reference docs/scenario.md
+	$(BIN)/mkdocs build --strict
 
 # The headline table and figures (quick setting): results/results.md.
 results: $(STAMP)

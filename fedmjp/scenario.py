@@ -22,32 +22,49 @@ from .protocol import Optimizer
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description (the scenario reference, docs/scenario.md, is generated from them).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Partitioning(Strict):
+    """How the training split is divided among the clients (flwr-datasets' partitioners)."""
+
     method: Literal["iid", "dirichlet", "shards"] = "iid"
+    """``iid``: equal random shares; ``dirichlet``: each class spread by a Dirichlet(alpha) draw (non-IID);
+    ``shards``: the examples sorted by label and cut into shards, ``shards_per_partition`` for each client."""
     alpha: Annotated[float, Field(gt=0)] = 0.5
+    """``dirichlet`` only: smaller is more skewed (0.1: a few classes per client; 100: nearly IID)."""
     shards_per_partition: Annotated[int, Field(ge=1)] = 2
+    """``shards`` only: label-sorted shards per client (2: about two classes each)."""
 
 
 ImageSource = Literal["digits", "photos", "cifar10", "cifar100", "imagefolder", "huggingface"]
 
 
 class Data(Strict):
+    """The clients' images: where they come from and how they split."""
+
     source: ImageSource = "digits"
+    """``digits`` (scikit-learn's 8x8 handwritten digits) and ``photos`` (crops of scikit-image's photographs)
+    ship with the dependencies; ``cifar10``/``cifar100`` are downloaded once by torchvision;
+    ``imagefolder`` reads ``root``; ``huggingface`` loads the data set ``name`` from the Hugging Face hub."""
     root: str | None = None
+    """A folder, relative to the scenario file: ``imagefolder``'s images (``root/train/CLASS/*`` and
+    ``root/test/CLASS/*``, or ``root/CLASS/*`` split 80/20 by seed); for CIFAR, torchvision's folder or its images
+    in that layout (unset: downloaded into ``$FEDMJP_CACHE_DIR/cifar``)."""
     name: str | None = None
+    """``huggingface`` only: the data set on the hub, e.g. ``uoft-cs/cifar10``."""
     partitioning: Partitioning = Field(default_factory=Partitioning)
-    # Cap on the held-out test images evaluated each round (None: all).
+    """How the training split is divided among the clients."""
     test_limit: Annotated[int, Field(ge=1)] | None = None
-    # Where the global model is evaluated each round: on the server's own copy of the test split, or
-    # on the clients (each a shard of it; a deployed server need not hold client data). "auto": the
-    # server when it can load the test split, else the clients.
+    """Cap on the held-out test images evaluated each round (unset: all)."""
     evaluate_on: Literal["auto", "server", "clients"] = "auto"
-    # photos only: crops drawn per photo (default 100; 80% train). Crops are cut when read, so a
-    # population of 100,000 clients can have its own examples offline.
+    """Where the global model is evaluated each round: on the server's own copy of the test split, or on the
+    clients (each a shard of it; a deployed server need not hold client data). ``auto``: the server when it can
+    load the test split, else the clients."""
     crops_per_photo: Annotated[int, Field(ge=5)] | None = None
+    """``photos`` only: crops drawn per photo (unset: 100; 80% train). Crops are cut when read, so a
+    population of 100,000 clients can have its own examples offline."""
 
     @model_validator(mode="after")
     def _paths(self) -> Data:
@@ -61,16 +78,23 @@ class Data(Strict):
 
 
 class Clients(Strict):
+    """The federation's clients: how many, how many a round, and what each may use."""
+
     num_clients: Annotated[int, Field(ge=1)] = 4
+    """Clients (partitions of the training split); in a simulation, Flower's SuperNodes."""
     per_round: Annotated[int, Field(ge=1)] | None = None
+    """Clients sampled each round (unset, with ``fraction`` unset: all)."""
     fraction: Annotated[float, Field(gt=0, le=1)] | None = None
-    # Whole CPUs per simulated client: Flower's federation config takes no fraction of one.
+    """Or the share of the clients sampled each round (at least one); not with ``per_round``."""
     cpus: Annotated[int, Field(ge=1)] = 1
+    """Whole CPUs per simulated client (Flower's federation config takes no fraction of one): a Ray worker
+    per this many CPUs trains clients in parallel."""
     gpus: Annotated[float, Field(ge=0)] = 0.0
-    # A round goes on without failed clients as long as this many replies are usable.
+    """GPUs (or a fraction of one) per simulated client."""
     min_per_round: Annotated[int, Field(ge=1)] = 1
-    # Seconds the server waits for a round's replies; later replies count as faults.
+    """A round goes on without failed clients as long as this many replies are usable."""
     timeout: Annotated[float, Field(gt=0)] = 600.0
+    """Seconds the server waits for a round's replies; later replies count as faults."""
 
     @model_validator(mode="after")
     def _sampling(self) -> Clients:
@@ -97,21 +121,36 @@ class Clients(Strict):
 
 
 class Training(Strict):
+    """What the clients compute each round and how the server applies it."""
+
     rounds: Annotated[int, Field(ge=1)] = 3
+    """Federated rounds."""
     mode: Literal["fedsgd", "fedavg"] = "fedsgd"
+    """``fedsgd``: each client sends the gradient of one batch; ``fedavg``: each client trains locally and sends
+    its update (new minus received weights)."""
     batch_size: Annotated[int, Field(ge=1)] = 8
-    # FedAvg: local epochs over the partition, or a fixed number of local steps.
+    """Examples per batch (capped at the client's partition size)."""
     local_epochs: Annotated[int, Field(ge=1)] = 1
+    """``fedavg``: passes over the client's partition, unless ``local_steps`` is set."""
     local_steps: Annotated[int, Field(ge=1)] | None = None
+    """``fedavg``: a fixed number of local steps instead of ``local_epochs``."""
     optimizer: Optimizer = "sgd"
+    """The clients' local optimiser (``fedavg``)."""
     lr: Annotated[float, Field(gt=0)] = 0.05
+    """The clients' learning rate (``fedavg``)."""
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """The clients' SGD momentum (``fedavg``, optimizer ``sgd``)."""
     server_optimizer: Optimizer = "sgd"
+    """The server's optimiser over the weighted mean of the replies: gradients (FedSGD) or the pseudo-gradient
+    ``-update`` (FedAvg; sgd at server_lr 1.0 is plain FedAvg, adam is FedAdam)."""
     server_lr: Annotated[float, Field(gt=0)] = 1.0
-    # The clients' learning rate over rounds: constant, or cosine from lr in round 1 towards 0 in the last.
+    """The server optimiser's learning rate."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    # FedAvg clients train on random crops (4 px reflect padding) and horizontal flips of their images.
+    """The clients' learning rate over rounds: constant, or cosine from ``lr`` in round 1 towards 0 in the
+    last."""
     augment: bool = False
+    """``fedavg``: clients train on random crops (4 px reflect padding) and horizontal flips of their images
+    (not with an audit: reconstructions are scored against the stored images)."""
 
     def lr_at(self, server_round: int) -> float:
         """The clients' learning rate in this round (1-based)."""
@@ -121,25 +160,40 @@ class Training(Strict):
 
 
 class MJP(Strict):
+    """Masked Jigsaw Puzzle settings of an ``mjp_`` model (Ren et al., CVPR 2023)."""
+
     ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Share of the patches shuffled in a training step (0: no shuffle)."""
     mode: Literal["mjp", "naive"] = "mjp"
+    """``mjp``: shuffled positions share one unknown position embedding and the DAL head is trained;
+    ``naive``: the shuffle only, with the ordinary position embeddings and no DAL."""
     apply_prob: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Probability that a training step is shuffled at all."""
     min_block: Annotated[int, Field(ge=1)] = 4
+    """BEiT-style block selection: the smallest block (in patches) of the shuffled area."""
     per_sample: bool = False
+    """One mask and permutation per example instead of one per batch (the reference draws per example)."""
     dal_lambda: Annotated[float, Field(ge=0)] = 0.01
+    """Weight of the dense absolute localisation (DAL) L1 loss."""
     dal_normalize: bool = False
+    """Scale DAL's (row, column) targets to [0, 1] (the reference uses grid coordinates)."""
 
 
 class Model(Strict):
+    """The model every client trains: a timm name, fedmjp's CIFAR-scale ViTs or their MJP twins."""
+
     name: str = "vit_tiny_patch4_32"
-    # Architecture overrides passed to timm.create_model (e.g. depth).
+    """A timm model: fedmjp registers ``vit_tiny_patch4_32`` and ``vit_small_patch4_32`` (32 px, 4-px patches)
+    and an ``mjp_`` twin of each and of timm's ViT-Ti/S/B and DeiT-S at 224 px."""
     kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    """Architecture overrides passed to ``timm.create_model`` (e.g. ``{depth: 4, num_classes: 100}``)."""
     mjp: MJP | None = None
-    # A fixed (non-learnable) 2-D sin-cos position embedding: no pos_embed gradient is shared.
+    """The jigsaw's settings (``mjp_`` models only; unset: the defaults)."""
     fixed_pos_embed: bool = False
-    # Start from these weights instead of the seeded init: a state dict (a run's final_weights.pt) or a
-    # checkpoint; relative to the scenario file.
+    """A fixed (non-learnable) 2-D sin-cos position embedding: no position-embedding gradient is shared."""
     weights: str | None = None
+    """Start from these weights instead of the seeded initialisation: a state dict (a run's
+    ``final_weights.pt``) or a checkpoint; relative to the scenario file."""
 
     @model_validator(mode="after")
     def _known(self) -> Model:
@@ -177,7 +231,11 @@ class AttackSpec(Strict):
     (``Audit``, ``Guard``) so that an error names where the attack sits."""
 
     name: str
+    """``april`` (closed form), ``ig``, ``dlg``, ``april-opt``, ``adaptive`` (the MJP-aware attacker); the
+    planting attacks ``imprint`` and ``trap`` are set by ``audit.server.kind``."""
     options: dict[str, Any] = Field(default_factory=dict)
+    """The attack's budget and settings, e.g. ``{steps: 400, restarts: 2}`` (each attack's options are listed
+    in the attacks' documentation; an option the attack does not take is an error)."""
 
     def check(self, where: str) -> None:
         check_attack(self.name, self.options, where)
@@ -197,21 +255,28 @@ class ServerImages(Strict):
     """The dishonest server's own images (thresholds of its planted bins): a public set, never a client's."""
 
     source: ImageSource = "photos"
+    """A data source, as ``data.source``."""
     root: str | None = None
+    """Its folder, as ``data.root``."""
     count: Annotated[int, Field(ge=1)] = 256
+    """Images the server draws from it."""
 
 
 class DishonestServer(Strict):
     """``audit.server``: in these rounds the server plants weights for these clients and attacks their replies."""
 
     kind: Literal["honest", "imprint", "trap"] = "honest"
+    """``honest``: no planting; ``imprint``: bins planted in the first block read patches off the reply;
+    ``trap``: trap weights (Boenisch et al.), units that fire for about one token each."""
     rounds: Literal["all"] | list[Annotated[int, Field(ge=1)]] = "all"
-    # "all", a number of clients per round (the lowest partition ids sampled), or partition ids.
+    """The rounds it plants in: ``all`` or a list."""
     clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = 1
+    """``all``, a number of clients per round (the lowest partition ids sampled), or partition ids."""
     images: ServerImages = Field(default_factory=ServerImages)
-    # imprint: the client model check the server plants past (it is open source): "none", the "original"
-    # weight-shape check, or the "current" one (fedmjp.attacks.imprint_evasion).
+    """The server's own images, for the thresholds of its planted bins (never a client's)."""
     knows_check: Literal["none", "original", "current"] = "none"
+    """``imprint``: the client model check the server plants past (it is open source): ``none``, the
+    ``original`` weight-shape check, or the ``current`` one (fedmjp.attacks.imprint_evasion)."""
 
     @model_validator(mode="after")
     def _evasion_planted(self) -> DishonestServer:
@@ -235,17 +300,19 @@ class Audit(Strict):
     """The adversarial server: which attacks, on which rounds and clients."""
 
     attacks: list[AttackSpec] = Field(default_factory=list)
-    # "all", or a list of rounds; ``every`` k attacks rounds 1, 1+k, 1+2k, ...
+    """The honest-but-curious server's attacks on every audited reply (none: no audit)."""
     rounds: Literal["all"] | list[Annotated[int, Field(ge=1)]] = "all"
+    """The rounds attacked: ``all`` or a list."""
     every: Annotated[int, Field(ge=1)] = 1
-    # "all", a number of clients per round (the lowest partition ids sampled), or partition ids.
+    """Attack rounds 1, 1 + every, 1 + 2 every, ... (of ``rounds``)."""
     clients: Literal["all"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]] = "all"
-    # Simulation only: store the clients' true images beside reconstructions for the report.
+    """``all``, a number of clients per round (the lowest partition ids sampled), or partition ids."""
     store_ground_truth: bool = False
-    # Seconds the server waits for the round's leakage receipts.
+    """Simulation only: store the clients' true images beside the reconstructions, for the report."""
     receipt_timeout: Annotated[float, Field(gt=0)] = 600.0
-    # Honest-but-curious by default; ``kind: imprint`` makes the server plant weights (dishonest).
+    """Seconds the server waits for a round's leakage receipts (the clients' scores of the reconstructions)."""
     server: DishonestServer = Field(default_factory=DishonestServer)
+    """Honest-but-curious by default; ``kind: imprint`` or ``trap`` makes the server plant weights (dishonest)."""
 
     def attacks_round(self, server_round: int) -> bool:
         if self.rounds != "all" and server_round not in self.rounds:
@@ -270,25 +337,28 @@ class Guard(Strict):
     """
 
     enabled: bool = False
+    """Each client attacks its own update before it leaves."""
     attack: AttackSpec = AttackSpec(name="april")
-    # Tried in order where ``attack`` does not apply (batch > 1, several FedAvg steps, a partition smaller
-    # than the batch): adaptive judges an MJP model's gradient (or one SGD step), ig any reply, replaying
-    # a FedAvg update with the client's own local settings. The default budget (100 steps, 1 restart) is what a
-    # 2-core client affords each round, and under-reads leakage (docs/results/settings.md): raise it where
-    # time allows.
+    """The guard's first attack."""
     fallback: list[AttackSpec] = Field(default_factory=lambda: [
         AttackSpec(name="adaptive", options={"steps": 100, "restarts": 1}),
         AttackSpec(name="ig", options={"steps": 100, "restarts": 1}),
     ])
-    # What leaves when no attack judged the update: "withhold" (an error reply, code 7001) or "send".
+    """Tried in order where ``attack`` does not apply (batch > 1, several FedAvg steps, a partition smaller than
+    the batch): adaptive judges an MJP model's gradient (or one SGD step), ig any reply, replaying a FedAvg
+    update with the client's own local settings. The default budget (100 steps, 1 restart) is what a 2-core
+    client affords each round, and under-reads leakage (docs/results/settings.md): raise it where time
+    allows."""
     on_unjudged: Literal["send", "withhold"] = "withhold"
-    # Above this PSNR (dB) against its own batch, the client withholds or noises the update.
+    """What leaves when no attack judged the update: ``withhold`` (an error reply) or ``send``."""
     max_psnr: float = 30.0
+    """Above this PSNR (dB) against its own batch, the client withholds or noises the update."""
     action: Literal["withhold", "noise"] = "withhold"
-    # Gaussian noise std relative to the update's RMS, for action "noise".
+    """What the client does with an update that leaks above ``max_psnr``."""
     noise_scale: Annotated[float, Field(gt=0)] = 1.0
-    # Before training, refuse received weights with planted structure (fedmjp.defences.model_check).
+    """``noise``: Gaussian noise std relative to the update's RMS."""
     model_check: bool = False
+    """Before training, refuse received weights with planted structure (fedmjp.defences.model_check)."""
 
     def chain(self) -> list[AttackSpec]:
         """The attacks the guard tries, in order: index 0 is ``attack``, index i the fallback i - 1."""
@@ -328,10 +398,13 @@ class DP(Strict):
     ``sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon`` is added to every entry (per round)."""
 
     clipping_norm: Annotated[float, Field(gt=0)] = 1.0
+    """The L2 norm each reply is clipped to (all tensors together)."""
     epsilon: Annotated[float, Field(gt=0)]
+    """The privacy budget per round (required)."""
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
-    # Defaults to clipping_norm (add/remove-one sensitivity of a clipped reply).
+    """The Gaussian mechanism's delta."""
     sensitivity: Annotated[float, Field(gt=0)] | None = None
+    """Unset: ``clipping_norm`` (the add/remove-one sensitivity of a clipped reply)."""
 
     @property
     def noise_std(self) -> float:
@@ -345,8 +418,9 @@ class Defence(Strict):
     """Client-side defences applied to the reply before it leaves (Flower client mods)."""
 
     dp: DP | None = None
-    # Zero this fraction of the smallest-magnitude entries of every tensor (Zhu et al., DLG).
+    """Local differential privacy (unset: off)."""
     prune: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Zero this fraction of the smallest-magnitude entries of every tensor (Zhu et al., DLG)."""
 
 
 class Faults(Strict):
@@ -354,30 +428,49 @@ class Faults(Strict):
     with probability ``fraction`` (seeded), with one of ``kinds``."""
 
     fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Probability that a sampled client fails in a round."""
     kinds: list[Literal["raise", "nan", "slow", "shape"]] = Field(default_factory=lambda: ["raise"], min_length=1)
+    """How a failing client fails, drawn among these: ``raise`` (an exception), ``nan`` (a reply of NaNs),
+    ``slow`` (it sleeps ``slow_seconds`` first), ``shape`` (a wrongly shaped reply)."""
     slow_seconds: Annotated[float, Field(ge=0)] = 30.0
+    """``slow``: seconds the client sleeps before training."""
 
 
 class Ray(Strict):
-    # Join a running Ray cluster (also taken from RAY_ADDRESS when unset).
+    """The Ray cluster a simulation runs on."""
+
     address: str | None = None
+    """Join a running Ray cluster (also taken from ``RAY_ADDRESS`` or ``--ray-address``; unset: a cluster of the
+    run's own)."""
 
 
 class Arm(Strict):
     """One fully resolved federation: what a single simulation runs."""
 
     name: str = "run"
+    """The arm's name (its key under ``arms``)."""
     seed: int = 0
+    """Fixes the data split, the initial weights, the sampling and the jigsaw draws."""
     device: str = "auto"
+    """``auto`` (CUDA when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     data: Data = Field(default_factory=Data)
+    """The clients' images."""
     clients: Clients = Field(default_factory=Clients)
+    """The clients."""
     training: Training = Field(default_factory=Training)
+    """What a round computes."""
     model: Model = Field(default_factory=Model)
+    """The model."""
     audit: Audit = Field(default_factory=Audit)
+    """The adversarial server: its attacks, on which rounds and clients."""
     guard: Guard = Field(default_factory=Guard)
+    """A client-side guard that attacks its own update before sending it."""
     defence: Defence = Field(default_factory=Defence)
+    """Client-side defences applied to the reply (DP, pruning)."""
     faults: Faults = Field(default_factory=Faults)
+    """Faults injected on purpose."""
     ray: Ray = Field(default_factory=Ray)
+    """The Ray cluster."""
 
     @model_validator(mode="after")
     def _attacks_apply(self) -> Arm:

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # fedmjp's layers, lowest first: a layer imports only layers before it (and itself).
-LAYERS = ["errors", "protocol", "catalog", "models", "data", "scenario", "federation", "defences", "attacks", "scoring",
+LAYERS = ["errors", "protocol", "catalog", "models", "data", "scenario", "scenario_reference", "federation", "defences", "attacks", "scoring",
           "audit", "launch", "results", "commands", "cli", "__main__"]
 # None: scenario.py checks attack and model names against fedmjp.catalog, below it.
 ALLOWED_UP: set[tuple[str, str]] = set()

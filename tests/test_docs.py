@@ -1,0 +1,37 @@
+"""The documentation: the scenario reference is what the schema generates, and the site builds with
+``mkdocs build --strict`` (a broken link or reference fails)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import get_args
+
+from pydantic import BaseModel
+
+from fedmjp.scenario import Arm
+from fedmjp.scenario_reference import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_scenario_reference_is_what_the_schema_generates() -> None:
+    assert (ROOT / "docs" / "scenario.md").read_text() == reference(), \
+        "docs/scenario.md is stale: run make docs (python -m fedmjp.scenario_reference docs/scenario.md)"
+
+
+def test_the_scenario_reference_documents_every_key() -> None:
+    text = reference()
+
+    def keys(model: type, path: str) -> list[str]:
+        found = []
+        for key, field in model.model_fields.items():
+            assert field.description, f"{path}{key} has no docstring"
+            found.append(f"| `{key}` |")
+            for inner in (field.annotation, *get_args(field.annotation)):  # a section, or an optional one
+                if isinstance(inner, type) and issubclass(inner, BaseModel) and inner.__name__ != "AttackSpec":
+                    found += keys(inner, f"{path}{key}.")
+        return found
+
+    rows = keys(Arm, "")
+    assert len(rows) > 80 and all(row in text for row in rows)
+    assert "## `defence.dp`" in text and "| `epsilon` | float (> 0) | required |" in text
