@@ -42,7 +42,7 @@ results-full: $(STAMP)
 	rm -rf results-full/runs
 	$(BIN)/fedmjp results --out results-full
 
-# Deployment on one machine with docker-compose (see README, "Deploy with docker-compose").
+# Deployment on one machine with docker-compose (see docs/deployment.md).
 certs: $(STAMP)
 	test -f deploy/certs/ca.crt || $(BIN)/python scripts/make_certs.py deploy/certs --nodes 2
 

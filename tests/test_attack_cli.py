@@ -6,6 +6,7 @@ import json
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
@@ -50,7 +51,11 @@ def test_the_picture_is_private_and_written_whole(photo: Path, tmp_path: Path) -
     assert stat.S_IMODE(png.stat().st_mode) == 0o600 and stat.S_IMODE(out.stat().st_mode) == 0o700
     assert [p.name for p in out.iterdir()] == [png.name]  # no temp file left behind
     with Image.open(png) as img:
-        assert img.width > 2 * img.height  # truth | reconstruction side by side
+        pixels = np.asarray(img.convert("L"))
+    strip, pictures = pixels[:16], pixels[16:]
+    assert pictures.shape[1] > 2 * pictures.shape[0]  # truth | reconstruction side by side
+    half = strip.shape[1] // 2
+    assert strip[:, :half].min() < 100 and strip[:, half:].min() < 100  # each column named in dark text
 
 
 def test_mjp_model_cuts_the_leak_and_reports_the_split(photo: Path, tmp_path: Path) -> None:
@@ -65,7 +70,8 @@ def test_mjp_model_cuts_the_leak_and_reports_the_split(photo: Path, tmp_path: Pa
 def test_table_output_names_the_metrics(photo: Path, tmp_path: Path) -> None:
     result = _attack("--model", "vit_tiny_patch4_32", "--image", str(photo), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0
-    assert "psnr" in result.stdout and "attack seconds" in result.stdout
+    assert result.stdout.count("PSNR dB") >= 2 and "leakage dB" in result.stdout and "attack seconds" in result.stdout
+    assert "meaning" in result.stdout and "metrics with --json" in result.stdout
 
 
 @pytest.mark.parametrize(

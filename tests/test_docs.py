@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_args
 
@@ -35,3 +38,10 @@ def test_the_scenario_reference_documents_every_key() -> None:
     rows = keys(Arm, "")
     assert len(rows) > 80 and all(row in text for row in rows)
     assert "## `defence.dp`" in text and "| `epsilon` | float (> 0) | required |" in text
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
+    assert mkdocs, "mkdocs is a dev dependency (pip install -e '.[dev]')"
+    done = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "site" / "scenario" / "index.html").is_file()

@@ -73,6 +73,21 @@ def test_attack_returns_finite_images_in_the_unit_box(photo32: torch.Tensor, nam
     assert recon.images.min() >= 0 and recon.images.max() <= 1
 
 
+@pytest.mark.parametrize("name", ["ig", "dlg"])  # Adam and L-BFGS
+def test_a_front_end_is_told_the_optimisations_progress(photo32: torch.Tensor, name: str) -> None:
+    from fedmjp.attacks.gradient_matching import ON_PROGRESS
+
+    reports: list[tuple[int, int]] = []
+    token = ON_PROGRESS.set(lambda done, steps, best: reports.append((done, steps)))
+    try:
+        build_attack(name, steps=5, restarts=1, log_every=2)(_gradient_obs(photo32))
+    finally:
+        ON_PROGRESS.reset(token)
+    assert reports == [(1, 5), (3, 5), (5, 5)]
+    build_attack(name, steps=2, restarts=1)(_gradient_obs(photo32))
+    assert len(reports) == 3  # nobody listening: nothing reported
+
+
 def test_given_labels_are_used_and_recorded(photo32: torch.Tensor) -> None:
     obs = _gradient_obs(photo32)
     obs.labels = torch.tensor([7])

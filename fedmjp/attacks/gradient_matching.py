@@ -12,6 +12,7 @@ CPU although it materialises per-restart weight gradients (bench/attack_speed.py
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -204,6 +205,16 @@ def optimise(
     return Optimised(variable.detach()[best], start[best], float(final[best]), final.tolist(), history)
 
 
+# What a front end (the CLI's progress bar) is told at each logging interval: (steps done, steps, best matching
+# distance so far). Unset in the library: a round's audit shows no bar.
+ON_PROGRESS: ContextVar[Callable[[int, int, float], None] | None] = ContextVar("on_progress", default=None)
+
+
+def _report(step: int, budget: Budget, best: float) -> None:
+    if (report := ON_PROGRESS.get()) is not None:
+        report(step + 1, budget.steps, best)
+
+
 def _adam(variable: Tensor, objective: Callable[[], tuple[Tensor, Tensor]], budget: Budget) -> list[float]:
     opt = torch.optim.Adam([variable], lr=budget.lr)
     milestones = [int(budget.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
@@ -220,6 +231,7 @@ def _adam(variable: Tensor, objective: Callable[[], tuple[Tensor, Tensor]], budg
             variable.clamp_(0, 1)
         if step % budget.log_every == 0:
             history.append(float(match.detach().min()))  # the only sync: at logging intervals
+            _report(step, budget, history[-1])
     return history
 
 
@@ -243,4 +255,5 @@ def _lbfgs(variable: Tensor, objective: Callable[[], tuple[Tensor, Tensor]], bud
             variable.nan_to_num_(0.5).clamp_(0, 1)
         if step % budget.log_every == 0:
             history.append(float(last[0].min()))
+            _report(step, budget, history[-1])
     return history

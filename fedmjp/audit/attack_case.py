@@ -17,7 +17,7 @@ from typing import Any
 
 import timm
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import nn
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
@@ -159,7 +159,19 @@ def comparison_grid(truth: torch.Tensor, reconstruction: torch.Tensor, min_heigh
     grid = make_grid(pairs, nrow=2, padding=gap, pad_value=1.0)[:, gap:-gap, gap:-gap]
     factor = max(1, -(-min_height // grid.shape[-2]))
     grid = grid.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-    return to_pil_image(grid.mul(255).round().to(torch.uint8))
+    return _labelled(to_pil_image(grid.mul(255).round().to(torch.uint8)), ["truth", "reconstruction"])
+
+
+def _labelled(image: Image.Image, columns: list[str], height: int = 16) -> Image.Image:
+    """``image`` under a white strip naming its equal-width columns (PIL's built-in font)."""
+    framed = Image.new("RGB", (image.width, image.height + height), "white")
+    framed.paste(image, (0, height))
+    draw = ImageDraw.Draw(framed)
+    width = image.width / len(columns)
+    for i, name in enumerate(columns):
+        left, top, right, bottom = draw.textbbox((0, 0), name)
+        draw.text((i * width + (width - (right - left)) / 2, (height - (bottom - top)) / 2 - top), name, fill="black")
+    return framed
 
 
 def make_private_dir(path: Path) -> None:

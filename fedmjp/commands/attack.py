@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .app import app, user_errors
+from ..catalog import attack_names
 from ..errors import InputError
 
 out = Console()
@@ -46,20 +50,56 @@ def pick_images(folder: Path, batch_size: int, seed: int) -> tuple[list[Path], l
     return picked, labels
 
 
+@contextmanager
+def optimisation_progress(attack_name: str) -> Iterator[None]:
+    """A progress bar on stderr while an optimisation attack runs (the bar goes when it ends)."""
+    from ..attacks.gradient_matching import ON_PROGRESS
+
+    with Progress(TextColumn(f"{attack_name}: optimising"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("steps, best distance {task.fields[best]}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None, best="-")
+
+        def report(done: int, steps: int, best: float) -> None:
+            bar.update(task, completed=done, total=steps, best=f"{best:.4g}")
+
+        token = ON_PROGRESS.set(report)
+        try:
+            yield
+        finally:
+            ON_PROGRESS.reset(token)
+
+
+# The rows the table prints, with what each means (--json gives every metric).
+TABLE_ROWS = [
+    ("psnr", "PSNR dB", "reconstruction vs image (matched one-to-one; 100 = exact)"),
+    ("ssim", "SSIM", "structural similarity (1 = identical; 0.3 is about where an image becomes recognisable)"),
+    ("patch_psnr", "patch PSNR dB", "each true patch vs its best-matching reconstructed patch: content that "
+                                    "leaked in the wrong place"),
+    ("psnr_shuffled", "PSNR dB, shuffled patches", "MJP: the patches the jigsaw moved"),
+    ("psnr_unshuffled", "PSNR dB, other patches", "MJP: the patches left in place"),
+    ("label_acc", "label accuracy", "share of the batch's labels the attack recovered"),
+]
+
+
 def _print_table(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['attack']} on {summary['model']} (mjp ratio {summary['mjp_ratio']:g}, "
                         f"batch {summary['batch_size']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in summary["metrics"].items():
-        table.add_row(key, "-" if value is None else f"{value:.4g}")
-    table.add_row("baseline psnr (mid-grey, data-free)", "-" if summary["baseline"]["psnr"] is None
-                  else f"{summary['baseline']['psnr']:.4g}")
-    table.add_row("leakage dB (psnr over the baseline)", "-" if summary["leakage_db"] is None
-                  else f"{summary['leakage_db']:.4g}")
-    table.add_row("attack seconds", f"{summary['seconds']:.3f}")
+    for column in ("metric", "value", "meaning"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+
+    def text(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4g}"
+
+    metrics = summary["metrics"]
+    for key, name, meaning in TABLE_ROWS:
+        if key in metrics:
+            table.add_row(name, text(metrics[key]), meaning)
+    table.add_row("baseline PSNR dB", text(summary["baseline"]["psnr"]), "a mid-grey image: what knowing nothing scores")
+    table.add_row("leakage dB", text(summary["leakage_db"]), "PSNR over the baseline: above 0, the reply leaked")
+    table.add_row("attack seconds", f"{summary['seconds']:.3f}", "")
     out.print(table)
-    out.print(f"truth | reconstruction: {summary['image']}")
+    out.print(f"{len(metrics)} metrics with --json. Truth (left) | reconstruction (right): {summary['image']}")
 
 
 @app.command("attack")
@@ -77,13 +117,14 @@ def attack(
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Attack these weights instead of the random "
                                                     "init: a state dict (a run's final_weights.pt) or a checkpoint.",
                                                     show_default=False)] = None,
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack: april (closed form), ig, dlg, april-opt, "
-                                             "adaptive; imprint (a dishonest server: plants weights in the model "
-                                             "it sends, then reads the patches off the reply).")] = "april",
+    attack_name: Annotated[str, typer.Option("--attack", metavar="|".join(attack_names()),
+                                             help="Attack: april (closed form), ig, dlg, april-opt, adaptive; imprint "
+                                             "or trap (a dishonest server: plants weights in the model it sends, "
+                                             "then reads the patches off the reply).")] = "april",
     mjp_ratio: Annotated[Optional[float], typer.Option("--mjp-ratio", help="Share of patches the client shuffles "
                                                        "(mjp_ models; 0 = no shuffle; default: the model's).")] = None,
-    mjp_mode: Annotated[str, typer.Option("--mjp-mode", help="mjp (masked position embeddings) or naive (shuffle "
-                                          "only).")] = "mjp",
+    mjp_mode: Annotated[str, typer.Option("--mjp-mode", metavar="mjp|naive", help="mjp (masked position "
+                                          "embeddings) or naive (shuffle only).")] = "mjp",
     server_images_dir: Annotated[Optional[Path], typer.Option("--server-images", help="imprint: the server's own "
                                                               "images for its bins' thresholds, a folder (default: "
                                                               "the built-in public photos).",
@@ -140,7 +181,8 @@ def attack(
     try:
         own = None if server_images_dir is None else server_images(client.image_size, source="imagefolder",
                                                                    root=str(server_images_dir), seed=seed)
-        result = run_single(client, truth, attacker, label=torch.tensor(labels), seed=seed, server_own=own)
+        with optimisation_progress(attack_name):
+            result = run_single(client, truth, attacker, label=torch.tensor(labels), seed=seed, server_own=own)
     except NotApplicable as exc:
         raise InputError(str(exc)) from None
 
