@@ -38,6 +38,8 @@ def test_the_scenario_reference_documents_every_key() -> None:
     rows = keys(Arm, "")
     assert len(rows) > 80 and all(row in text for row in rows)
     assert "## `defence.dp`" in text and "| `epsilon` | float (> 0) | required |" in text
+
+
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent))
     assert mkdocs, "mkdocs is a dev dependency (pip install -e '.[dev]')"
