@@ -269,9 +269,57 @@ def test_report_shows_plots_reconstructions_truth_and_the_scenario(report: Path,
     assert page.count("<img class='plot'") == 1 + len(ARMS)  # accuracy of all arms, then one per arm
     assert page.count("alt='reconstruction'") == len(ARMS) * len(ATTACKS) * len(ROUNDS) * len(CLIENTS)
     assert page.count("alt='truth'") == page.count("alt='reconstruction'")
+    assert "<details><summary>Every arm's settings" in page  # folded away
+    assert page.count("<figcaption>truth</figcaption>") == page.count("alt='truth'")  # each picture labelled
     shown = re.search(r"<pre>(.*?)</pre>", page, re.DOTALL)
     assert shown and html.unescape(shown.group(1)) == (run[0] / "scenario.yaml").read_text()
     assert str(run[0].resolve()) in page
+
+
+def test_the_leakage_caption_names_the_baseline_the_receipts_use(report: Path, run) -> None:
+    """Leakage is PSNR over the receipts' data-free baseline, a mid-grey image (BASELINE_GREY); the caption and
+    glossary say so, and the table's leakage is that difference."""
+    from fedmjp.audit.receipt import BASELINE_GREY, client_receipt
+
+    page = html.unescape(report.read_text())
+    caption = re.search(r"<p class='note' id='caption'>(.*?)</p>", page, re.DOTALL).group(1)
+    assert BASELINE_GREY == 0.5 and "over a mid-grey image" in caption and "starting image" not in page
+    truth = _photo(0)
+    black_start = torch.zeros_like(truth)  # an attack's own start is not the baseline
+    [(metrics, baseline)] = client_receipt(truth, torch.tensor([0]), None, 4, [(_photo(1), black_start, None)])
+    grey = leakage_metrics(torch.full_like(truth, 0.5), truth, patch=4, lpips=False)["psnr"]
+    assert baseline["psnr"] == pytest.approx(grey) and abs(metrics["start_psnr"] - grey) > 1
+    summary = summarize(run[0])["arms"]["vit"]["attacks"]["april"]
+    assert summary["leakage_mean"] == pytest.approx(summary["psnr_mean"] - np.mean(
+        [r.baseline["psnr"] for r in _by_hand(run[1], "vit", "april")]))
+
+
+def test_each_row_reads_against_the_vit_by_the_results_rule(report: Path, run) -> None:
+    from fedmjp.scoring.reading import judge
+
+    page = html.unescape(report.read_text())
+    stats = summarize(run[0])["arms"]
+    for attack in ATTACKS:
+        mjp, vit = stats["mjp"]["attacks"][attack], stats["vit"]["attacks"][attack]
+        row = re.search(rf"<tr><td>mjp</td><td>{attack}</td>(.*?)</tr>", page).group(1)
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        assert cells[-2] == f"{mjp['psnr_mean'] - vit['psnr_mean']:+.2f}"
+        assert cells[-1] == judge(mjp, vit, False) and cells[-1] != ""
+        vit_row = re.findall(r"<td[^>]*>(.*?)</td>", re.search(rf"<tr><td>vit</td><td>{attack}</td>(.*?)</tr>",
+                                                                  page).group(1))
+        assert vit_row[-2:] == ["–", "reference"]
+
+
+def test_the_accuracy_of_a_small_run_is_flagged_and_plotted_on_the_whole_scale(run_copy: Path) -> None:
+    from fedmjp.audit.report import accuracy_note
+
+    scenario = yaml.safe_load((run_copy / "scenario.yaml").read_text())
+    arms = {name: {**arm, "data": {"test_limit": 160}} for name, arm in scenario["arms"].items()}
+    note = accuracy_note(arms, {"vit": [{}] * 3})
+    assert "160 test images" in note and "±8 points" in note and "too small to measure accuracy" in note
+    assert "too small" not in accuracy_note({n: {**a, "data": {"test_limit": 10000}} for n, a in arms.items()},
+                                            {"vit": [{}] * 20})
+    assert accuracy_note({n: {**a, "data": {}} for n, a in arms.items()}, {"vit": [{}] * 3}) == ""
 
 
 def test_a_seed_of_a_multi_seed_run_shows_accuracy_with_a_band_over_all_seeds(run, tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ from typing import Any
 
 import jinja2
 import numpy as np
+import yaml
 
 from ..errors import InputError
 from ..federation.rundir import atomic_write
+from ..scoring.reading import judge, reference_for
 from .store import FILE_MODE, AuditRecord
 from .summary import SCORED, SERVER, leakage_by_round, read_metrics, read_records
 
@@ -34,6 +36,12 @@ STAT_COLUMNS = (
     ("label acc", "label_acc_mean", 2), ("leakage dB", "leakage_mean", 2),
     ("n/a", "not_applicable", 0), ("failed", "failed", 0),
 )
+
+# What leakage is measured against: the PSNR of a mid-grey image, an attacker's guess that knows nothing
+# (fedmjp.audit.receipt's BASELINE_GREY); the page's caption says so.
+BASELINE = "a mid-grey image (what an attacker who knows nothing scores)"
+# Under this many test images a round's accuracy is too noisy to read a trend from (95% margin > 3 points).
+MEASURABLE_TEST_IMAGES = 1000
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 TEMPLATE = "report.html.j2"
@@ -59,18 +67,24 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
     rounds = {arm: read_metrics(run_dir, arm) for arm in summary["arms"]}
     seeds = sibling_seeds(run_dir)
     packages = ", ".join(f"{name} {version}" for name, version in read_versions(run_dir).items())
+    scenario_text = _read_text(run_dir / "scenario.yaml")
+    resolved = _resolved_arms(scenario_text)
     return _templates().get_template(TEMPLATE).render(
         csp=CSP,
         title=f"fedmjp leakage audit: {summary.get('scenario') or run_dir.name}",
         meta=[("scenario", summary.get("scenario") or "unnamed"), ("run directory", str(run_dir.resolve())),
               ("versions", packages)],
-        summary_headers=("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1"),
-        summary_rows=summary_rows(summary),
+        summary_headers=("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1",
+                         "Δ PSNR vs ViT", "reading"),
+        summary_rows=summary_rows(summary, reference_arm(summary, resolved)),
+        reference=reference_arm(summary, resolved),
+        baseline=BASELINE,
+        accuracy_note=accuracy_note(resolved, rounds),
         guard={arm: entry["guard"] for arm, entry in summary["arms"].items() if "guard" in entry},
         model_check={arm: entry["model_check"] for arm, entry in summary["arms"].items() if "model_check" in entry},
         plots=plots(summary, records, rounds, seeds),
         grids=grids(run_dir, summary, records),
-        scenario_text=_read_text(run_dir / "scenario.yaml"),
+        scenario_text=scenario_text,
     )
 
 
@@ -91,13 +105,46 @@ def read_versions(run_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in found.items()}
 
 
-def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per arm and attack: the statistics as text, then the arm's final test top-1."""
+def _resolved_arms(scenario_text: str) -> dict[str, dict[str, Any]]:
+    """The run's resolved arms (scenario.yaml), or none when it cannot be read."""
+    try:
+        arms = (yaml.safe_load(scenario_text) or {}).get("arms")
+    except yaml.YAMLError:
+        return {}
+    return arms if isinstance(arms, dict) else {}
+
+
+def reference_arm(summary: dict[str, Any], resolved: dict[str, dict[str, Any]]) -> str | None:
+    """The arm the others are read against: ``vit`` where there is one, else the first that trains a plain,
+    undefended ViT (no jigsaw, learnable position embeddings, no DP or pruning); None without one."""
+    if "vit" in summary["arms"]:
+        return "vit"
+    for name in summary["arms"]:
+        arm = resolved.get(name) or {}
+        model, defence = arm.get("model") or {}, arm.get("defence") or {}
+        if model and not str(model.get("name", "")).startswith("mjp_") and not model.get("fixed_pos_embed") \
+                and not defence.get("dp") and not defence.get("prune"):
+            return name
+    return None
+
+
+def summary_rows(summary: dict[str, Any], reference: str | None = None) -> list[dict[str, Any]]:
+    """One row per arm and attack: the statistics as text, the arm's final test top-1, then the difference
+    against the reference arm's same attack (or its strongest, named) and the reading, by the rule of
+    ``docs/results`` (fedmjp.scoring.reading)."""
+    ref_attacks = summary["arms"][reference]["attacks"] if reference else {}
     rows = []
     for arm, entry in summary["arms"].items():
         attacks = entry["attacks"] or {"(no attack records)": None}
         for attack, stats in attacks.items():
-            rows.append({"arm": arm, "attack": attack, "cells": [*stat_cells(stats), fmt(entry["accuracy_final"], 3)]})
+            versus = reference_for(ref_attacks, attack) if reference and stats else None
+            ref = ref_attacks.get(versus) if versus else None
+            delta = "–"
+            if ref and stats and "psnr_mean" in stats and "psnr_mean" in ref and arm != reference:
+                delta = f"{stats['psnr_mean'] - ref['psnr_mean']:+.2f}" + (f" (vs {versus})" if versus != attack else "")
+            reading = judge(stats, ref, arm == reference) if stats and reference else "–"
+            rows.append({"arm": arm, "attack": attack,
+                         "cells": [*stat_cells(stats), fmt(entry["accuracy_final"], 3), delta, reading or "–"]})
     return rows
 
 
@@ -167,6 +214,22 @@ def _png_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def accuracy_note(resolved: dict[str, dict[str, Any]], rounds: dict[str, list[dict]]) -> str:
+    """What the accuracy plot can show: with few test images or rounds, a trend is noise."""
+    limits = {(arm.get("data") or {}).get("test_limit") for arm in resolved.values()}
+    images = max(limits) if limits and None not in limits else None
+    count = max((len(rows) for rows in rounds.values()), default=0)
+    parts = []
+    if images is not None:
+        margin = 100 * 1.96 * (0.25 / images) ** 0.5
+        parts.append(f"Accuracy is measured on {images} test images: a 95% margin of up to ±{margin:.0f} points per "
+                     "round.")
+        if images < MEASURABLE_TEST_IMAGES or count < 5:
+            parts.append(f"This run ({count} round(s)) is too small to measure accuracy: differences between arms "
+                         "or rounds within that margin are noise.")
+    return " ".join(parts)
+
+
 def accuracy_figure(rounds: dict[str, list[list[dict]]]) -> str | None:
     """Test accuracy over rounds, one line per arm (arm -> one list of rounds per seed): with several seeds
     their mean and 95% t band; None when no arm has a round."""
@@ -184,7 +247,7 @@ def accuracy_figure(rounds: dict[str, list[list[dict]]]) -> str | None:
             (line,) = ax.plot(steps, mean, marker="o", label=arm)
             if len(runs) > 1:
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set(xlabel="round", ylabel="test top-1", title="Test accuracy per arm")
+    ax.set(xlabel="round", ylabel="test top-1", title="Test accuracy per arm", ylim=(0, 1))  # the whole scale
     _round_axis(ax)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -207,7 +270,7 @@ def arm_figure(arm: str, leakage: dict[str, list[tuple[int, float]]], rounds: li
     right = ax.twinx()
     if accuracy:
         right.plot(*zip(*accuracy), color="black", linestyle="--", marker="s", label="test top-1")
-    right.set_ylabel("test top-1")
+    right.set(ylabel="test top-1", ylim=(0, 1))
     handles = [h for axis in (ax, right) for h in axis.get_legend_handles_labels()[0]]
     if handles:  # outside the axes: two y-scales leave no reliably empty corner
         figure.legend(handles=handles, loc="outside right upper")

@@ -26,8 +26,9 @@ Modules: ``settings`` (the parts and settings), ``judging`` (reading the runs, t
 
 from .accuracy import accuracy_rows, accuracy_runs
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure, strength_of
-from .judging import (ATTACK_ORDER, COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, FLAGS, MARGIN_DB, NO_REDUCTION, REDUCED,
-                      WITHIN_MARGIN, WORST_NOT_REDUCED, accuracy_of, collect, defence_of, judge, rows, worst_rows)
+from .judging import ATTACK_ORDER, COLUMNS, accuracy_of, collect, defence_of, rows, worst_rows
+from ..scoring.reading import (CONTENT_NOT_REDUCED, EXACT_DB, FLAGS, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
+                               WORST_NOT_REDUCED, judge)
 from .provenance import git_commit, machine
 from .run import run_results, write_results
 from ..scoring.stats import NO_DIFFERENCE, paired_p, reading, t_interval

@@ -13,6 +13,7 @@ from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
 from .settings import REFERENCE
+from ..scoring.reading import FLAGS, REDUCED, judge, reference_for, strongest
 
 ATTACK_ORDER = ("april", "ig", "adaptive")
 
@@ -20,15 +21,6 @@ ATTACK_ORDER = ("april", "ig", "adaptive")
 # (header, summary key, decimals) of the leakage columns.
 COLUMNS = (("PSNR mean (dB)", "psnr_mean", 2), ("PSNR max", "psnr_max", 2), ("SSIM mean", "ssim_mean", 3),
            ("patch-matched PSNR", "patch_psnr_mean", 2))
-NO_REDUCTION = "no reduction vs ViT"
-WORST_NOT_REDUCED = "worst case not reduced vs ViT"
-CONTENT_NOT_REDUCED = "patch content not reduced vs ViT"
-MARGIN_DB = 1.0
-WITHIN_MARGIN = f"within {MARGIN_DB:g} dB of ViT"
-REDUCED = "reduced vs ViT"
-# At or above this PSNR a reconstruction is exact to 8-bit pixels: 94 dB and 100 dB are the same leak.
-EXACT_DB = 60.0
-FLAGS = (NO_REDUCTION, WORST_NOT_REDUCED, CONTENT_NOT_REDUCED, WITHIN_MARGIN)
 
 
 def collect(out: Path) -> dict[str, Any]:
@@ -54,45 +46,6 @@ def accuracy_of(data: dict[str, Any], arm: str) -> float | None:
 
 def ordered_attacks(attacks: dict[str, Any]) -> list[str]:
     return sorted(attacks, key=lambda a: (ATTACK_ORDER.index(a) if a in ATTACK_ORDER else len(ATTACK_ORDER), a))
-
-
-def strongest(attacks: dict[str, Any]) -> str | None:
-    """The attack with the highest mean PSNR among those that scored anything."""
-    scored = {name: s for name, s in attacks.items() if s.get("count") and "psnr_mean" in s}
-    return max(scored, key=lambda name: scored[name]["psnr_mean"]) if scored else None
-
-
-def reference_for(ref_attacks: dict[str, Any], attack: str) -> str | None:
-    """The ViT attack an arm's attack is compared with: the same one when it scored on the ViT, otherwise
-    the ViT's strongest (an MJP-aware attacker facing a plain ViT is the plain attack)."""
-    stats = ref_attacks.get(attack) or {}
-    return attack if stats.get("count") and "psnr_mean" in stats else strongest(ref_attacks)
-
-
-def not_reduced(value: float, reference: float) -> bool:
-    return value > reference - MARGIN_DB or min(value, reference) >= EXACT_DB
-
-
-def judge(stats: dict[str, Any], ref: dict[str, Any] | None, is_reference: bool) -> str:
-    """The words for one row, generated from the numbers (PSNR: higher is more leakage)."""
-    if not stats.get("count"):
-        return f"not applicable ({stats.get('not_applicable', 0)} replies)" if stats.get("not_applicable") else \
-            "nothing scored"
-    if is_reference:
-        return "reference"
-    if not ref or "psnr_mean" not in ref or "psnr_mean" not in stats:
-        return ""
-    if stats["psnr_mean"] >= ref["psnr_mean"]:
-        return NO_REDUCTION
-    # Worst case and patch content: within MARGIN_DB, or both exact, counts as not reduced.
-    if "psnr_max" in stats and "psnr_max" in ref and not_reduced(stats["psnr_max"], ref["psnr_max"]):
-        return WORST_NOT_REDUCED
-    if "patch_psnr_mean" in stats and "patch_psnr_mean" in ref \
-            and not_reduced(stats["patch_psnr_mean"], ref["patch_psnr_mean"]):
-        return CONTENT_NOT_REDUCED
-    if stats["psnr_mean"] > ref["psnr_mean"] - MARGIN_DB:
-        return WITHIN_MARGIN
-    return REDUCED
 
 
 def defence_of(arm: dict[str, Any]) -> str:

@@ -7,8 +7,9 @@ from typing import Any
 from ..scenario import Arm
 from ..scoring.stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
-from .judging import (COLUMNS, CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
-                      WORST_NOT_REDUCED, defence_of, realism_rows, where_recognisability_stops)
+from .judging import COLUMNS, defence_of, realism_rows, where_recognisability_stops
+from ..scoring.reading import (CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
+                               WORST_NOT_REDUCED)
 from .provenance import TOGETHER
 from .realism import RECOGNISABLE_SSIM, RECOGNISABLE_WHY
 from .settings import RUN_ORDER
