@@ -11,7 +11,7 @@ import copy
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -528,12 +528,28 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys an arm takes at ``loc`` (the section holding its last part), for a did-you-mean."""
+    model: Any = Arm
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            continue  # a list index or a union's branch name
+        sections = [a for a in (field.annotation, *get_args(field.annotation))
+                    if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not sections:
+            return []
+        model = sections[0]
+    return list(model.model_fields)
+
+
 def _first_error(exc: ValidationError, prefix: str) -> str:
     error = exc.errors()[0]
     parts = [p for p in (prefix, _location(error["loc"])) if p]
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown key"
+        key = str(error["loc"][-1])
+        message = "unknown key" + did_you_mean(key, _keys_at(error["loc"]))
     where = ".".join(parts)
     # Model validators already name their field ("clients.per_round ..."): keep only the prefix.
     last = where.split(".")[-1] if where else ""
@@ -590,9 +606,10 @@ def parse_scenario(raw: Any, source: str | None = None) -> Scenario:
     label = source or "scenario"
     if not isinstance(raw, dict):
         raise InputError(f"{label}: a scenario must be a mapping of keys to values")
-    unknown = set(raw) - ARM_KEYS - {"name", "arms", "seeds"}
+    top = sorted(ARM_KEYS | {"name", "arms", "seeds"})
+    unknown = sorted(set(raw) - set(top))
     if unknown:
-        raise InputError(f"{label}: {sorted(unknown)[0]}: unknown key")
+        raise InputError(f"{label}: {unknown[0]}: unknown key{did_you_mean(str(unknown[0]), top)}")
     name = raw.get("name", Path(source).stem if source else "scenario")
     if not isinstance(name, str) or not name:
         raise InputError(f"{label}: name: must be a non-empty string")

@@ -81,7 +81,10 @@ def test_set_overrides_parse_values_as_yaml() -> None:
     ("raw", "field"),
     [
         ({"training": {"rounds": "many"}}, "training.rounds"),
-        ({"training": {"rouns": 3}}, "training.rouns: unknown key"),
+        ({"training": {"rouns": 3}}, "training.rouns: unknown key (did you mean 'rounds'?)"),
+        ({"sedes": [0, 1]}, "sedes: unknown key (did you mean 'seeds'?)"),
+        ({"arms": {"a": {"model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratoi": 0.1}}}}},
+         "arms.a.model.mjp.ratoi: unknown key (did you mean 'ratio'?)"),
         ({"colour": "blue"}, "colour: unknown key"),
         ({"clients": {"num_clients": 2, "per_round": 5}}, "clients.per_round (5) exceeds clients.num_clients (2)"),
         ({"data": {"source": "imagefolder", "root": "/no/such/folder"}}, "data.root: /no/such/folder does not exist"),
