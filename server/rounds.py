@@ -8,12 +8,14 @@ checkpoint it.
 from __future__ import annotations
 
 import time
+from logging import INFO
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedmjp.federation import checkpoint
@@ -33,7 +35,8 @@ from .strategy import CheckedReplies, FedMJP, Reply
 
 
 def run_dir_of(entry: RunArm) -> Path:
-    return Path(entry.run_dir) if entry.run_dir else Path("runs") / entry.arm.name
+    """The run config's run directory; a plain `flwr run` (none given) gets a new runs/ARM-TIME of its own."""
+    return Path(entry.run_dir) if entry.run_dir else Path("runs") / f"{entry.arm.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class RunStopped(RuntimeError):
@@ -70,6 +73,8 @@ def run_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> None:
     for server_round in range(first, entry.arm.training.rounds + 1):
         run_round(run, server_round)
     atomic_torch_save(run.out / "final_weights.pt", {k: v.cpu() for k, v in run.model.state_dict().items()})
+    # A plain `flwr run` prints no summary of its own: say where the arm's files are.
+    log(INFO, "arm %s finished: %d round(s) in %s", entry.arm.name, entry.arm.training.rounds, run.out.resolve())
 
 
 def open_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> ArmRun:

@@ -40,7 +40,7 @@ class RunArm:
 
     key: str
     arm: Arm
-    run_dir: str  # "" for a plain `flwr run`: runs/ARM
+    run_dir: str  # "" for a plain `flwr run`: runs/ARM-TIME
     resume: bool
 
 
