@@ -52,6 +52,10 @@ class Partitions:
         self.nodes = nodes
         self.assigned = assigned
 
+    def first(self, count: int) -> Partitions:
+        """Partitions 0..count-1 and their nodes (an arm with fewer clients than the run's largest)."""
+        return Partitions({p: node for p, node in self.nodes.items() if p < count}, self.assigned)
+
     def address(self, messages: Iterable[Message]) -> list[Message]:
         """With assigned partitions, name each message's partition in its config (a config
         record of its own; the arrays stay shared). Deployed nodes know their own."""

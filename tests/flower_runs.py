@@ -88,9 +88,10 @@ def finish(process: subprocess.Popen[str], mark: str, timeout: float = 1200) -> 
 
 
 # Scenarios whose runs tests only read once finished, by name. The suite runs them all as one sweep
-# (`fedmjp simulate A.yaml B.yaml ...`, the ``sweep`` fixture): the arms of one federation share a Flower
-# run whatever scenario they come from, so the simulation's start and the clients' imports are paid once
-# per federation, not once per scenario (about 20 s each on 2 cores).
+# (`fedmjp simulate A.yaml B.yaml ...`, the ``sweep`` fixture): arms whose clients take the same resources
+# share a Flower run whatever scenario they come from and however many clients they have, so the
+# simulation's start and the clients' imports are paid once, not once per scenario (about 20 s each on
+# 2 cores).
 SWEEP: dict[str, dict[str, Any]] = {}
 
 

@@ -81,6 +81,14 @@ def test_discovered_partitions_leave_messages_as_they_are() -> None:
     assert "partition-id" not in message.content["config"]
 
 
+def test_an_arm_with_fewer_clients_uses_the_nodes_of_its_own_partitions() -> None:
+    """A run simulates as many SuperNodes as its largest arm needs; an arm of N clients gets partitions 0..N-1,
+    on the same nodes as the larger arm's (a node keeps its partition for the whole run)."""
+    largest = Partitions({0: 11, 1: 12, 2: 13}, assigned=True)
+    smaller = largest.first(2)
+    assert smaller.nodes == {0: 11, 1: 12} and smaller.assigned and largest.nodes == {0: 11, 1: 12, 2: 13}
+
+
 def test_too_few_nodes_is_one_line_with_the_command_that_fixes_it() -> None:
     message = str(too_few(4, 2))
     assert "\n" not in message and "needs 4 SuperNodes" in message and "has 2" in message

@@ -78,8 +78,8 @@ class Sweep:
 @user_errors
 def simulate(
     scenarios: Annotated[Optional[list[Path]], typer.Argument(
-        help="Scenario YAML file(s). Several run as one sweep, each into OUT/NAME, arms of the same federation "
-             "sharing Flower runs.", show_default=False)] = None,
+        help="Scenario YAML file(s). Several run as one sweep, each into OUT/NAME; arms whose clients take the "
+             "same resources share a Flower run.", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/NAME-TIME).")] = None,
     resume: Annotated[
         Optional[Path],

@@ -1,8 +1,9 @@
 """``fedmjp simulate``: every arm of a scenario on Flower's simulation engine (Ray).
 
-Arms with the same federation (clients and their resources) are one Flower run against a private
-SuperLink, run one after the other by the ServerApp, whichever run directory they write into (the seeds
-of a sweep, several scenarios); the ServerApp writes each arm's per-round metrics into its run
+Arms whose clients take the same resources are one Flower run against a private SuperLink, run one after
+the other by the ServerApp, whichever run directory they write into (the seeds of a sweep, several scenarios)
+and however many clients each has: the run simulates as many SuperNodes as its largest arm needs, and each
+arm uses partitions 0..N-1 of its own N. The ServerApp writes each arm's per-round metrics into its run
 directory, which this module polls for progress.
 """
 
@@ -65,9 +66,10 @@ def check_resumable(run_dir: Path, scenario: Scenario) -> None:
             raise InputError(f"--resume: arm {arm.name}: {exc} (corrupted run directory)") from None
 
 
-def federation_of(arm: Arm) -> tuple[int, int, float]:
-    """What a Flower simulation run fixes for all its arms: nodes and their resources."""
-    return arm.clients.num_clients, arm.clients.cpus, arm.clients.gpus
+def federation_of(arm: Arm) -> tuple[int, float]:
+    """What a Flower simulation run fixes for all its arms: each node's resources (its SuperNodes are as many
+    as its largest arm's clients)."""
+    return arm.clients.cpus, arm.clients.gpus
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ def run_arms(link: SimulationSuperLink, jobs: list[Job], work: Path, progress: R
     parts = [RunPart(group[0].run_dir, [job.arm for job in group], group[0].resume)
              for group in (list(g) for _, g in itertools.groupby(jobs, key=lambda job: job.run))]
     config = write_run_config(work / f"run-config-{jobs[0].run}-{jobs[0].arm.name}.toml", parts)
-    run_id = link.submit(stage_app(work), config, *federation_of(jobs[0].arm))
+    supernodes = max(job.arm.clients.num_clients for job in jobs)
+    run_id = link.submit(stage_app(work), config, supernodes, *federation_of(jobs[0].arm))
     done: set[int] = set()
 
     def poll() -> None:
@@ -138,13 +141,13 @@ def check_data(scenario: Scenario, seeds: list[int] | None = None, ray_address: 
 def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: None,
                   ray_address: str | None = None) -> list[dict[str, Any]]:
     """Several scenarios, each into its run directory, as few Flower runs as their federations allow:
-    one SuperLink per Ray cluster, one Flower run per federation (clients and their resources), whatever
-    run directory or scenario its arms come from. Returns each run's final per-arm metrics."""
+    one SuperLink per Ray cluster, one Flower run per federation (the clients' resources), whatever run
+    directory or scenario its arms come from. Returns each run's final per-arm metrics."""
     # Absolute: the ServerApp runs in another process, not necessarily in this working directory.
     run_dirs = [(p.out if p.resume else prepare_run_dir(p.scenario, p.out)).resolve() for p in planned]
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     # Ray cluster -> federation -> its arms, in the order they first appear.
-    clusters: dict[str | None, dict[tuple[int, int, float], list[Job]]] = {}
+    clusters: dict[str | None, dict[tuple[int, float], list[Job]]] = {}
     for index, (p, run_dir) in enumerate(zip(planned, run_dirs)):
         for arm in p.scenario.arms.values():
             if not (p.resume and arm_finished(run_dir, arm)):
