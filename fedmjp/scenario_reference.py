@@ -16,7 +16,7 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .scenario import Arm
+from .scenario import Arm, AttackSpec
 
 INTRO = """# Scenario reference
 
@@ -66,7 +66,7 @@ def type_text(annotation: Any, metadata: list[Any] = ()) -> str:
     if origin is dict:
         return f"mapping of {type_text(args[0])} to {type_text(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "section" if annotation.__name__ != "AttackSpec" else "attack (`name`, `options`)"
+        return "attack (`name`, `options`)" if annotation is AttackSpec else "section"
     if annotation is Any:
         return "any"
     return getattr(annotation, "__name__", str(annotation)) + _bounds(metadata)
@@ -79,7 +79,7 @@ def _default(field: FieldInfo) -> str:
     if value is None:
         return "unset"
     if isinstance(value, BaseModel):
-        if value.model_fields_set or value.__class__.__name__ == "AttackSpec":
+        if value.model_fields_set or isinstance(value, AttackSpec):
             value = value.model_dump(mode="json", exclude_defaults=True)
         else:
             return "(below)"
@@ -100,7 +100,7 @@ def _sections(model: type[BaseModel], path: str) -> list[tuple[str, type[BaseMod
     found = [(path, model)]
     for key, field in model.model_fields.items():
         inner = [a for a in (field.annotation, *get_args(field.annotation))
-                 if isinstance(a, type) and issubclass(a, BaseModel) and a.__name__ != "AttackSpec"]
+                 if isinstance(a, type) and issubclass(a, BaseModel) and a is not AttackSpec]
         for sub in inner[:1]:
             found += _sections(sub, f"{path}.{key}" if path else key)
     return found

@@ -69,6 +69,7 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
     packages = ", ".join(f"{name} {version}" for name, version in read_versions(run_dir).items())
     scenario_text = _read_text(run_dir / "scenario.yaml")
     resolved = _resolved_arms(scenario_text)
+    reference = reference_arm(summary, resolved)
     return _templates().get_template(TEMPLATE).render(
         csp=CSP,
         title=f"fedmjp leakage audit: {summary.get('scenario') or run_dir.name}",
@@ -76,8 +77,8 @@ def render_report(run_dir: Path, summary: dict[str, Any]) -> str:
               ("versions", packages)],
         summary_headers=("arm", "attack", *(header for header, _, _ in STAT_COLUMNS), "test top-1",
                          "Δ PSNR vs ViT", "reading"),
-        summary_rows=summary_rows(summary, reference_arm(summary, resolved)),
-        reference=reference_arm(summary, resolved),
+        summary_rows=summary_rows(summary, reference),
+        reference=reference,
         baseline=BASELINE,
         accuracy_note=accuracy_note(resolved, rounds),
         guard={arm: entry["guard"] for arm, entry in summary["arms"].items() if "guard" in entry},

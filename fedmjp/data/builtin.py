@@ -21,18 +21,21 @@ TEST_FRACTION = 0.2
 CROP_SCALE = (0.3, 0.8)
 
 
+@cache
+def _sklearn_bunch() -> Any:
+    from sklearn.datasets import load_digits as sklearn_digits  # here: scikit-learn's import is slow
+
+    return sklearn_digits()
+
+
 def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as uint8 grey (N, 8, 8) with their labels: from the disk cache after the first
     process (importing scikit-learn costs every Ray worker about 1.5 s of CPU)."""
-    def read() -> Any:
-        from sklearn.datasets import load_digits as sklearn_digits
-
-        return sklearn_digits()
-
     key = {"set": "sklearn-digits", "scikit-learn": version("scikit-learn")}
     grey = cached_array("datasets", key_of({**key, "part": "images"}),
-                        lambda: np.rint(read().images * (255.0 / 16.0)).astype(np.uint8))
-    targets = cached_array("datasets", key_of({**key, "part": "targets"}), lambda: read().target.astype(np.int64))
+                        lambda: np.rint(_sklearn_bunch().images * (255.0 / 16.0)).astype(np.uint8))
+    targets = cached_array("datasets", key_of({**key, "part": "targets"}),
+                           lambda: _sklearn_bunch().target.astype(np.int64))
     return grey, targets
 
 
