@@ -423,3 +423,15 @@ def test_the_store_writes_into_a_relative_run_directory(tmp_path: Path, monkeypa
     folder = tmp_path / "results/runs/privacy/audit/images/vit"
     assert (folder / "r1-c0-april.png").is_file()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_every_arm_plots_psnr_on_one_scale_from_zero(report: Path) -> None:
+    from fedmjp.audit.report import psnr_axis_top
+
+    noise = {"vit": {"ig": [(1, 11.0), (2, 12.5)]}, "mjp": {"ig": [(1, 9.0)]}}
+    assert psnr_axis_top(noise) == 40.0  # a few dB of noise do not fill the plot
+    assert psnr_axis_top({**noise, "mjp": {"imprint": [(1, 100.0)]}}) == 100.0  # the exact copy sets the scale
+    assert psnr_axis_top({"vit": {"ig": [(1, 41.2)]}}) == 50.0
+    assert psnr_axis_top({"vit": {"ig": []}}) == 40.0
+    tops = set(re.findall(r"\(left, 0 to (\d+) dB, the same scale for every arm\)", report.read_text()))
+    assert len(tops) == 1 and int(tops.pop()) >= 40

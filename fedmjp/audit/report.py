@@ -11,6 +11,7 @@ import base64
 import functools
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ STAT_COLUMNS = (
 BASELINE = "a mid-grey image (what an attacker who knows nothing scores)"
 # Under this many test images a round's accuracy is too noisy to read a trend from (95% margin > 3 points).
 MEASURABLE_TEST_IMAGES = 1000
+# The PSNR axis reaches at least this high (dB): above the recognisable range, so noise near 10 dB looks small.
+MIN_PSNR_TOP = 40.0
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 TEMPLATE = "report.html.j2"
@@ -174,10 +177,13 @@ def plots(summary: dict[str, Any], records: list[AuditRecord], rounds: dict[str,
               "test accuracy over rounds, all arms",
               "Test top-1 accuracy of the global model after each round" + (
                   f": mean and 95% band over {len(seeds)} seeds." if seeds else "."))]
-    for arm, entry in summary["arms"].items():
-        series = {attack: leakage_by_round(records, arm, attack) for attack in entry["attacks"]}
-        found.append((arm_figure(arm, series, rounds[arm]), f"arm {arm}: leakage and accuracy",
-                      f"Arm {arm}: mean PSNR of each attack (left) and test top-1 (right) per round."))
+    leakage = {arm: {attack: leakage_by_round(records, arm, attack) for attack in entry["attacks"]}
+               for arm, entry in summary["arms"].items()}
+    top = psnr_axis_top(leakage)
+    for arm, series in leakage.items():
+        found.append((arm_figure(arm, series, rounds[arm], top), f"arm {arm}: leakage and accuracy",
+                      f"Arm {arm}: mean PSNR of each attack (left, 0 to {top:.0f} dB, the same scale for every arm) "
+                      "and test top-1 (right) per round."))
     return [{"uri": uri, "alt": alt, "caption": caption} for uri, alt, caption in found if uri is not None]
 
 
@@ -255,8 +261,19 @@ def accuracy_figure(rounds: dict[str, list[list[dict]]]) -> str | None:
     return _png_uri(figure)
 
 
-def arm_figure(arm: str, leakage: dict[str, list[tuple[int, float]]], rounds: list[dict]) -> str | None:
-    """Mean PSNR per attack (left axis) and test accuracy (right axis) over rounds; None when empty."""
+def psnr_axis_top(leakage: dict[str, dict[str, list[tuple[int, float]]]]) -> float:
+    """The top of the PSNR axis every arm's figure shares (arm -> attack -> points): the run's highest PSNR
+    rounded up to 10 dB (scores are capped at 100), at least ``MIN_PSNR_TOP``: a few dB of noise do not fill
+    the plot, and arms read on one scale."""
+    highest = max((value for series in leakage.values() for points in series.values() for _, value in points),
+                  default=0.0)
+    return 10.0 * math.ceil(max(highest, MIN_PSNR_TOP) / 10.0)
+
+
+def arm_figure(arm: str, leakage: dict[str, list[tuple[int, float]]], rounds: list[dict],
+               psnr_top: float = 100.0) -> str | None:
+    """Mean PSNR per attack (left axis, 0 to ``psnr_top``) and test accuracy (right axis) over rounds; None
+    when empty."""
     accuracy = [(r["round"], r["accuracy"]) for r in rounds if r.get("accuracy") is not None]
     if not accuracy and not any(leakage.values()):
         return None
@@ -265,7 +282,7 @@ def arm_figure(arm: str, leakage: dict[str, list[tuple[int, float]]], rounds: li
     for attack, points in leakage.items():
         if points:
             ax.plot(*zip(*points), marker="o", label=f"{attack} PSNR")
-    ax.set(xlabel="round", ylabel="mean PSNR (dB)", title=f"Arm {arm}: leakage and accuracy")
+    ax.set(xlabel="round", ylabel="mean PSNR (dB)", title=f"Arm {arm}: leakage and accuracy", ylim=(0, psnr_top))
     _round_axis(ax)
     ax.grid(alpha=0.3)
     right = ax.twinx()
