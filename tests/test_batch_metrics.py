@@ -81,3 +81,16 @@ def test_pairwise_psnr_is_the_psnr_of_each_pair_and_the_former_mse_formula() -> 
     # What batch matching computed before it used torchmetrics' PSNR.
     former = (-10 * torch.log10(pairwise_mse(a, b).clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
     assert torch.allclose(value, former, rtol=0, atol=1e-5)
+
+
+def test_patches_in_image_counts_exact_tiles_that_sit_in_their_own_image(batch: torch.Tensor) -> None:
+    from fedmjp.scoring.batch_metrics import patches_in_image
+
+    order = torch.tensor([3, 1, 0, 2])
+    assert patches_in_image(batch[order], batch, PATCH) == 1.0  # the attack's order does not matter
+    tiles = to_tiles(batch, PATCH).clone()
+    tiles[0, :16], tiles[1, :16] = tiles[1, :16].clone(), tiles[0, :16].clone()  # a quarter of two images swapped
+    assert patches_in_image(from_tiles(tiles, (8, 8)), batch, PATCH) == pytest.approx(1 - 32 / 256)
+    tiles[2, :32] = 0.5  # grey gaps are not exact patches: they neither count for nor against
+    assert patches_in_image(from_tiles(tiles, (8, 8)), batch, PATCH) == pytest.approx(1 - 32 / 224)
+    assert patches_in_image(torch.full_like(batch, 0.5), batch, PATCH) is None

@@ -50,6 +50,6 @@ def test_client_check_refuses_the_planted_model_and_the_audit_records_it(dishone
     records = [r for r in AuditStore(dishonest_run).records() if r.arm == "checked"]
     assert not [r for r in records if r.attack == "imprint"]
     [fault] = [r for r in records if r.status == "fault"]
-    assert (fault.round, fault.partition_id) == (1, 0) and "refused by client model check: attention_zero" in fault.reason
+    assert (fault.round, fault.partition_id) == (1, 0) and "refused by client model check: fc1_stable_rank on blocks.0.mlp.fc1.weight" in fault.reason
     first, second = rounds(dishonest_run, "checked")
     assert first["aggregated"] == [1] and second["aggregated"] == [0, 1]

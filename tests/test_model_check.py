@@ -119,7 +119,7 @@ def test_client_mod_refuses_a_planted_model_naming_the_test(photos) -> None:
     assert not model_check_mod(train_message(honest, 1), ctx, trains).has_error()
     reply = model_check_mod(train_message(planted, 2), ctx, trains)
     assert reply.has_error() and reply.error.code == ErrorCode.MODEL_REFUSED
-    assert "model check: attention_zero on blocks.0.attn.proj.weight" in reply.error.reason
+    assert "model check: fc1_stable_rank on blocks.0.mlp.fc1.weight" in reply.error.reason
 
 
 def test_client_mod_trains_on_a_planted_model_when_the_check_is_off(photos) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import timm
 import torch
+from scipy.cluster.hierarchy import fcluster, linkage
 from torch import Tensor, nn
 
 from ..models import from_model_input, to_model_input
@@ -38,7 +39,7 @@ from .base import POS_EMBED, NotApplicable, Observation, Reconstruction, ThreatM
 from .base import register_attack
 from .imprint_evasion import BINS_PER_DIRECTION, KnownCheck, decorrelate, fit_ranges, hide_rank_one
 from .imprint_evasion import random_part_channels, silence_attention, vary_sink_weights
-from .placement import place_by_edges
+from .placement import place_by_edges, place_greedily
 
 __all__ = ["Imprint", "ImprintLayout", "binning_blocks", "plant_imprint", "server_images"]
 
@@ -53,7 +54,10 @@ VALID_TOLERANCE = 0.003  # a lone token's recovered u has mean 0 and mean square
 # within 1.5e-4 of it; a mix of two similar tokens from 0.01 up
 CODE_TOLERANCE = 0.05  # ... and its position code bits read 0 or CODE (two tokens' mix reads between)
 DUPLICATE = 0.5 / 255  # two reads of one token differ by less than this in every value
-RESERVED = 4  # channels besides the patch and the code: constant, flag, a known zero, sink
+SIGNATURE_TOLERANCE = 1e-3  # two reads of one image's signature differ by less than this in every channel
+RESERVED = 4  # channels besides the patch, the code and the signature: constant, flag, a known zero, sink
+SIGNATURE = 8  # channels of the image signature: a random projection of the image's mean patch
+SIGNATURE_BLOCK = 0  # the block whose attention writes it (its MLP bins as the others do)
 DIRECTION_COS = 0.99  # |cos| of two fc1 rows on the patch and code channels that are one bank's
 PLANTED_SHARE = 0.9  # share of a block's units in banks that makes it a binning block
 
@@ -74,7 +78,7 @@ class ImprintLayout:
     @property
     def values(self) -> int:
         """Channels that hold the patch: all p values, or as many directions as the channels leave."""
-        return min(self.pixels, self.dim - self.bits - RESERVED)
+        return min(self.pixels, self.dim - self.bits - RESERVED - SIGNATURE)
 
     @property
     def projected(self) -> bool:
@@ -93,9 +97,14 @@ class ImprintLayout:
         return self.values + 1 + self.bits
 
     @property
+    def signature(self) -> slice:
+        """Channels every token of one image shares: which image the token came from."""
+        return slice(self.flag + 1, self.flag + 1 + SIGNATURE)
+
+    @property
     def zero(self) -> slice:
         """Channels no token ever writes (at least one): they read -mu/sigma after LayerNorm."""
-        return slice(self.flag + 1, self.dim - 1)
+        return slice(self.signature.stop, self.dim - 1)
 
     @property
     def sink(self) -> int:
@@ -118,8 +127,8 @@ class ImprintLayout:
         layout = cls(3 * patch * patch, model.patch_embed.num_patches, model.embed_dim)
         if layout.values < 1:
             raise NotApplicable(
-                f"imprint: the {layout.bits}-bit position code and {RESERVED} reserved channels leave none of the "
-                f"{layout.dim} channels for the patch"
+                f"imprint: the {layout.bits}-bit position code, the {SIGNATURE}-channel image signature and "
+                f"{RESERVED} reserved channels leave none of the {layout.dim} channels for the patch"
             )
         return layout
 
@@ -172,7 +181,11 @@ def plant_imprint(
     for index in binning_blocks(model):
         block = model.blocks[index]
         _silence_attention(block, knows_check)
-        measured = block.norm2(tokens[:, model.num_prefix_tokens :]).reshape(-1, layout.dim).double()
+        seen = tokens  # what this block's MLP sees: its input, plus the signature in the signature block
+        if index == SIGNATURE_BLOCK:
+            _plant_signature(block, layout, generator)
+            seen = tokens + block.attn(block.norm1(tokens))
+        measured = block.norm2(seen[:, model.num_prefix_tokens :]).reshape(-1, layout.dim).double()
         mlp = block.mlp
         hidden = mlp.fc1.out_features
         # One bank of bins along one direction, or (past the current check) several coarser ones.
@@ -212,6 +225,23 @@ def _plant_embedding(model: nn.Module, layout: ImprintLayout, images: Tensor) ->
     model.cls_token[0, 0, layout.flag] = FLAG
     if getattr(model, "unk_pos_embed", None) is not None:
         model.unk_pos_embed.zero_()  # a masked MJP position: no code
+
+
+def _plant_signature(block: nn.Module, layout: ImprintLayout, generator: torch.Generator) -> None:
+    """Attention with zero queries and keys is uniform over an image's tokens: its values, a random projection
+    of each token's patch channels, average to one signature per image, which the projection writes into the
+    signature channels of every token of that image. MJP shuffles tokens within an image: the mean is the same."""
+    attn, dim = block.attn, layout.dim
+    projection = torch.randn(SIGNATURE, layout.values, generator=generator)
+    attn.qkv.weight.zero_()
+    attn.qkv.weight[2 * dim : 2 * dim + SIGNATURE, : layout.values] = projection / projection.norm(dim=1, keepdim=True)
+    if attn.qkv.bias is not None:
+        attn.qkv.bias.zero_()
+    attn.proj.weight.zero_()
+    attn.proj.weight[layout.signature, :SIGNATURE] = torch.eye(SIGNATURE)
+    attn.proj.bias.zero_()
+    block.norm1.weight.fill_(1.0)
+    block.norm1.bias.zero_()
 
 
 def _patch_basis(model: nn.Module, layout: ImprintLayout, images: Tensor) -> Tensor:
@@ -325,33 +355,61 @@ def _positions(tokens: Tensor, layout: ImprintLayout) -> Tensor:
     return torch.where((number >= 1) & (number <= layout.positions), number - 1, -1)
 
 
-def _dedupe(patches: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-    """One copy of each token seen in several blocks: same position, values within half an 8-bit step (a lone
-    token is read to about a tenth of one; rounding to 8 bits would split copies that straddle a step)."""
+def _images_of(signatures: Tensor, batch: int) -> Tensor:
+    """(M,) which image each read token came from: tokens whose signatures agree within
+    ``SIGNATURE_TOLERANCE`` (single linkage) are one image's, numbered by size; beyond the batch's ``batch``
+    largest groups (a stray read), -1."""
+    if len(signatures) < 2:
+        return torch.zeros(len(signatures), dtype=torch.long)
+    tree = linkage(signatures.double().numpy(), method="single", metric="chebyshev")
+    labels = torch.from_numpy(fcluster(tree, t=SIGNATURE_TOLERANCE, criterion="distance").astype("int64"))
+    _, inverse, counts = labels.unique(return_inverse=True, return_counts=True)
+    rank = torch.empty_like(counts)
+    rank[torch.argsort(counts, descending=True, stable=True)] = torch.arange(len(counts))
+    images = rank[inverse]
+    return torch.where(images < batch, images, -1)
+
+
+def _dedupe(patches: Tensor, keys: Tensor) -> Tensor:
+    """The index of one copy of each token seen in several blocks: same key (position, or image and position),
+    values within half an 8-bit step (a lone token is read to about a tenth of one; rounding to 8 bits would
+    split copies that straddle a step)."""
     keep = []
-    for position in positions.unique():
-        index = (positions == position).nonzero().flatten()
+    for key in keys.unique():
+        index = (keys == key).nonzero().flatten()
         near = torch.cdist(patches[index], patches[index], p=float("inf")) <= DUPLICATE
         taken = torch.zeros(len(index), dtype=torch.bool)
         for i in range(len(index)):
             if not taken[i]:
                 keep.append(int(index[i]))
                 taken |= near[i]
-    order = torch.tensor(sorted(keep), dtype=torch.long)
-    return patches[order], positions[order]
+    return torch.tensor(sorted(keep), dtype=torch.long)
 
 
-def assemble(patches: Tensor, positions: Tensor, batch: int, grid: tuple[int, int], patch: int) -> Tensor:
+def assemble(patches: Tensor, positions: Tensor, batch: int, grid: tuple[int, int], patch: int,
+             owners: Tensor | None = None) -> Tensor:
     """(B, 3, H, W) images from recovered patches; gaps stay grey (0.5).
 
-    Position by position in raster order, the patches recovered there are assigned to the images by edge
-    continuity with the left and upper neighbours already placed (Hungarian); patches without a position
-    then fill the remaining gaps the same way.
+    Patches whose image is known (``owners`` (M,), -1 where not) go to that image: at their position, or
+    (no position: MJP's shuffled ones) into its gaps by edge continuity with the neighbours placed. The rest,
+    position by position in raster order, are assigned to the images by edge continuity with the neighbours
+    already placed (Hungarian); patches without a position then fill the remaining gaps the same way.
     """
     n = grid[0] * grid[1]
     tiles = torch.full((batch, n, 3, patch, patch), 0.5)
     filled = torch.zeros(batch, n, dtype=torch.bool)
     shaped = patches.reshape(-1, 3, patch, patch)
+    owners = torch.full_like(positions, -1) if owners is None else owners
+    for image in range(batch):
+        for index in ((owners == image) & (positions >= 0)).nonzero().flatten().tolist():
+            slot = (image, int(positions[index]))
+            if not filled[slot]:
+                tiles[slot], filled[slot] = shaped[index], True
+        gaps = [(image, int(pos)) for pos in (~filled[image]).nonzero().flatten()]
+        shuffled = shaped[(owners == image) & (positions < 0)]
+        for candidate, slot in place_greedily(tiles, filled, shuffled, gaps, grid):
+            tiles[gaps[slot]], filled[gaps[slot]] = shuffled[candidate], True
+    shaped, positions = shaped[owners < 0], positions[owners < 0]
     for pos in range(n):
         _place(tiles, filled, shaped[positions == pos], [(b, pos) for b in range(batch)], grid)
     unplaced = shaped[positions < 0]
@@ -416,8 +474,11 @@ class Imprint:
             basis = obs.weights["patch_embed.proj.weight"].reshape(layout.dim, -1)[: layout.values].float()
             normalised = (raw[:, : layout.values].float() @ basis).reshape(-1, 3, patch, patch)
             values = from_model_input(model, normalised).clamp(0, 1).flatten(1)
-            patches, positions = _dedupe(values, positions)
-            images = assemble(patches, positions, obs.num_examples, tuple(model.patch_embed.grid_size), patch)
+            owners = _images_of(raw[:, layout.signature], obs.num_examples)
+            keep = _dedupe(values, owners * (layout.positions + 1) + positions)
+            patches, positions, owners = values[keep], positions[keep], owners[keep]
+            images = assemble(patches, positions, obs.num_examples, tuple(model.patch_embed.grid_size), patch,
+                              owners)
         return Reconstruction(
             images=images,
             threat_model=ThreatModel(architecture=obs.model_name, labels="none", server="malicious",
@@ -429,7 +490,8 @@ class Imprint:
             patch_positions=positions,
             info={"binning_blocks": len(blocks), "patches_recovered": len(patches),
                   "patch_channels": f"{layout.values} of {layout.pixels} values",
-                  "patches_with_position": int((positions >= 0).sum()), "tokens": tokens},
+                  "patches_with_position": int((positions >= 0).sum()), "tokens": tokens,
+                  "images_told_apart": int(owners.max()) + 1 if len(owners) else 0},
         )
 
 

@@ -4,7 +4,7 @@ Ground truth never leaves the client: the server sends the reconstruction, the c
 returns numbers. Attacks return a batch's images in an order of their own, so reconstructions
 are matched to true images one-to-one (``batch_metrics.match_images``, Hungarian on PSNR) before
 any per-image metric. A batch (B > 1) is also scored patch by patch (``patches_exact`` /
-``patches_placed``). Leakage is relative to one data-free baseline, the same for every attack:
+``patches_placed``; a patch-reading attack's assembled images also by ``patches_in_image``). Leakage is relative to one data-free baseline, the same for every attack:
 a mid-grey image (``BASELINE_GREY``); the attack's own start is scored too (``start_psnr``).
 """
 
@@ -17,7 +17,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..protocol import Scores, SentReconstruction
-from ..scoring.batch_metrics import match_images, patch_recovery
+from ..scoring.batch_metrics import match_images, patch_recovery, patches_in_image
 from ..scoring.metrics import leakage_metrics, pairwise_mse
 
 if TYPE_CHECKING:
@@ -117,9 +117,12 @@ def receipt_scores(truth: torch.Tensor, labels_true: torch.Tensor, shuffled: tor
                    sent: list[Sent]) -> list[Scores]:
     """:func:`client_receipt`, and a patch-reading attack also scored on the patches it read, placed or not."""
     scored = client_receipt(truth, labels_true, shuffled, patch, [s[:3] for s in sent])
-    for (metrics, _), (_, _, _, patches, positions) in zip(scored, sent):
+    for (metrics, _), (images, _, _, patches, positions) in zip(scored, sent):
         if patches is not None:
             metrics.update(patch_scores(truth, patch, patches, positions))
+            in_image = patches_in_image(images, truth, patch)
+            if in_image is not None:
+                metrics["patches_in_image"] = in_image
     return scored
 
 

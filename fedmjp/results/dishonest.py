@@ -27,6 +27,7 @@ from ..federation.rundir import atomic_json
 from ..scenario import Arm, Scenario
 from ..federation.workload import build_model, dataset, derive_seed, input_size, stack
 from .provenance import read_json
+from ..scoring.reading import not_reduced
 from .settings import REFERENCE
 
 BATCHES = {"quick": (1, 8), "full": (1, 8, 32)}
@@ -65,7 +66,8 @@ def read_dishonest(out: Path) -> dict[str, Any]:
 
 
 def measure_cell(arm: Arm, batch: int, trials: int, own: Tensor, test: Any) -> dict[str, Any]:
-    """Means over ``trials`` seeded batches: patches read, placed, matched PSNR, attack seconds; how many
+    """Means over ``trials`` seeded batches: patches read, placed, in their own image, matched PSNR and SSIM,
+    attack seconds; how many
     planted models the client check flagged. ``own``: the server's images; ``test``: the arm's test split.
     A cell the attack cannot serve says why instead."""
     row: dict[str, Any] = {"arm": arm.name, "batch": batch, "trials": trials}
@@ -87,11 +89,15 @@ def measure_cell(arm: Arm, batch: int, trials: int, own: Tensor, test: Any) -> d
             return row | {"not_applicable": str(exc).removeprefix("imprint: ")}
         # run_single left the planted weights in the client's model: what the client's check would see.
         detected += bool(check_weights(model.state_dict(), sent))
-        scores.append({"patches_exact": result.metrics["patches_exact"],
-                       "patches_placed": result.metrics["patches_placed"],
-                       "psnr": result.metrics["psnr"], "seconds": result.seconds})
-    means = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+        scores.append({key: result.metrics[key] for key in ("patches_exact", "patches_placed", "psnr", "ssim")}
+                      | {"patches_in_image": result.metrics.get("patches_in_image"), "seconds": result.seconds})
+    # patches_in_image is None for a batch with no exact patch: the mean is over the trials that have one.
+    means = {key: _mean([s[key] for s in scores if s[key] is not None]) for key in scores[0]}
     return row | means | {"detected": detected}
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def imprint_reading(row: dict[str, Any], reference: dict[str, Any] | None) -> str:
@@ -103,11 +109,15 @@ def imprint_reading(row: dict[str, Any], reference: dict[str, Any] | None) -> st
     if reference is None or reference.get("not_applicable"):
         return "–"
     if row["patches_exact"] < reference["patches_exact"] - SHARE_MARGIN:
-        return f"{FEWER} ({row['patches_exact']:.2f} vs {reference['patches_exact']:.2f})"
-    if row["patches_placed"] < reference["patches_placed"] - SHARE_MARGIN:
-        return (f"{AS_MANY}; fewer placed ({row['patches_placed']:.2f} vs {reference['patches_placed']:.2f}): "
+        said = f"{FEWER} ({row['patches_exact']:.2f} vs {reference['patches_exact']:.2f})"
+    elif row["patches_placed"] < reference["patches_placed"] - SHARE_MARGIN:
+        said = (f"{AS_MANY}; fewer placed ({row['patches_placed']:.2f} vs {reference['patches_placed']:.2f}): "
                 "positions hidden, contents not")
-    return AS_MANY
+    else:
+        said = AS_MANY
+    if not not_reduced(row["psnr"], reference["psnr"]):
+        said += f"; images less exact ({row['psnr']:.1f} vs {reference['psnr']:.1f} dB)"
+    return said
 
 
 def imprint_readings(rows: list[dict[str, Any]]) -> list[str]:

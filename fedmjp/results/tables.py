@@ -66,17 +66,21 @@ def render_dishonest(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
              f"{arm.model.kwargs.get('depth', 'default')}, the arm's jigsaw and pruning applied) and the server "
              f"decodes the reply. Means over {part['trials']} batches per row. patches exact: share of the batch's "
              "true patches recovered at >= 40 dB PSNR, each matched once; placed: also at its true position; "
-             "matched PSNR: images assembled from the patches, matched one-to-one to the batch. Client check: "
+             "in image: share of the exact patches in the assembled images that sit in their own image (the "
+             "planting's image signature groups them; MJP's shuffled ones are placed within their image by edge "
+             "continuity); matched PSNR and SSIM: images assembled from the patches, matched one-to-one to the "
+             "batch. Client check: "
              "planted models the client's model check (`guard.model_check`) refuses, of those sent. Reading: "
              f"\"{AS_MANY}\" where patches exact is within {SHARE_MARGIN:g} of the ViT's at the same batch size "
              f"(with fewer placed named); \"{FEWER}\" where it is lower.", "",
-             "| arm | defence | batch | patches exact | placed | matched PSNR (dB) | client check | s per attack "
-             "| reading |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| arm | defence | batch | patches exact | placed | in image | matched PSNR (dB) | SSIM | client check "
+             "| s per attack | reading |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row, reading in zip(part["rows"], imprint_readings(part["rows"])):
         measured = not row.get("not_applicable")
         cells = [row["arm"], defence_of(arms.get(row["arm"]) or {}), str(row["batch"]),
                  *(fmt(row.get(key) if measured else None, d) for key, d in
-                   (("patches_exact", 3), ("patches_placed", 3), ("psnr", 2))),
+                   (("patches_exact", 3), ("patches_placed", 3), ("patches_in_image", 3), ("psnr", 2),
+                    ("ssim", 3))),
                  f"{row['detected']}/{row['trials']}" if measured else "–",
                  fmt(row.get("seconds") if measured else None, 2), reading]
         lines.append("| " + " | ".join(cells) + " |")

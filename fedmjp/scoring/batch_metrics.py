@@ -18,7 +18,7 @@ from torch import Tensor
 from .metrics import pairwise_psnr
 from ..models.patches import flat_tiles
 
-__all__ = ["EXACT_PATCH_DB", "align_batch", "match_images", "patch_recovery"]
+__all__ = ["EXACT_PATCH_DB", "align_batch", "match_images", "patch_recovery", "patches_in_image"]
 
 # A patch at or above 40 dB is within about a quarter of an 8-bit step per pixel: the patch itself leaked.
 EXACT_PATCH_DB = 40.0
@@ -77,6 +77,28 @@ def patch_recovery(
     placed = exact & (true_pos[:, None] == rec_pos[None, :])
     total = true_flat.shape[0]
     return {"patches_exact": _matched_count(exact) / total, "patches_placed": _matched_count(placed) / total}
+
+
+def patches_in_image(images: Tensor, truth: Tensor, patch: int, *,
+                     threshold_db: float = EXACT_PATCH_DB) -> float | None:
+    """Share of the exact patches in reconstructed ``images`` (B, C, H, W) that sit in their own image.
+
+    Tiles are matched to the batch's true patches (each at most once, at ``threshold_db`` or better); the
+    reconstructions' order is the attack's own, so each reconstruction is paired with the true image it holds
+    most of the patches of (one-to-one, Hungarian on the counts). None when no tile is exact.
+    """
+    true_flat = flat_tiles(truth.detach().float().clamp(0, 1), patch).flatten(0, 1).cpu()
+    rec_flat = flat_tiles(images.detach().float().clamp(0, 1), patch).flatten(0, 1).cpu()
+    exact = pairwise_psnr(true_flat, rec_flat) >= threshold_db
+    if not exact.any():
+        return None
+    match = maximum_bipartite_matching(csr_matrix(exact.numpy().astype(np.int8)), perm_type="column")
+    true_index = np.flatnonzero(match >= 0)
+    per_image = true_flat.shape[0] // truth.shape[0]
+    counts = np.zeros((truth.shape[0], images.shape[0]))
+    np.add.at(counts, (true_index // per_image, match[true_index] // per_image), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / counts.sum())
 
 
 def _matched_count(pairs: Tensor) -> int:
