@@ -245,15 +245,19 @@ def _plant_signature(block: nn.Module, layout: ImprintLayout, generator: torch.G
 
 
 def _patch_basis(model: nn.Module, layout: ImprintLayout, images: Tensor) -> Tensor:
-    """(p, values) orthonormal columns the embedding writes each patch onto: the identity where the patch fits;
-    otherwise the top eigenvectors of the server's patches' second moment (uncentred, so the mean patch is in
-    the span), the rank-``values`` projection closest to them in mean square."""
-    if not layout.projected:
-        return torch.eye(layout.pixels)
+    """(p, values) orthonormal columns the embedding writes each patch onto: the identity where the patch fits,
+    otherwise :func:`principal_patches`."""
+    return principal_patches(model, images, layout.values) if layout.projected else torch.eye(layout.pixels)
+
+
+def principal_patches(model: nn.Module, images: Tensor, count: int) -> Tensor:
+    """(p, count) the top eigenvectors of the server's patches' second moment (uncentred, so the mean patch is in
+    the span): the rank-``count`` projection closest to them in mean square."""
+    pixels = 3 * model.patch_embed.patch_size[0] ** 2
     patches = flat_tiles(to_model_input(model, images.float()), model.patch_embed.patch_size[0])
-    patches = patches.reshape(-1, layout.pixels).double()
+    patches = patches.reshape(-1, pixels).double()
     _, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending eigenvalues
-    return vectors[:, -layout.values :].flip(1).float()
+    return vectors[:, -count:].flip(1).float()
 
 
 def _silence_attention(block: nn.Module, knows_check: KnownCheck) -> None:

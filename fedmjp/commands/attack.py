@@ -79,6 +79,8 @@ TABLE_ROWS = [
     ("psnr_shuffled", "PSNR dB, shuffled patches", "MJP: the patches the jigsaw moved"),
     ("psnr_unshuffled", "PSNR dB, other patches", "MJP: the patches left in place"),
     ("label_acc", "label accuracy", "share of the batch's labels the attack recovered"),
+    ("patches_exact", "patches read", "share of the batch's patches read at >= 40 dB (planting attacks)"),
+    ("patches_in_image", "patches in own image", "share of the patches read that sit in their own image"),
 ]
 
 
