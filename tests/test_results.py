@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from fedmjp.audit import AuditRecord, AuditStore
-from fedmjp.audit.summary import summarize
+from fedmjp.audit.summary import SERVER, read_records, summarize
 from fedmjp.scoring.metrics import leakage_metrics
 from fedmjp.results import (CONTENT_NOT_REDUCED, COLUMNS, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED,
                             WORST_NOT_REDUCED, judge)
@@ -364,7 +364,7 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
     assert {a: r["shuffled replies"] for a, r in april.items()} == {"vit": "–", "mjp-0.25": "4/4", "dp-eps1e3": "–"}
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["setting"] == "quick" and \
-        set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest", "detector", "realism"}
+        set(provenance["seconds"]) == {"privacy", "accuracy", "dishonest", "detector", "realism", "convergence"}
     # The two Flower parts ran as one sweep: one shared time, said so.
     assert provenance["one_sweep"] == ["privacy", "accuracy"]
     assert provenance["seconds"]["privacy"] == provenance["seconds"]["accuracy"]
@@ -397,6 +397,20 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
         stats = summarize(cell)["arms"][row["arm"]]["attacks"][row["strongest attack"]]
         assert row["matched PSNR (dB)"] == f"{stats['psnr_mean']:.2f}" and row["SSIM"] == f"{stats['ssim_mean']:.3f}"
     assert len(json.loads((out / "results.json").read_text())["realism"]) == len(grid)
+    # The convergence check: the sampled cell again with 4x the steps (2 -> 8) on the same replies (the clients'
+    # images score the same mid-grey baseline), and the grid's rows say which budget they rest on.
+    checks = table_rows(text, "cell | arm | attack | steps")
+    assert {(r["cell"], r["arm"], r["attack"], r["steps"], r["steps x4"]) for r in checks} == {
+        ("init-fedsgd-b1", arm, "ig", "2", "8") for arm in ("vit", "mjp-0.25")}
+    published, larger = (out / "runs" / part / "init-fedsgd-b1" for part in ("realism", "convergence"))
+    for row in checks:
+        for run_dir, column in ((published, "PSNR (dB)"), (larger, "PSNR x4 (dB)")):
+            assert row[column] == f"{summarize(run_dir)['arms'][row['arm']]['attacks']['ig']['psnr_mean']:.2f}"
+    assert sorted(r.baseline["psnr"] for r in read_records(published) if r.source == SERVER) == \
+        sorted(r.baseline["psnr"] for r in read_records(larger) if r.source == SERVER)
+    budgets = {(r["stage"], r["training"], r["batch"], r["arm"]): r["attack budget"] for r in grid}
+    assert budgets["init", "fedsgd", "1", "vit"].startswith(("converged (4x:", "lower bound: still moving at 4x (4x:"))
+    assert budgets["trained", "fedavg", "16", "vit"] == "lower bound: not checked at 4x"
     accuracy = {r["arm"]: r for r in table_rows((out / "accuracy.md").read_text(), "arm | seeds")}
     assert list(accuracy) == ["vit", "mjp-0.25"] and accuracy["mjp-0.25"]["seeds"] == "2"
 
@@ -419,7 +433,7 @@ def test_report_only_rewrites_the_results_from_the_run_directories(results: Path
 @pytest.mark.parametrize("args, message", [
     (["--arms", "vit,nope"], "--arms: unknown arm 'nope'"),
     (["--report-only", "--quick"], "--report-only rewrites existing results"),
-    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism)"),
+    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism, convergence)"),
     (["--set", "defence.prune=2"], "results-cifar10.yaml: defence.prune: Input should be less than 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: list[str], message: str) -> None:

@@ -162,3 +162,32 @@ def test_every_cell_of_each_setting_is_a_valid_scenario_on_stored_images(setting
         if setting == "full":  # a replay attack unrolls a whole local epoch: FedAvg cells get a quarter
             replies, steps = (1, 100) if cell.training == "fedavg" else (2, 200)
             assert {(r, s) for r, name, s in budget if name != "april"} == {(replies, steps)}
+
+
+def test_the_convergence_check_runs_a_cell_again_with_four_times_the_steps_and_marks_the_grid(grid: Path) -> None:
+    from fedmjp.results.convergence import CLOSED_FORM, FACTOR, NOT_CHECKED, PART, read_convergence
+    from fedmjp.results.realism import Cell
+
+    run_realism(DEFAULT_SCENARIO, grid, "quick", OVERRIDES, ARMS, None, budget=BUDGET, batches=BATCHES, part=PART,
+                only=(Cell("init", "fedsgd", 4),), step_factor=FACTOR)
+    checks = read_convergence(grid)
+    # adaptive needs an MJP arm: it is not applicable to the ViT, at either budget.
+    assert {(c["cell"], c["arm"], c["attack"], c["steps"], c["steps_larger"]) for c in checks} == {
+        ("init-fedsgd-b4", "vit", "ig", 3, 12), *(("init-fedsgd-b4", "mjp-0.25", a, 3, 12) for a in ("ig", "adaptive"))}
+    for check in checks:
+        again = summarize(grid / "runs" / PART / "init-fedsgd-b4")["arms"][check["arm"]]["attacks"][check["attack"]]
+        assert check["psnr_larger"] == again["psnr_mean"] and check["ssim_larger"] == again["ssim_mean"]
+        moved = abs(check["psnr_larger"] - check["psnr"]) < 1 and abs(check["ssim_larger"] - check["ssim"]) < 0.02
+        assert check["converged"] == moved
+    part = read_realism(grid) | {"convergence": checks}
+    rows = {(r["cell"], r["arm"]): r for r in realism_rows(part)}
+    assert rows["init-fedsgd-b1", "vit"]["budget"] == CLOSED_FORM  # april's closed form takes no steps
+    assert rows["trained-fedavg-b4", "vit"]["budget"] == NOT_CHECKED
+    checked = rows["init-fedsgd-b4", "mjp-0.25"]
+    verdict = next(c for c in checks if (c["arm"], c["attack"]) == ("mjp-0.25", checked["attack"]))
+    assert checked["budget"].startswith("converged (4x:" if verdict["converged"] else "lower bound: still moving")
+    text = "\n".join(render_realism({"realism": part, "accuracy": None}, list(rows.values())))
+    assert "### Is the attacker converged?" in text and "| init-fedsgd-b4 | vit | ig | 3 |" in text
+    unsure = [r for r in rows.values() if r["recognisable"] is False and r["budget"].startswith("lower bound")]
+    if unsure:
+        assert "was not shown converged: more budget may make it recognisable" in text

@@ -9,6 +9,7 @@ from typing import Any
 from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
+from .convergence import attack_steps, budget_reading, read_convergence
 from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
@@ -34,7 +35,13 @@ def collect(out: Path) -> dict[str, Any]:
     return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
             "accuracy": finals(curves) if runs else None, "curves": curves,
             "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
-            "dishonest": read_dishonest(out), "detector": read_detector(out), "realism": read_realism(out)}
+            "dishonest": read_dishonest(out), "detector": read_detector(out), "realism": _realism(out)}
+
+
+def _realism(out: Path) -> dict[str, Any]:
+    """The grid, with the convergence check of its sampled cells (an empty list when that part did not run)."""
+    part = read_realism(out)
+    return part | {"convergence": read_convergence(out)} if part else part
 
 
 def accuracy_of(data: dict[str, Any], arm: str) -> float | None:
@@ -148,11 +155,13 @@ def realism_rows(part: dict[str, Any], reference: str = REFERENCE) -> list[dict[
             attack = strongest(entry["attacks"])
             stats = entry["attacks"][attack] if attack else {}
             ssim = stats.get("ssim_mean")
+            takes_steps = attack in attack_steps(part["resolved"][name].get(arm) or {})
+            budget = budget_reading(part.get("convergence", []), name, arm, attack, takes_steps)
             out.append({"cell": name, "stage": stage, "training": training, "batch": int(batch.removeprefix("b")),
                         "arm": arm, "attack": attack, "count": stats.get("count", 0),
                         "psnr_mean": stats.get("psnr_mean"), "ssim_mean": ssim, "lpips_mean": stats.get("lpips_mean"),
                         "leakage_mean": stats.get("leakage_mean"), "seconds_mean": stats.get("seconds_mean"),
-                        "recognisable": None if ssim is None else ssim >= RECOGNISABLE_SSIM,
+                        "recognisable": None if ssim is None else ssim >= RECOGNISABLE_SSIM, "budget": budget,
                         "note": judge(stats, ref, arm == reference) if attack else "nothing scored"})
     return out
 
@@ -168,6 +177,9 @@ def where_recognisability_stops(rows: list[dict[str, Any]]) -> list[str]:
         group = sorted(group, key=lambda r: r["batch"])
         yes = [r["batch"] for r in group if r["recognisable"]]
         no = [r["batch"] for r in group if r["recognisable"] is False]
+        # A "not recognisable" from an attack that may not have converged is a lower bound on the leak.
+        unsure = [r["batch"] for r in group if r["recognisable"] is False
+                  and r.get("budget", "").startswith("lower bound")]
         if not no:
             words = f"recognisable at every batch size measured ({', '.join(map(str, yes))})" if yes else \
                 "nothing scored"
@@ -175,5 +187,8 @@ def where_recognisability_stops(rows: list[dict[str, Any]]) -> list[str]:
             words = f"not recognisable at any batch size measured ({', '.join(map(str, no))})"
         else:
             words = f"recognisable at batch {', '.join(map(str, yes))}; not at {', '.join(map(str, no))}"
+        if unsure:
+            words += (f" (at {', '.join(map(str, unsure))} the attack was not shown converged: more budget may make "
+                      "it recognisable)")
         lines.append(f"{arm}, {training}, {stage}: {words}")
     return lines

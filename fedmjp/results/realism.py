@@ -110,9 +110,11 @@ def trained_weights(accuracy_dir: Path) -> dict[str, Path]:
 
 
 def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, arms: list[str],
-                  weights: dict[str, Path], num_clients: int, seed: int | None, budget: Budget) -> Scenario:
+                  weights: dict[str, Path], num_clients: int, seed: int | None, budget: Budget,
+                  step_factor: int = 1) -> Scenario:
     """The cell's scenario: the accuracy part's model and data, the cell's training, the budget's attacks,
-    then the user's ``realism:KEY=VALUE`` (and unscoped) overrides."""
+    then the user's ``realism:KEY=VALUE`` (and unscoped) overrides; every attack's steps times
+    ``step_factor`` (the convergence check's larger budget, on whatever attacks the overrides chose)."""
     raw = apply_overrides(read_raw(path), [*SETTINGS[setting]["accuracy"], *part_overrides("accuracy", overrides)])
     raw = apply_overrides(raw, [
         *LOCAL, f"training.mode={cell.training}", f"training.batch_size={cell.batch}", "training.rounds=1",
@@ -127,8 +129,18 @@ def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, ar
         chosen[name] = arm
     raw["arms"] = chosen
     raw["name"] = f"{raw.get('name', 'results')}-{cell.name}"
+    if step_factor != 1:
+        raw["audit"]["attacks"] = [scaled_steps(spec, step_factor) for spec in raw["audit"]["attacks"]]
     scenario = parse_scenario(raw, source=str(path))
     return scenario.with_seed(seed) if seed is not None else scenario
+
+
+def scaled_steps(spec: dict[str, Any], factor: int) -> dict[str, Any]:
+    """An attack spec with ``factor`` times its steps (a closed-form attack has none and stays as it is)."""
+    options = spec.get("options") or {}
+    if "steps" not in options:
+        return spec
+    return {**spec, "options": {**options, "steps": factor * options["steps"]}}
 
 
 def train_size(path: Path, setting: str, overrides: list[str], arms: list[str], seed: int | None,
@@ -142,20 +154,23 @@ def train_size(path: Path, setting: str, overrides: list[str], arms: list[str], 
 
 def run_realism(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
                 seed: int | None, progress: Progress = lambda *_: None, budget: Budget | None = None,
-                batches: tuple[int, ...] = BATCHES) -> Path:
-    """Every cell into ``out/runs/realism/CELL`` and the grid's description into ``grid.json``; the
+                batches: tuple[int, ...] = BATCHES, *, part: str = "realism", only: tuple[Cell, ...] | None = None,
+                step_factor: int = 1) -> Path:
+    """Every cell into ``out/runs/PART/CELL`` and the grid's description into ``grid.json``; the
     trained stage only when the accuracy part left final weights for every arm. ``budget``: the
-    setting's unless given."""
+    setting's unless given; ``only``: these cells of the grid; ``step_factor``: every attack's steps times it."""
     budget = budget or BUDGETS[setting]
-    part_dir = out / "runs" / "realism"
+    part_dir = out / "runs" / part
     weights = trained_weights(out / "runs" / "accuracy")
     chosen = [a for a in ARMS if a in (arms or ARMS) and a in ACCURACY_ARMS]
     todo = cells(STAGES if all(a in weights for a in chosen) else ("init",), batches)
+    todo = [c for c in todo if c in only] if only is not None else todo
     train_examples = train_size(path, setting, overrides, chosen, seed, budget)
     num_clients = train_examples // budget.examples
     for done, cell in enumerate(todo):
         progress(cell.name, done, len(todo))
-        scenario = cell_scenario(path, setting, overrides, cell, chosen, weights, num_clients, seed, budget)
+        scenario = cell_scenario(path, setting, overrides, cell, chosen, weights, num_clients, seed, budget,
+                                 step_factor)
         simulate_in_process(scenario, part_dir / cell.name)
     progress("", len(todo), len(todo))
     target = part_dir / GRID

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import InputError
 from ..federation.rundir import atomic_json, atomic_write
 from .accuracy import accuracy_rows
+from .convergence import run_convergence
 from .detector import run_detector
 from .dishonest import run_dishonest
 from .realism import run_realism
@@ -84,6 +85,10 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
                                          lambda what, done, total: progress("detector", what, done, total)),
         "realism": lambda: run_realism(path, out, setting, overrides or [], arms, seeds[0] if seeds else None,
                                        lambda _cell, done, total: progress("realism", "cells", done, total)),
+        "convergence": lambda: run_convergence(path, out, setting, overrides or [], arms,
+                                               seeds[0] if seeds else None,
+                                               lambda _cell, done, total: progress("convergence", "cells", done,
+                                                                                   total)),
     }
     if set(on_flower) & set(provenance.get(TOGETHER) or ()):
         provenance.pop(TOGETHER)  # a part of an earlier shared run runs again, alone or with the other

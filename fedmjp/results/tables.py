@@ -7,6 +7,7 @@ from typing import Any
 from ..scenario import Arm
 from ..scoring.stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
+from .convergence import CONVERGED, FACTOR, MOVING, PSNR_MOVE, SSIM_MOVE
 from .judging import COLUMNS, defence_of, realism_rows, where_recognisability_stops
 from ..scoring.reading import (CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
                                WORST_NOT_REDUCED)
@@ -160,18 +161,38 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
              f"Recognisable: mean SSIM >= {RECOGNISABLE_SSIM:g}. Why that rule: {RECOGNISABLE_WHY}"
              + (f" Here the mid-grey image scores SSIM {grey:.3f} on average." if grey is not None else ""), "",
              "| stage | training | batch | arm | strongest attack | scored | matched PSNR (dB) | SSIM | LPIPS "
-             "| leakage over grey (dB) | recognisable | s per attack | reading |",
-             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+             "| leakage over grey (dB) | recognisable | s per attack | attack budget | reading |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---|---|"]
     for row in table:
         recognisable = {True: "yes", False: "no", None: "–"}[row["recognisable"]]
         cells = [row["stage"], row["training"], str(row["batch"]), row["arm"], row["attack"] or "–", str(row["count"]),
                  fmt(row["psnr_mean"], 2), fmt(row["ssim_mean"], 3), fmt(row["lpips_mean"], 3),
-                 fmt(row["leakage_mean"], 2), recognisable, fmt(row["seconds_mean"], 2), row["note"]]
+                 fmt(row["leakage_mean"], 2), recognisable, fmt(row["seconds_mean"], 2), row["budget"], row["note"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Where reconstructions stop being recognisable (strongest attack per cell):", ""]
     lines += [f"- {line}" for line in where_recognisability_stops(table)]
     seconds = ", ".join(f"{name} {value:.0f}" for name, value in part["seconds"].items())
     lines += ["", f"Seconds per cell, every arm's round (the clients' training, the attacks, the scoring): {seconds}."]
+    return lines + render_convergence(part.get("convergence", []))
+
+
+def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
+    """The convergence check of the grid's sampled cells: each optimisation attack at the grid's budget and at
+    ``FACTOR`` times it."""
+    lines = ["", "### Is the attacker converged?", "",
+             f"A weak attacker reads as a strong defence. Sampled cells of the grid ran again with {FACTOR} times "
+             "every attack's steps (the same seed, clients and replies; `runs/convergence/CELL`). Converged: matched "
+             f"PSNR moved by less than {PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}. Every other row of the "
+             "grid that an optimisation attack leads is a lower bound on the leak (its attack budget column says "
+             "which)."]
+    if not checks:
+        return lines + ["", "Not run: every optimisation-attack row of the grid is a lower bound."]
+    lines += ["", "| cell | arm | attack | steps | PSNR (dB) | SSIM | steps x4 | PSNR x4 (dB) | SSIM x4 | reading |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for c in checks:
+        lines.append(f"| {c['cell']} | {c['arm']} | {c['attack']} | {c['steps']} | {fmt(c['psnr'], 2)} | "
+                     f"{fmt(c['ssim'], 3)} | {c['steps_larger']} | {fmt(c['psnr_larger'], 2)} | "
+                     f"{fmt(c['ssim_larger'], 3)} | {CONVERGED if c['converged'] else MOVING} |")
     return lines
 
 
