@@ -64,6 +64,7 @@ class Budget(_Options):
     restarts: Annotated[int, Field(ge=1)] | None = None
     lr: Annotated[float, Field(gt=0)] | None = None
     tv: Annotated[float, Field(ge=0)] | None = None
+    patch_prior: Annotated[float, Field(ge=0)] | None = None
     optimizer: Literal["adam", "lbfgs"] | None = None
     signed: bool | None = None
     seed: int | None = None

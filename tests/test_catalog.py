@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A valid value for every option any attack takes.
 SAMPLES = {
-    "steps": 1, "restarts": 1, "lr": 0.1, "tv": 0.0, "optimizer": "adam", "signed": True, "seed": 0, "log_every": 1,
+    "steps": 1, "restarts": 1, "lr": 0.1, "tv": 0.0, "patch_prior": 0.5, "optimizer": "adam", "signed": True, "seed": 0, "log_every": 1,
     "layer_weights": {"head.weight": 2.0}, "centred_pos": 1.0, "pos_weight": 1.0, "rounds": 1, "knows_check": "none",
     "blocks": 1, "batch": 1,
 }

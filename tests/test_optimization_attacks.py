@@ -132,3 +132,22 @@ def test_one_restart_runs_on_an_mjp_model_whose_dal_head_is_unused_in_eval(photo
     obs = Observation("mjp_" + NAME, weights, result.tensors, model_kwargs=kwargs)
     recon = build_attack("ig", steps=3, restarts=1)(obs)
     assert torch.isfinite(recon.images).all() and recon.images.shape == photo32.shape
+
+
+def test_the_patch_prior_costs_only_what_faces_across_patch_borders(photo32: torch.Tensor) -> None:
+    from fedmjp.attacks.gradient_matching import patch_borders
+
+    flat_patches = torch.rand(1, 1, 3, 8, 8).repeat_interleave(4, -1).repeat_interleave(4, -2)  # 4-px tiles
+    assert float(patch_borders(flat_patches, 4)) > 0  # neighbouring tiles differ only at their borders
+    tiles = flat_patches[..., ::4, ::4]  # (1, 1, 3, 8, 8): one value per tile
+    expected = (tiles[..., :, 1:] - tiles[..., :, :-1]).pow(2).mean() + (tiles[..., 1:, :] - tiles[..., :-1, :]).pow(2).mean()
+    assert float(patch_borders(flat_patches, 4)) == pytest.approx(float(expected), rel=1e-5)
+    inside = torch.zeros(1, 1, 3, 8, 8)
+    inside[..., 1, 1] = 1.0  # a pixel inside a 4-px tile, away from every border
+    assert float(patch_borders(inside, 4)) == 0
+    # An option like any budget's, on the ig the audit runs: the prior changes the reconstruction.
+    obs = _gradient_obs(photo32)
+    plain = build_attack("ig", steps=20, restarts=1)(obs)
+    prior = build_attack("ig", steps=20, restarts=1, patch_prior=10.0)(obs)
+    assert prior.info["budget"]["patch_prior"] == 10.0 and not torch.equal(prior.images, plain.images)
+    assert float(patch_borders(prior.images[None], 4)) < float(patch_borders(plain.images[None], 4))

@@ -257,7 +257,7 @@ class Adaptive:
         problem = MatchingProblem(simulate, {n: ce_grads[n] for n in names}, "cosine", self.layer_weights, terms)
         start = random_start(self.batch_budget.restarts, len(labels), tuple(model.patch_embed.img_size),
                              self.batch_budget.seed)
-        result = optimise(problem, start, self.batch_budget)
+        result = optimise(problem, start, self.batch_budget, patch=model.patch_embed.patch_size[0])
         info.update(loss=result.loss, history=result.history)
         return result.variable, result.start
 
@@ -284,7 +284,7 @@ class Adaptive:
         jitter = 0.1 * (to_tiles(random_start(self.budget.restarts, 1, images.shape[-2:], self.budget.seed + 1), patch) - 0.5)
         jitter[0] = 0
         start = (known[masked] + jitter[:, 0, masked]).clamp(0, 1)
-        result = optimise(problem, start, self.budget, to_images)
+        result = optimise(problem, start, self.budget, to_images, patch)
         info.update(loss=result.loss, history=result.history)
         return to_images(result.variable[None])[0]
 

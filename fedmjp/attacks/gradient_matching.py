@@ -157,14 +157,25 @@ def total_variation(images: Tensor) -> Tensor:
     return dx + dy
 
 
+def patch_borders(images: Tensor, patch: int) -> Tensor:
+    """GradViT's patch prior (Hatamizadeh et al., CVPR 2022): the mean squared difference of the pixels that
+    face each other across the borders of neighbouring patches, per restart: (R, B, C, H, W) -> (R,). A ViT
+    sees each patch on its own, so nothing else ties a reconstruction's patches together."""
+    across_columns = images[..., :, patch::patch] - images[..., :, patch - 1 : -1 : patch]
+    across_rows = images[..., patch::patch, :] - images[..., patch - 1 : -1 : patch, :]
+    return across_columns.pow(2).flatten(1).mean(1) + across_rows.pow(2).flatten(1).mean(1)
+
+
 @dataclass
 class Budget:
-    """Optimiser settings. ``steps`` counts objective evaluations (one per iteration)."""
+    """Optimiser settings. ``steps`` counts objective evaluations (one per iteration). ``patch_prior``: the
+    weight of :func:`patch_borders` (0: off)."""
 
     steps: int = 200
     restarts: int = 2
     lr: float = 0.1
     tv: float = 0.0
+    patch_prior: float = 0.0
     optimizer: Literal["adam", "lbfgs"] = "adam"
     signed: bool = True
     seed: int = 0
@@ -185,18 +196,24 @@ def optimise(
     start: Tensor,
     budget: Budget,
     to_images: Callable[[Tensor], Tensor] = lambda v: v,
+    patch: int | None = None,
 ) -> Optimised:
-    """Minimise distance + tv * TV over a (R, ...) variable boxed to [0, 1]; keep the best restart.
+    """Minimise distance + tv * TV (+ patch_prior * the patch borders' mismatch, with the model's ``patch``
+    size) over a (R, ...) variable boxed to [0, 1]; keep the best restart.
 
     ``to_images`` maps the variable to (R, B, 3, H, W) images (identity for whole images; the
     adaptive attacker optimises only the masked patches and pastes them into known ones).
     """
+    if budget.patch_prior and patch is None:
+        raise ValueError("patch_prior needs the model's patch size")
     variable = start.clone().requires_grad_(True)
 
     def objective() -> tuple[Tensor, Tensor]:
         images = to_images(variable)
         match = problem.per_restart(images)
         total = match + budget.tv * total_variation(images) if budget.tv else match
+        if budget.patch_prior:
+            total = total + budget.patch_prior * patch_borders(images, patch)
         return match, total.sum()  # restarts are independent: the sum separates
 
     history = _adam(variable, objective, budget) if budget.optimizer == "adam" else _lbfgs(variable, objective, budget)

@@ -101,7 +101,7 @@ class GradientInversion:
             terms = self.terms(model, target)
             problem = MatchingProblem(simulate, target, self.distance, self.layer_weights, terms)
             start = random_start(self.budget.restarts, len(labels), image_size(model), self.budget.seed)
-            result = optimise(problem, start, self.budget)
+            result = optimise(problem, start, self.budget, patch=model.patch_embed.patch_size[0])
         return Reconstruction(
             images=result.variable,
             threat_model=ThreatModel(
