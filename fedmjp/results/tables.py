@@ -7,7 +7,7 @@ from typing import Any
 from ..scenario import Arm
 from ..scoring.stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
-from .convergence import CONVERGED, FACTOR, MOVING, PSNR_MOVE, SSIM_MOVE
+from .convergence import FACTOR, PSNR_MOVE, SSIM_MOVE, verdict
 from .judging import COLUMNS, defence_of, realism_rows, where_recognisability_stops
 from ..scoring.reading import (CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
                                WORST_NOT_REDUCED)
@@ -182,8 +182,9 @@ def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
     lines = ["", "### Is the attacker converged?", "",
              f"A weak attacker reads as a strong defence. Sampled cells of the grid ran again with {FACTOR} times "
              "every attack's steps (the same seed, clients and replies; `runs/convergence/CELL`). Converged: matched "
-             f"PSNR moved by less than {PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}. Every other row of the "
-             "grid that an optimisation attack leads is a lower bound on the leak (its attack budget column says "
+             f"PSNR moved by less than {PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}; still rising: the grid's "
+             "figure is a lower bound on the leak; lower at 4x: not converged. Every row of the grid that an "
+             "optimisation attack leads and no check covers is a lower bound (its attack budget column says "
              "which)."]
     if not checks:
         return lines + ["", "Not run: every optimisation-attack row of the grid is a lower bound."]
@@ -192,7 +193,7 @@ def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
     for c in checks:
         lines.append(f"| {c['cell']} | {c['arm']} | {c['attack']} | {c['steps']} | {fmt(c['psnr'], 2)} | "
                      f"{fmt(c['ssim'], 3)} | {c['steps_larger']} | {fmt(c['psnr_larger'], 2)} | "
-                     f"{fmt(c['ssim_larger'], 3)} | {CONVERGED if c['converged'] else MOVING} |")
+                     f"{fmt(c['ssim_larger'], 3)} | {verdict(c)} |")
     return lines
 
 
