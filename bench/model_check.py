@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     table = Table(title=f"model check seconds beside a round's training (batch {BATCH}, median of {args.repeats}, "
                         f"load average {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads)")
     for column in ("model", "weights only", "+ history", "+ batch (all tests)", "FedSGD gradient",
-                   f"FedAvg {LOCAL_STEPS} steps", "check / FedSGD", f"check / FedAvg"):
+                   f"FedAvg {LOCAL_STEPS} steps", "check / FedSGD", "check / FedAvg"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in args.models:
         s = measure(name, args.repeats)
