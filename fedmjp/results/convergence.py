@@ -53,14 +53,16 @@ def read_convergence(out: Path) -> list[dict[str, Any]]:
         if not (published / "scenario.yaml").is_file():
             continue
         before, after = summarize(published)["arms"], summarize(checked / name)["arms"]
-        steps = {arm: attack_steps(entry) for arm, entry in resolved_arms(checked / name).items()}
+        steps = {arm: attack_steps(entry) for arm, entry in resolved_arms(published).items()}
+        larger = {arm: attack_steps(entry) for arm, entry in resolved_arms(checked / name).items()}
         for arm, entry in after.items():
             for attack, stats in entry["attacks"].items():
                 old = ((before.get(arm) or {}).get("attacks") or {}).get(attack) or {}
-                if attack not in steps[arm] or "psnr_mean" not in stats or "psnr_mean" not in old:
+                if attack not in larger[arm] or attack not in steps.get(arm, {}) or "psnr_mean" not in stats \
+                        or "psnr_mean" not in old:
                     continue
-                rows.append({"cell": name, "arm": arm, "attack": attack, "steps": steps[arm][attack] // FACTOR,
-                             "steps_larger": steps[arm][attack], "psnr": old["psnr_mean"],
+                rows.append({"cell": name, "arm": arm, "attack": attack, "steps": steps[arm][attack],
+                             "steps_larger": larger[arm][attack], "psnr": old["psnr_mean"],
                              "psnr_larger": stats["psnr_mean"], "ssim": old["ssim_mean"],
                              "ssim_larger": stats["ssim_mean"],
                              "converged": converged(stats["psnr_mean"] - old["psnr_mean"],

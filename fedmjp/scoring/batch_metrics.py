@@ -92,7 +92,7 @@ def patches_in_image(images: Tensor, truth: Tensor, patch: int, *,
     exact = pairwise_psnr(true_flat, rec_flat) >= threshold_db
     if not exact.any():
         return None
-    match = maximum_bipartite_matching(csr_matrix(exact.numpy().astype(np.int8)), perm_type="column")
+    match = _matching(exact)
     true_index = np.flatnonzero(match >= 0)
     per_image = true_flat.shape[0] // truth.shape[0]
     counts = np.zeros((truth.shape[0], images.shape[0]))
@@ -103,7 +103,9 @@ def patches_in_image(images: Tensor, truth: Tensor, patch: int, *,
 
 def _matched_count(pairs: Tensor) -> int:
     """Size of a maximum matching in the bipartite graph given by a boolean (true, recovered) matrix."""
-    if not pairs.any():
-        return 0
-    graph = csr_matrix(pairs.numpy().astype(np.int8))
-    return int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
+    return int((_matching(pairs) >= 0).sum()) if pairs.any() else 0
+
+
+def _matching(pairs: Tensor) -> np.ndarray:
+    """A maximum matching of a boolean (true, recovered) matrix: for each true item, its recovered one or -1."""
+    return maximum_bipartite_matching(csr_matrix(pairs.numpy().astype(np.int8)), perm_type="column")
