@@ -19,6 +19,7 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from fedmjp.protocol import (ACCURACY, ARRAYS, CE_LOSS, CONFIG, DAL_LOSS, LOSS, METRICS, NUM_EXAMPLES, PARTITION_ID,
                              PARTITION_QUERY, RECEIPT_QUERY, SERVER_ROUND, SHARD, SHARDS, ErrorCode, ReceiptAnswer,
@@ -50,10 +51,17 @@ def checked_training(msg: Message, context: Context) -> bool:
     return training(msg, context) and arm_of(msg, context).guard.model_check
 
 
+def secure_aggregation(msg: Message, context: Context) -> bool:
+    """A stage of the SecAgg+ protocol (each carries the protocol's config record)."""
+    return training(msg, context) and msg.has_content() and RECORD_KEY_CONFIGS in msg.content.config_records
+
+
 # The first mod is the outermost: a reply is pruned, then noised (DP), then checked by the guard;
 # before them all, a simulated node learns the partition the server assigned it, and received weights
-# are checked for planted structure before anything trains on them (model check).
-app = ClientApp(mods=[partition_mod, deferred(".model_check", "model_check_mod", checked_training),
+# are checked for planted structure before anything trains on them (model check). Outside all of them,
+# SecAgg+ answers its key-exchange stages and masks what the others let out.
+app = ClientApp(mods=[deferred(".secure_aggregation", "secure_aggregation_mod", secure_aggregation),
+                      partition_mod, deferred(".model_check", "model_check_mod", checked_training),
                       deferred(".guard", "guard_mod", guarded_training),
                       deferred(".defence_mods", "local_dp_mod", training),
                       deferred(".defence_mods", "prune_mod", training)])

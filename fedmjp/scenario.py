@@ -120,6 +120,49 @@ class Clients(Strict):
         return self.num_clients
 
 
+class SecureAggregation(Strict):
+    """Flower's SecAgg+ (``SecAggPlusWorkflow`` / ``secaggplus_mod``): the server learns only the round's
+    example-weighted mean. Names and defaults are Flower's (``num_shares`` and ``reconstruction_threshold``
+    as in Flower's secure-aggregation example); the server sets them, so a dishonest one may tune them."""
+
+    enabled: bool = False
+    """Run each training round through SecAgg+ (at least 2 clients a round)."""
+    num_shares: Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, le=1)] = 3
+    """Shares each client's secrets are split into (an integer > 2), or a share of the sampled clients."""
+    reconstruction_threshold: Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, le=1)] = 2
+    """Shares needed to rebuild a secret (an integer below ``num_shares``), or a share of ``num_shares``: a
+    round survives dropouts while every client keeps this many live neighbours."""
+    max_weight: Annotated[float, Field(gt=0)] = 1000.0
+    """The largest example count a client may weigh; each reply is scaled by count / max_weight before it is
+    quantized."""
+    clipping_range: Annotated[float, Field(gt=0)] = 8.0
+    """Scaled values are clipped to [-clipping_range, clipping_range] before quantization."""
+    quantization_range: Annotated[int, Field(ge=2)] = 2**22
+    """Integer levels over the clipping range: the step is 2 x clipping_range / quantization_range."""
+    modulus_range: Annotated[int, Field(ge=2)] = 2**32
+    """Masks are drawn modulo this power of 2 (at most 2**32)."""
+
+    @model_validator(mode="after")
+    def _flower_accepts(self) -> SecureAggregation:
+        if isinstance(self.num_shares, int) and 1 < self.num_shares <= 2:
+            raise ValueError("secure_aggregation.num_shares: an integer number of shares must be greater than 2")
+        if (isinstance(self.reconstruction_threshold, int) and isinstance(self.num_shares, int)
+                and 1 < self.num_shares <= self.reconstruction_threshold):
+            raise ValueError(f"secure_aggregation.reconstruction_threshold: must be below num_shares "
+                             f"({self.num_shares})")
+        if self.modulus_range & (self.modulus_range - 1) or self.modulus_range > 2**32:
+            raise ValueError("secure_aggregation.modulus_range: must be a power of 2, at most 2**32")
+        if self.modulus_range <= self.quantization_range:
+            raise ValueError(f"secure_aggregation.modulus_range: must exceed quantization_range "
+                             f"({self.quantization_range})")
+        return self
+
+    @property
+    def step(self) -> float:
+        """The quantization step of one client's scaled value."""
+        return 2 * self.clipping_range / self.quantization_range
+
+
 class Training(Strict):
     """What the clients compute each round and how the server applies it."""
 
@@ -151,6 +194,8 @@ class Training(Strict):
     augment: bool = False
     """``fedavg``: clients train on random crops (4 px reflect padding) and horizontal flips of their images
     (not with an audit: reconstructions are scored against the stored images)."""
+    secure_aggregation: SecureAggregation = Field(default_factory=SecureAggregation)
+    """Flower's SecAgg+: the server sees only the sum of the round's replies."""
 
     def lr_at(self, server_round: int) -> float:
         """The clients' learning rate in this round (1-based)."""
@@ -489,6 +534,32 @@ class Arm(Strict):
         if self.guard.on_unjudged == "send" and misses[0]:
             raise ValueError(f"guard.on_unjudged: send needs a guard.attack that applies ({misses[0]}); "
                              f"use on_unjudged: withhold to rely on the fallback")
+        return self
+
+    @model_validator(mode="after")
+    def _secure_aggregation_fits(self) -> Arm:
+        secagg = self.training.secure_aggregation
+        if not secagg.enabled:
+            return self
+        clients = self.clients.sampled_per_round
+        where = "training.secure_aggregation"
+        if clients < 2:
+            raise ValueError(f"{where}.enabled: SecAgg+ needs at least 2 clients a round (clients.per_round "
+                             f"gives {clients})")
+        if clients * secagg.quantization_range > secagg.modulus_range:
+            raise ValueError(f"{where}.quantization_range: {clients} clients x {secagg.quantization_range} levels "
+                             f"exceed modulus_range ({secagg.modulus_range}): the masked sum would wrap")
+        # Under SecAgg+ the server cannot single out a reply: it plants for all, attacks the sum, and cannot
+        # spot a corrupt reply (a NaN or misshaped one breaks the sum rather than being set aside).
+        if self.audit.server.kind != "honest" and self.audit.server.clients != "all":
+            raise ValueError(f"audit.server.clients: under {where} the server plants for every sampled "
+                             f"client (set all)")
+        if self.audit.clients != "all":
+            raise ValueError(f"audit.clients: under {where} the server attacks the aggregate of all clients "
+                             f"(set all)")
+        if bad := [kind for kind in self.faults.kinds if kind in ("nan", "shape")]:
+            raise ValueError(f"faults.kinds: {bad[0]} is not injected under {where} (a client drops out with "
+                             f"raise or slow)")
         return self
 
     @model_validator(mode="after")

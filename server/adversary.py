@@ -4,7 +4,8 @@ audit records; it also records what the clients' guards reported and the round's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message, RecordDict
@@ -20,16 +21,25 @@ from fedmjp.protocol import (ARRAYS, CONFIG, RECEIPT_MESSAGE, GuardReport, Recei
 from fedmjp.scenario import Arm
 
 from .exchange import send_and_receive
+from .secure_aggregation import SecureRound
 from .strategy import CheckedReplies, Reply
 
 
 @dataclass
 class Attacked:
-    """One reply the server attacked, with its outcomes and (later) the client's receipt."""
+    """What the server attacked (a client's reply, or the aggregate that holds it), with the outcomes and
+    (later) that client's receipt for them."""
 
-    reply: Reply
+    partition_id: int
+    node_id: int
+    num_examples: int
     outcomes: list[Outcome]
     receipt: Receipt | None = None
+    threat: dict[str, Any] = field(default_factory=dict)  # what the record adds to the attack's threat model
+
+    @classmethod
+    def of_reply(cls, reply: Reply, outcomes: list[Outcome]) -> Attacked:
+        return cls(reply.partition_id, reply.message.metadata.src_node_id, reply.num_examples, outcomes)
 
     @property
     def reconstructed(self) -> list[Outcome]:
@@ -89,20 +99,42 @@ class RoundAuditor:
             by_partition = {r.partition_id: r for r in checked.usable if r.partition_id not in planted}
             attacked += [self._attack(weights, by_partition[p], server_round)
                          for p in audit.targets(list(by_partition))]
-        if attacked:
-            self._collect_receipts(server_round, attacked)
-            for item in attacked:
-                append_attack_records(self.store, self.arm.name, server_round, item.reply.partition_id,
-                                      item.reply.num_examples, item.outcomes, item.receipt)
+        self._record_attacks(server_round, attacked)
         append_fault_records(self.store, self.arm.name, server_round, checked.faults, planted=set(planted))
+
+    def audit_aggregate(self, server_round: int, sent: ArrayRecord, secure: SecureRound,
+                        planted: dict[int, dict[str, torch.Tensor]]) -> None:
+        """Under SecAgg+: attack the aggregate (the planting attack when the round was planted, for every
+        client), ask every client in it to score the reconstructions against its own batch, and append the
+        records, one per client, each tagged with the aggregate it came from; and the drop-outs."""
+        attacking = self.arm.audit.attacks and self.arm.audit.attacks_round(server_round)
+        if secure.aggregate is not None and (planted or attacking):
+            # Every sampled client got the same weights: the planted ones in a planted round.
+            weights = next(iter(planted.values())) if planted else sent.to_torch_state_dict()
+            metrics = secure.contributors[0].metrics if secure.contributors else None
+            obs = self.adversary.observation(weights, secure.aggregate, secure.num_examples, server_round,
+                                             None if planted else metrics)
+            outcomes = self.adversary.run_planted(obs) if planted else self.adversary.run(obs)
+            threat = {"aggregate": "secagg+", "clients": len(secure.contributors)}
+            self._record_attacks(server_round, [Attacked(c.partition_id, c.node_id, c.num_examples, outcomes,
+                                                         threat=threat) for c in secure.contributors])
+        append_fault_records(self.store, self.arm.name, server_round, secure.faults, planted=set(planted))
+
+    def _record_attacks(self, server_round: int, attacked: list[Attacked]) -> None:
+        if not attacked:
+            return
+        self._collect_receipts(server_round, attacked)
+        for item in attacked:
+            append_attack_records(self.store, self.arm.name, server_round, item.partition_id, item.num_examples,
+                                  item.outcomes, item.receipt, item.threat)
 
     def _attack(self, weights: dict[str, torch.Tensor], reply: Reply, server_round: int) -> Attacked:
         obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, server_round, reply.metrics)
-        return Attacked(reply, self.adversary.run(obs))
+        return Attacked.of_reply(reply, self.adversary.run(obs))
 
     def _attack_planted(self, weights: dict[str, torch.Tensor], reply: Reply, server_round: int) -> Attacked:
         obs = self.adversary.observation(weights, reply.tensors, reply.num_examples, server_round)
-        return Attacked(reply, self.adversary.run_planted(obs))
+        return Attacked.of_reply(reply, self.adversary.run_planted(obs))
 
     def _collect_receipts(self, server_round: int, attacked: list[Attacked]) -> None:
         """Every client with a reconstruction scores it; the questions go out together."""
@@ -111,7 +143,7 @@ class RoundAuditor:
             Message(content=ReceiptRequest(self.key, server_round, self.patch,
                                            [to_send(o.reconstruction) for o in item.reconstructed],
                                            self.arm.audit.store_ground_truth).to_content(),
-                    dst_node_id=item.reply.message.metadata.src_node_id, message_type=RECEIPT_MESSAGE)
+                    dst_node_id=item.node_id, message_type=RECEIPT_MESSAGE)
             for item in asking
         ]
         if not questions:

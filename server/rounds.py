@@ -8,22 +8,24 @@ checkpoint it.
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import INFO, WARNING
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedmjp.federation import checkpoint
 from fedmjp.audit import AuditStore
 from fedmjp.audit.records import Fault, Phase, append_fault_records, fault_tags
 from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
 from fedmjp.federation.runconfig import RunArm
-from fedmjp.protocol import ACCURACY, ARM, LOSS
+from fedmjp.federation.secure_aggregation import precision_warnings
+from fedmjp.protocol import ACCURACY, ARM, LOSS, METRICS, NUM_EXAMPLES
 from fedmjp.scenario import Arm
 from fedmjp.federation.train import reply_kind, resolve_device
 from fedmjp.federation.workload import build_model, evaluate_global, server_evaluates
@@ -31,7 +33,8 @@ from fedmjp.federation.workload import build_model, evaluate_global, server_eval
 from .adversary import RoundAuditor
 from .exchange import send_and_receive
 from .partitions import Partitions
-from .strategy import CheckedReplies, FedMJP, Reply
+from .secure_aggregation import secure_round
+from .strategy import FedMJP
 
 
 def run_dir_of(entry: RunArm) -> Path:
@@ -105,27 +108,78 @@ def resume_or_start(run: ArmRun, resume: bool) -> int:
 
 
 def run_round(run: ArmRun, server_round: int) -> None:
-    """send (planted weights to a dishonest round's targets) -> collect -> check -> audit -> aggregate
-    (honest replies) -> evaluate -> record -> checkpoint."""
+    """send (planted weights to a dishonest round's targets) -> train: collect, check, audit, aggregate (honest
+    replies; under SecAgg+ the server sees their sum only) -> evaluate -> record -> checkpoint."""
     started = time.perf_counter()
     sent = ArrayRecord(run.model.state_dict())
     messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM: run.key}))
     messages, planted = run.auditor.plant(server_round, messages, run.strategy.node_partitions)
+    secure = run.arm.training.secure_aggregation.enabled
+    trained = (train_secure if secure else train)(run, server_round, sent, messages, planted)
+    test = evaluate(run, server_round, trained.partitions)
+    record(run, server_round, trained, test, time.perf_counter() - started)
+    save_checkpoint(run, server_round)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A round's training exchange: the clients' mean metrics, whose replies were usable and whose were
+    aggregated, the faults, and what else the round's metrics line carries."""
+
+    metrics: MetricRecord
+    partitions: list[int]
+    aggregated: list[int]
+    faults: list[Fault]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train(run: ArmRun, server_round: int, sent: ArrayRecord, messages: list[Message],
+          planted: dict[int, dict[str, torch.Tensor]]) -> Trained:
+    """collect -> check -> audit (each reply) -> aggregate the honest replies."""
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_replies(messages, replies)
     run.auditor.audit(server_round, sent, checked, planted)
     # Replies to planted weights are the adversary's alone: training continues from the real global model.
     honest = [r for r in checked.usable if r.partition_id not in planted]
-    train_metrics = run.strategy.aggregate_replies(honest)
-    if train_metrics is None:
-        stop(run.arm, server_round, checked)
-    test = evaluate(run, server_round, [r.partition_id for r in checked.usable])
-    record(run, server_round, train_metrics, test, checked, honest, time.perf_counter() - started)
-    save_checkpoint(run, server_round)
+    metrics = run.strategy.aggregate_replies(honest)
+    if metrics is None:
+        stop(run.arm, server_round, checked.faults)
+    return Trained(metrics, [r.partition_id for r in checked.usable], sorted(r.partition_id for r in honest),
+                   checked.faults)
 
 
-def stop(arm: Arm, server_round: int, checked: CheckedReplies) -> NoReturn:
-    reasons = "; ".join(f"partition {f.partition_id}: {f.reason}" for f in checked.faults) or "no replies"
+def train_secure(run: ArmRun, server_round: int, sent: ArrayRecord, messages: list[Message],
+                 planted: dict[int, dict[str, torch.Tensor]]) -> Trained:
+    """SecAgg+ collects the masked replies and unmasks their example-weighted mean -> audit (the mean) ->
+    step on it. The server never holds a single reply; the clients' metrics travel in the clear."""
+    settings = run.arm.training.secure_aggregation
+    result = secure_round(run.grid, run.partitions.address(messages), settings, run.arm.clients.timeout,
+                          run.strategy.node_partitions, list(run.strategy.expected), server_round)
+    run.auditor.audit_aggregate(server_round, sent, result, planted)
+    if result.aggregate is None:
+        raise RunStopped(f"round {server_round}: {result.halted}")
+    if len(result.contributors) < run.strategy.min_replies:
+        stop(run.arm, server_round, result.faults)
+    reports = [(c.partition_id, dict(c.metrics)) for c in result.contributors]
+    log(INFO, "round %d, secure aggregation: the mean of %d clients, within %.3g of their plain weighted mean",
+        server_round, len(result.contributors), result.bound)
+    for line in precision_warnings(reports):
+        log(WARNING, "round %d, secure aggregation: %s", server_round, line)
+    # A planted round's sum answers the planted weights: the adversary's alone, the global model waits.
+    if not planted:
+        run.strategy.optimizer.step([result.aggregate], [float(result.num_examples)])
+    metrics = aggregate_metricrecords([RecordDict({METRICS: c.metrics}) for c in result.contributors], NUM_EXAMPLES)
+    partitions = [c.partition_id for c in result.contributors]
+    return Trained(metrics, partitions, [] if planted else partitions, result.faults, {"secure_aggregation": {
+        "clients": len(partitions),
+        "dropped": sorted({f.partition_id for f in result.faults}),
+        "error_bound": result.bound,
+        "warnings": precision_warnings(reports),
+    }})
+
+
+def stop(arm: Arm, server_round: int, faults: list[Fault]) -> NoReturn:
+    reasons = "; ".join(f"partition {f.partition_id}: {f.reason}" for f in faults) or "no replies"
     raise RunStopped(f"round {server_round}: fewer than clients.min_per_round "
                      f"({arm.clients.min_per_round}) usable replies ({reasons})")
 
@@ -155,8 +209,7 @@ def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> Evaluatio
                       "clients", checked.faults)
 
 
-def record(run: ArmRun, server_round: int, train: MetricRecord, test: Evaluation,
-           checked: CheckedReplies, aggregated: list[Reply], seconds: float) -> None:
+def record(run: ArmRun, server_round: int, trained: Trained, test: Evaluation, seconds: float) -> None:
     """The round's metrics line, and the evaluation's faults in the audit (the training faults were audited
     with the replies)."""
     append_fault_records(run.store, run.arm.name, server_round, test.faults, phase="evaluate")
@@ -165,11 +218,12 @@ def record(run: ArmRun, server_round: int, train: MetricRecord, test: Evaluation
         "accuracy": test.accuracy,
         "loss": test.loss,
         "evaluated_on": test.evaluated_on,
-        "train_loss": float(train[LOSS]),
-        "clients": len(checked.usable),
-        "aggregated": sorted(r.partition_id for r in aggregated),
-        "faults": [fault_line(f, "train") for f in checked.faults] + [fault_line(f, "evaluate") for f in test.faults],
+        "train_loss": float(trained.metrics[LOSS]),
+        "clients": len(trained.partitions),
+        "aggregated": trained.aggregated,
+        "faults": [fault_line(f, "train") for f in trained.faults] + [fault_line(f, "evaluate") for f in test.faults],
         "seconds": seconds,
+        **trained.extra,
     })
 
 

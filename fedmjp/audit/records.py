@@ -33,9 +33,11 @@ class Receipt:
 
 
 def append_attack_records(store: AuditStore, arm: str, server_round: int, partition_id: int, num_examples: int,
-                          outcomes: list[Outcome], receipt: Receipt | None) -> None:
+                          outcomes: list[Outcome], receipt: Receipt | None, threat: dict[str, Any] | None = None
+                          ) -> None:
     """One record per outcome; an attacked one carries its reconstruction's image and the receipt's scores
-    (``receipt.scored`` is indexed by the outcome's place among the attacked ones)."""
+    (``receipt.scored`` is indexed by the outcome's place among the attacked ones), and ``threat`` beside the
+    attack's threat model (what the server attacked, e.g. a SecAgg+ aggregate)."""
     truth_image = None
     if receipt is not None and receipt.truth is not None:
         truth_image = store.save_images(arm, f"r{server_round:03d}-p{partition_id}-truth", receipt.truth)
@@ -43,14 +45,14 @@ def append_attack_records(store: AuditStore, arm: str, server_round: int, partit
     for outcome in outcomes:
         record = AuditRecord(arm=arm, round=server_round, partition_id=partition_id, attack=outcome.spec.name,
                              status="scored" if outcome.status == "attacked" else outcome.status,
-                             num_examples=num_examples, reason=outcome.reason)
+                             num_examples=num_examples, reason=outcome.reason, threat_model=dict(threat or {}))
         if outcome.status == "attacked":
             rec = outcome.reconstruction
             record.image = store.save_images(arm, f"r{server_round:03d}-p{partition_id}-{outcome.spec.name}",
                                              rec.images)
             record.truth_image = truth_image
             record.seconds = rec.seconds
-            record.threat_model = rec.threat_model.to_dict()
+            record.threat_model = {**rec.threat_model.to_dict(), **(threat or {})}
             record.info = scalar_info(rec.info)
             record.labels_recovered = [] if rec.labels is None else [int(v) for v in rec.labels]
             record.shuffled_steps = (receipt.shuffled or []) if receipt else []

@@ -6,7 +6,7 @@ example-weighted server optimiser step, evaluation on the server's copy of the t
 to a run directory of the same layout, so ``fedmjp results`` and ``fedmjp audit`` read it. A curious
 server's attacks run as in the ServerApp's audit (the adversary on the reply as the server receives it);
 the receipt is scored here by the client's own scoring, against the batches it used. What needs Flower or
-a client in another process is refused: a planting server, Flower's local DP, the guard, faults.
+a client in another process is refused: a planting server, Flower's local DP, the guard, faults, SecAgg+.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def check_in_process(arm: Arm) -> None:
     """Refuse, naming the field, what only a Flower run does."""
     for field, used in (("audit.server.kind", arm.audit.server.kind != "honest"),
                         ("defence.dp", arm.defence.dp is not None),
-                        ("guard.enabled", arm.guard.enabled), ("faults.fraction", arm.faults.fraction > 0)):
+                        ("guard.enabled", arm.guard.enabled), ("faults.fraction", arm.faults.fraction > 0),
+                        ("training.secure_aggregation.enabled", arm.training.secure_aggregation.enabled)):
         if used:
             raise InputError(f"arms.{arm.name}.{field}: not available in-process (it needs a Flower run)")
 

@@ -1,0 +1,139 @@
+"""Flower's SecAgg+ in real simulations (SuperLink, Ray, ClientApps; no mocks): the server learns the
+aggregate only, which equals the plain weighted mean within the printed quantization bound, the audit
+attacks the aggregate and every client scores it against its own batch, and drop-outs are tolerated down
+to the reconstruction threshold."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedmjp.audit.store import AuditStore
+from fedmjp.errors import InputError
+from fedmjp.federation.rundir import read_jsonl
+from fedmjp.federation.secure_aggregation import quantization_bound, reply_precision, weight_ratio
+from fedmjp.scenario import Arm, SecureAggregation, parse_scenario
+
+from .flower_runs import in_sweep, write_scenario
+
+SECURE = {"enabled": True}
+# Three clients of one example each, FedSGD, the server stepping plain SGD at 1.0: the global weights after
+# round 1 are the initial ones minus the aggregate, so two arms of the same seed, one with SecAgg+, differ by
+# the aggregate's error alone.
+BASE = {
+    "seed": 0,
+    "device": "cpu",
+    "data": {"source": "photos", "test_limit": 40},
+    "clients": {"num_clients": 3, "cpus": 1},
+    "training": {"rounds": 1, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "sgd", "server_lr": 1.0},
+    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
+}
+TWO_ARMS = in_sweep({
+    **BASE,
+    "name": "secure-aggregation",
+    "audit": {"attacks": [{"name": "ig", "options": {"steps": 2}}]},
+    "arms": {
+        "vit": {"training": {"secure_aggregation": SECURE}},
+        "mjp": {"training": {"secure_aggregation": SECURE},
+                "model": {"name": "mjp_vit_tiny_patch4_32", "mjp": {"ratio": 0.25}}},
+        "vit-plain": {},
+    },
+})
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(sweep: dict[str, Path]) -> Path:
+    return sweep[TWO_ARMS["name"]]
+
+
+def test_a_two_arm_simulation_with_secagg_attacks_the_aggregate_only(run: Path) -> None:
+    records = AuditStore(run).records()
+    for arm in ("vit", "mjp"):
+        rows = read_jsonl(run / "arms" / arm / "metrics.jsonl")
+        assert rows[0]["secure_aggregation"]["clients"] == 3 and rows[0]["aggregated"] == [0, 1, 2]
+        attacked = [r for r in records if r.arm == arm and r.attack == "ig"]
+        # One attack on the aggregate, scored by each of its three clients against its own batch.
+        assert sorted(r.partition_id for r in attacked) == [0, 1, 2]
+        assert all(r.threat_model["aggregate"] == "secagg+" and r.threat_model["clients"] == 3 for r in attacked)
+        assert all(r.status == "scored" and r.num_examples == 1 and "psnr" in r.metrics for r in attacked)
+        assert len({r.metrics["psnr"] for r in attacked}) == 3  # each client scored its own images
+    plain = [r for r in records if r.arm == "vit-plain"]
+    assert plain and all("aggregate" not in r.threat_model for r in plain)
+
+
+def test_the_secagg_aggregate_is_the_plain_weighted_mean_within_the_printed_bound(run: Path) -> None:
+    secure, plain = (torch.load(run / "arms" / arm / "final_weights.pt") for arm in ("vit", "vit-plain"))
+    bound = read_jsonl(run / "arms" / "vit" / "metrics.jsonl")[0]["secure_aggregation"]["error_bound"]
+    assert bound == pytest.approx(quantization_bound(SecureAggregation(), [1, 1, 1]))
+    error = max(float((secure[name] - plain[name]).abs().max()) for name in plain)
+    assert 0 < error <= bound  # quantized (not a plain sum), and within the bound
+    # The bound is tight to a factor of a few: three clients' rounding of one step each.
+    assert error > bound / 10
+
+
+def test_the_bound_adds_the_weights_rounding_when_counts_differ() -> None:
+    settings = SecureAggregation(max_weight=3.0, quantization_range=2**4)
+    assert weight_ratio(settings, 1) == 0.3125  # round(16 / 3) / 16
+    equal, unequal = quantization_bound(settings, [1, 1]), quantization_bound(settings, [1, 2])
+    assert equal == pytest.approx(2 * settings.step / 0.625)
+    assert unequal > 2 * settings.step / (0.3125 + 0.6875)
+
+
+def test_a_client_measures_what_the_settings_do_to_its_reply() -> None:
+    settings = SecureAggregation()  # step 2 * 8 / 2**22 at weight 1 / 1000
+    precision = reply_precision(settings, [np.full(10, 1e-3), np.full(10, 9000.0)], num_examples=1)
+    assert precision["secagg.saturated"] == 0.5  # 9000 / 1000 reaches the clipping range of 8
+    small = reply_precision(settings, [np.full(4, 1e-3)], num_examples=1)
+    assert small["secagg.steps-per-rms"] == pytest.approx(1e-3 * weight_ratio(settings, 1) / settings.step)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"clients": {"num_clients": 1}}, "training.secure_aggregation.enabled"),
+    ({"training": {"secure_aggregation": {**SECURE, "num_shares": 2}}}, "training.secure_aggregation.num_shares"),
+    ({"training": {"secure_aggregation": {**SECURE, "modulus_range": 2**20, "quantization_range": 2**19}}},
+     "training.secure_aggregation.quantization_range"),
+    ({"audit": {"clients": 1}}, "audit.clients"),
+    ({"faults": {"fraction": 0.5, "kinds": ["nan"]}}, "faults.kinds"),
+])
+def test_secagg_settings_flower_refuses_are_one_line_errors(change: dict, field: str) -> None:
+    content = {**BASE, "name": "bad", "training": {**BASE["training"], "secure_aggregation": SECURE}}
+    for key, value in change.items():
+        content[key] = {**content.get(key, {}), **value}
+    with pytest.raises(InputError) as error:
+        parse_scenario(content)
+    assert str(error.value).startswith(f"scenario: {field}") and "\n" not in str(error.value)
+
+
+def test_secagg_is_refused_in_process() -> None:
+    from fedmjp.launch.inprocess import check_in_process
+
+    arm = Arm.model_validate({**BASE, "training": {**BASE["training"], "secure_aggregation": SECURE}})
+    with pytest.raises(InputError, match="training.secure_aggregation.enabled: not available in-process"):
+        check_in_process(arm)
+
+
+def test_dropouts_are_tolerated_down_to_the_threshold_and_stop_the_round_below_it(
+        tmp_path: Path, ray_cluster: str) -> None:
+    """Seed 0, round 1: partition 1 draws 0.13 and partition 2 draws 0.37 (fedmjp.federation.faults), so at a
+    fault fraction of 0.2 one of three clients raises after the keys were shared, and at 0.5 two do. With
+    Flower's 3 shares and threshold 2, the round survives one drop-out and halts at two."""
+    content = {**BASE, "name": "dropouts", "training": {**BASE["training"], "secure_aggregation": SECURE},
+               "arms": {"one-drops": {"faults": {"fraction": 0.2}}, "two-drop": {"faults": {"fraction": 0.5}}}}
+    done = subprocess.run([sys.executable, "-m", "fedmjp", "simulate", str(write_scenario(tmp_path, content)),
+                           "--out", str(tmp_path / "run"), "--ray-address", ray_cluster],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "round 1: secure aggregation halted in its collect masked vectors stage: 1 of 3 clients left" \
+        in done.stderr, done.stderr[-2000:]
+    survived = read_jsonl(tmp_path / "run" / "arms" / "one-drops" / "metrics.jsonl")[0]
+    assert survived["secure_aggregation"]["clients"] == 2 and survived["secure_aggregation"]["dropped"] == [1]
+    assert survived["aggregated"] == [0, 2]
+    faults = [r for r in AuditStore(tmp_path / "run").records() if r.status == "fault"]
+    assert {(r.arm, r.partition_id) for r in faults} == {("one-drops", 1), ("two-drop", 1), ("two-drop", 2)}
+    assert all(r.reason.startswith("secure aggregation, collect masked vectors: error:") for r in faults)
