@@ -18,6 +18,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 
 from fedmjp.federation.secure_aggregation import reply_precision
 from fedmjp.federation.workload import derive_seed
@@ -33,6 +34,15 @@ class _Withdrawn(Exception):
     def __init__(self, reply: Message) -> None:
         super().__init__("the client sent an error reply")
         self.reply = reply
+
+
+def received_settings(context: Context) -> SecureAggregation:
+    """The settings the server sent this round (Flower's mod keeps them in the node's state): a planting server
+    may set its own."""
+    state = context.state.config_records[RECORD_KEY_STATE]
+    return SecureAggregation(enabled=True, clipping_range=float(state["clipping_range"]),
+                             quantization_range=int(state["target_range"]), modulus_range=int(state["mod_range"]),
+                             max_weight=float(state["max_weight"]))
 
 
 def as_fit_result(reply: Message, settings: SecureAggregation) -> RecordDict:
@@ -59,7 +69,7 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
         # Flower's stochastic rounding, next, draws from NumPy's global generator: seed it, so runs repeat.
         np.random.seed(derive_seed(arm.seed, "secure-aggregation", int(message.content[CONFIG][SERVER_ROUND]),
                                    partition_of(ctxt)) % 2**32)
-        return Message(as_fit_result(reply, arm.training.secure_aggregation), reply_to=message)
+        return Message(as_fit_result(reply, received_settings(ctxt)), reply_to=message)
 
     try:
         return secaggplus_mod(msg, context, train)

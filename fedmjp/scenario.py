@@ -323,6 +323,11 @@ class DishonestServer(Strict):
     """``imprint``: the client model check the server plants past (it is open source): ``none``, the
     ``original`` weight-shape check, or the ``current`` one (fedmjp.attacks.imprint_evasion)."""
 
+    tunes_secure_aggregation: bool = True
+    """Under ``training.secure_aggregation``: in its planted rounds the server sets SecAgg+'s settings to suit its
+    bins (it sets them every round): each reply unscaled, the finest quantization the modulus allows, a clipping
+    range fitted to the gradients its own images give the tensors it reads. ``false``: the scenario's settings."""
+
     @model_validator(mode="after")
     def _evasion_planted(self) -> DishonestServer:
         if self.knows_check != "none" and self.kind != "imprint":
@@ -546,7 +551,7 @@ class Arm(Strict):
         if clients < 2:
             raise ValueError(f"{where}.enabled: SecAgg+ needs at least 2 clients a round (clients.per_round "
                              f"gives {clients})")
-        if clients * secagg.quantization_range > secagg.modulus_range:
+        if clients * secagg.quantization_range >= secagg.modulus_range:
             raise ValueError(f"{where}.quantization_range: {clients} clients x {secagg.quantization_range} levels "
                              f"exceed modulus_range ({secagg.modulus_range}): the masked sum would wrap")
         # Under SecAgg+ the server cannot single out a reply: it plants for all, attacks the sum, and cannot

@@ -18,7 +18,7 @@ from fedmjp.audit.receipt import to_send
 from fedmjp.audit.records import Receipt, append_attack_records, append_fault_records, append_guard_records
 from fedmjp.protocol import (ARRAYS, CONFIG, RECEIPT_MESSAGE, GuardReport, ReceiptAnswer, ReceiptRequest,
                              read_error)
-from fedmjp.scenario import Arm
+from fedmjp.scenario import Arm, SecureAggregation
 
 from .exchange import send_and_receive
 from .secure_aggregation import SecureRound
@@ -84,6 +84,15 @@ class RoundAuditor:
                if partition_of[m.metadata.dst_node_id] in targets else m for m in messages]
         return out, {p: weights for p in targets}
 
+    def secure_aggregation(self, server_round: int, planted: dict[int, dict[str, torch.Tensor]], clients: int
+                           ) -> tuple[SecureAggregation, bool]:
+        """The SecAgg+ settings of the round, and whether the planting server tuned them to its planting."""
+        settings = self.arm.training.secure_aggregation
+        if not planted or not self.arm.audit.server.tunes_secure_aggregation:
+            return settings, False
+        return self.adversary.tuned_secure_aggregation(next(iter(planted.values())), settings, clients,
+                                                       server_round), True
+
     def audit(self, server_round: int, sent: ArrayRecord, checked: CheckedReplies,
               planted: dict[int, dict[str, torch.Tensor]] | None = None) -> None:
         """Attack, collect receipts and append the round's records: guards, attacks, faults.
@@ -103,7 +112,7 @@ class RoundAuditor:
         append_fault_records(self.store, self.arm.name, server_round, checked.faults, planted=set(planted))
 
     def audit_aggregate(self, server_round: int, sent: ArrayRecord, secure: SecureRound,
-                        planted: dict[int, dict[str, torch.Tensor]]) -> None:
+                        planted: dict[int, dict[str, torch.Tensor]], tuned: bool = False) -> None:
         """Under SecAgg+: attack the aggregate (the planting attack when the round was planted, for every
         client), ask every client in it to score the reconstructions against its own batch, and append the
         records, one per client, each tagged with the aggregate it came from; and the drop-outs."""
@@ -115,7 +124,8 @@ class RoundAuditor:
             obs = self.adversary.observation(weights, secure.aggregate, secure.num_examples, server_round,
                                              None if planted else metrics)
             outcomes = self.adversary.run_planted(obs) if planted else self.adversary.run(obs)
-            threat = {"aggregate": "secagg+", "clients": len(secure.contributors)}
+            threat = {"aggregate": "secagg+", "clients": len(secure.contributors),
+                      "secagg_settings": "tuned by the server" if tuned else "scenario"}
             self._record_attacks(server_round, [Attacked(c.partition_id, c.node_id, c.num_examples, outcomes,
                                                          threat=threat) for c in secure.contributors])
         append_fault_records(self.store, self.arm.name, server_round, secure.faults, planted=set(planted))

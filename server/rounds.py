@@ -152,10 +152,10 @@ def train_secure(run: ArmRun, server_round: int, sent: ArrayRecord, messages: li
                  planted: dict[int, dict[str, torch.Tensor]]) -> Trained:
     """SecAgg+ collects the masked replies and unmasks their example-weighted mean -> audit (the mean) ->
     step on it. The server never holds a single reply; the clients' metrics travel in the clear."""
-    settings = run.arm.training.secure_aggregation
+    settings, tuned = run.auditor.secure_aggregation(server_round, planted, len(messages))
     result = secure_round(run.grid, run.partitions.address(messages), settings, run.arm.clients.timeout,
                           run.strategy.node_partitions, list(run.strategy.expected), server_round)
-    run.auditor.audit_aggregate(server_round, sent, result, planted)
+    run.auditor.audit_aggregate(server_round, sent, result, planted, tuned)
     if result.aggregate is None:
         raise RunStopped(f"round {server_round}: {result.halted}")
     if len(result.contributors) < run.strategy.min_replies:
@@ -175,6 +175,8 @@ def train_secure(run: ArmRun, server_round: int, sent: ArrayRecord, messages: li
         "dropped": sorted({f.partition_id for f in result.faults}),
         "error_bound": result.bound,
         "warnings": precision_warnings(reports),
+        "settings": settings.model_dump(exclude={"enabled"}),
+        "settings_tuned_by_server": tuned,
     }})
 
 

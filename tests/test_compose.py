@@ -32,8 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 IMAGE = os.environ.get("FEDMJP_TEST_IMAGE", "fedmjp:latest")
 
+# First an arm under Flower's SecAgg+ (one round), then the arm the SuperNode stop interrupts (the arms run in the
+# order of their names: the file is written with sorted keys).
 SCENARIO = scenario(name="compose-smoke", training={"rounds": 3},
-                    audit={"attacks": [{"name": "april"}], "clients": "all"})
+                    audit={"attacks": [{"name": "april"}], "clients": "all"},
+                    arms={"aggregate": {"training": {"rounds": 1, "secure_aggregation": {"enabled": True}},
+                                     "audit": {"attacks": [{"name": "ig", "options": {"steps": 2}}]}},
+                          "run": {}})
 TIMES: dict[str, float] = {}
 
 
@@ -135,8 +140,8 @@ def compose(image: str, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def deployed(compose: Compose) -> dict:
-    """One deployment in containers, 3 rounds: both SuperNodes in rounds 1 and 2, then supernode-2 stopped,
-    so partition 1 leaves during round 3 (one run for both tests: each costs about 50 s)."""
+    """One deployment in containers: the SecAgg+ arm's round, then 3 rounds: both SuperNodes in rounds 1 and 2,
+    then supernode-2 stopped, so partition 1 leaves during round 3 (one run for the tests: each costs about 50 s)."""
     run_dir = compose.folder / "runs" / "first"  # the host side of the volume
     metrics = run_dir / "arms" / "run" / "metrics.jsonl"
     started = time.perf_counter()
@@ -188,3 +193,16 @@ def test_a_run_finishes_when_a_supernode_container_stops_in_the_middle(deployed:
     assert rounds[2]["clients"] == 1
     assert [f["partition_id"] for f in rounds[2].get("faults", [{"partition_id": 1}])] == [1]
     assert deployed["online_after_stop"] == 1
+
+
+
+@pytest.mark.slow
+def test_an_arm_runs_with_secure_aggregation_on_the_supernodes(deployed: dict) -> None:
+    assert deployed["result"]["runs"]["aggregate"]["status"] == "finished:completed"
+    [row] = read_jsonl(deployed["run_dir"] / "arms" / "aggregate" / "metrics.jsonl")
+    assert row["secure_aggregation"]["clients"] == 2 and row["aggregated"] == [0, 1]
+    attacked = [r for r in deployed["records"] if r["arm"] == "aggregate"]
+    # The server attacked the aggregate; each SuperNode scored it against its own example.
+    assert sorted(r["partition_id"] for r in attacked) == [0, 1]
+    assert all(r["attack"] == "ig" and r["status"] == "scored" and r["threat_model"]["aggregate"] == "secagg+"
+               for r in attacked)

@@ -123,6 +123,10 @@ class PlantingAttack(Attack, Protocol):
     def plant(self, model_name: str, weights: dict[str, torch.Tensor], images: torch.Tensor,
               model_kwargs: dict[str, Any] | None = None) -> dict[str, torch.Tensor]: ...
 
+    def reads(self, model_name: str, weights: dict[str, torch.Tensor], model_kwargs: dict[str, Any]) -> list[str]:
+        """The reply's tensors the decoding reads, for planted ``weights``."""
+        ...
+
 
 def plants(attack: Attack) -> bool:
     """Whether an attack has a planting step (honest-but-curious attacks do not)."""

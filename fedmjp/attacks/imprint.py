@@ -454,6 +454,13 @@ class Imprint:
         return plant_imprint(model_name, weights, images, model_kwargs=model_kwargs, seed=self.seed,
                              knows_check=self.knows_check)
 
+    def reads(self, model_name: str, weights: dict[str, Tensor], model_kwargs: dict[str, Any]) -> list[str]:
+        with torch.device("meta"):
+            model = timm.create_model(model_name, **model_kwargs)
+        layout = ImprintLayout.of(model)
+        return [f"blocks.{i}.mlp.fc1.{part}" for i in binning_blocks(model) if _is_planted(weights, i, layout)
+                for part in ("weight", "bias")]
+
     def __call__(self, obs: Observation) -> Reconstruction:
         if obs.kind == "update" and (obs.local_steps not in (None, 1) or obs.local_optimizer not in (None, "sgd")):
             raise NotApplicable("imprint: reads one gradient (or one plain SGD step), not a multi-step update")

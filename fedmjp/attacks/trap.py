@@ -240,6 +240,11 @@ class Trap:
         return plant_trap(model_name, weights, images, model_kwargs=model_kwargs, blocks=self.blocks,
                           batch=self.batch, seed=self.seed)
 
+    def reads(self, model_name: str, weights: dict[str, Tensor], model_kwargs: dict[str, Any]) -> list[str]:
+        model = _architecture(model_name, model_kwargs)
+        return [f"blocks.{i}.mlp.fc1.{part}" for i in range(len(model.blocks) - 1) if _is_planted(weights, i)
+                for part in ("weight", "bias")]
+
     def __call__(self, obs: Observation) -> Reconstruction:
         if obs.kind == "update" and (obs.local_steps not in (None, 1) or obs.local_optimizer not in (None, "sgd")):
             raise NotApplicable("trap: reads one gradient (or one plain SGD step), not a multi-step update")

@@ -15,11 +15,15 @@ import torch
 
 from ..attacks import Attack, NotApplicable, Observation, PlantingAttack, Reconstruction, build_attack
 from ..attacks.imprint import server_images
-from ..scenario import Arm, AttackSpec
-from ..federation.train import reply_kind
+from ..scenario import Arm, AttackSpec, SecureAggregation
+from ..federation.train import compute_gradient, reply_kind, seed_jigsaw
 from ..protocol import LocalSettings
 
 OutcomeStatus = Literal["attacked", "not-applicable", "failed"]
+# A planting server under SecAgg+ clips at this many times the largest gradient its own images give the tensors
+# it reads (the clients' images are not its own), measured on this many batches of them.
+CLIP_MARGIN = 4.0
+OWN_BATCHES = 4
 
 
 @dataclass
@@ -98,6 +102,31 @@ class Adversary:
         """The weights a target of a dishonest round gets instead of the global ones."""
         assert self.planting is not None, "plant() on an honest server"
         return self.planting[1].plant(self.arm.model.name, weights, self.own_images, self.arm.model.create_kwargs())
+
+    def tuned_secure_aggregation(self, weights: dict[str, torch.Tensor], settings: SecureAggregation, clients: int,
+                                 server_round: int) -> SecureAggregation:
+        """The SecAgg+ settings a planting server sets for a round it planted ``weights`` in (the server sets them
+        every round): each reply unscaled (max_weight at the batch size), the finest quantization the modulus
+        leaves for ``clients`` replies, and a clipping range of CLIP_MARGIN x the largest gradient its own images
+        give the tensors its decoding reads (the rest of the reply saturates; the decoding does not need it)."""
+        assert self.planting is not None, "tuned_secure_aggregation() on an honest server"
+        arm, batch = self.arm, self.arm.training.batch_size
+        model = timm.create_model(arm.model.name, **arm.model.create_kwargs())
+        model.load_state_dict(weights)
+        read = self.planting[1].reads(arm.model.name, weights, arm.model.create_kwargs())
+        # Its own images carry no labels: any label gives a gradient of the same scale.
+        generator = torch.Generator().manual_seed(arm.seed)
+        largest = 0.0
+        for images in self.own_images[: OWN_BATCHES * batch].split(batch):
+            seed_jigsaw(model, len(images))
+            labels = torch.randint(model.num_classes, (len(images),), generator=generator)
+            grads = compute_gradient(model, images, labels).tensors
+            largest = max([largest, *(float(grads[name].abs().max()) for name in read)])
+        if arm.training.mode == "fedavg":
+            largest *= arm.training.lr_at(server_round)  # one plain SGD step is the gradient times the lr
+        levels = 1 << (((settings.modulus_range - 1) // clients).bit_length() - 1)  # clients x levels < modulus
+        return settings.model_copy(update={"max_weight": float(batch), "quantization_range": levels,
+                                           "clipping_range": CLIP_MARGIN * largest or settings.clipping_range})
 
     def run_planted(self, obs: Observation) -> list[Outcome]:
         """The planting attack on a reply to planted weights (``obs.weights``: what that client got)."""
