@@ -139,10 +139,12 @@ def train(run: ArmRun, server_round: int, sent: ArrayRecord, messages: list[Mess
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_replies(messages, replies)
     run.auditor.audit(server_round, sent, checked, planted)
-    # Replies to planted weights are the adversary's alone: training continues from the real global model.
+    # Replies to planted weights are the adversary's alone: training continues from the real global model,
+    # which a round that planted every usable reply leaves as it was.
     honest = [r for r in checked.usable if r.partition_id not in planted]
-    metrics = run.strategy.aggregate_replies(honest)
-    if metrics is None:
+    if checked.usable and not honest:
+        metrics = run.strategy.mean_metrics(checked.usable)
+    elif (metrics := run.strategy.aggregate_replies(honest)) is None:
         stop(run.arm, server_round, checked.faults)
     return Trained(metrics, [r.partition_id for r in checked.usable], sorted(r.partition_id for r in honest),
                    checked.faults)

@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 
 from fedmjp.audit.records import Fault
 from fedmjp.federation.secure_aggregation import quantization_bound
+from fedmjp.protocol import NUM_EXAMPLES
 from fedmjp.scenario import SecureAggregation
 
 from .exchange import send_and_receive
@@ -48,7 +49,7 @@ class Contributor:
 
     @property
     def num_examples(self) -> int:
-        return int(self.metrics["num-examples"])
+        return int(self.metrics[NUM_EXAMPLES])
 
 
 @dataclass
@@ -117,12 +118,14 @@ class _WatchedGrid:
     timeout: float
     node_partitions: dict[int, int]
     faults: list[Fault] = field(default_factory=list)
-    stages: int = 0
+    stages: list[str] = field(default_factory=list)  # those exchanged so far
 
     def send_and_receive(self, messages, timeout=None):  # type: ignore[no-untyped-def]
+        """One stage's exchange (the workflow's ``timeout`` is the round's, set here): a node that answers
+        with an error or not before the timeout drops out."""
         messages = list(messages)
-        stage = STAGES[min(self.stages, len(STAGES) - 1)]
-        self.stages += 1
+        stage = STAGES[len(self.stages)]
+        self.stages.append(stage)
         replies = send_and_receive(self.grid, messages, timeout=self.timeout)
         answered = {r.metadata.reply_to_message_id: r for r in replies}
         for message in messages:
@@ -133,12 +136,7 @@ class _WatchedGrid:
             elif reply.has_error():
                 fault = error_fault(partition_id, reply)
                 self.faults.append(replace(fault, reason=f"secure aggregation, {stage}: {fault.reason}"))
-        # The workflow keeps only answered replies; a late one after the deadline is a drop-out.
-        return [r for r in replies if r.metadata.reply_to_message_id in {m.metadata.message_id for m in messages}]
-
-    @property
-    def stage(self) -> str:
-        return STAGES[max(0, min(self.stages, len(STAGES)) - 1)]
+        return replies
 
 
 def secure_round(grid: Grid, messages: list[Message], settings: SecureAggregation, timeout: float,
@@ -158,9 +156,9 @@ def secure_round(grid: Grid, messages: list[Message], settings: SecureAggregatio
     if handover.results is None:
         left = len(contents) - len({f.partition_id for f in faults})
         return SecureRound(None, [], faults, halted=(
-            f"secure aggregation halted in its {watched.stage} stage: {left} of {len(contents)} clients left, "
+            f"secure aggregation halted in its {watched.stages[-1]} stage: {left} of {len(contents)} clients left, "
             f"fewer than a client's reconstruction_threshold of live neighbours"))
-    contributors = sorted((Contributor(node_partitions[proxy.node_id], proxy.node_id, MetricRecord(dict(res.metrics)))
+    contributors = sorted((Contributor(node_partitions[proxy.node_id], proxy.node_id, MetricRecord(res.metrics))
                            for proxy, res in handover.results), key=lambda c: c.partition_id)
     arrays = parameters_to_ndarrays(handover.results[0][1].parameters)
     aggregate = {name: torch.from_numpy(np.asarray(a, dtype=np.float32)) for name, a in zip(sorted(names), arrays)}

@@ -163,6 +163,11 @@ class FedMJP:
         if len(replies) < self.min_replies:
             return None
         self.optimizer.step([r.tensors for r in replies], [float(r.num_examples) for r in replies])
+        return self.mean_metrics(replies)
+
+    @staticmethod
+    def mean_metrics(replies: list[Reply]) -> MetricRecord:
+        """The example-weighted mean of the replies' metrics."""
         return aggregate_metricrecords([r.message.content for r in replies], NUM_EXAMPLES)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -29,9 +29,9 @@ from fedmjp.protocol import (ErrorCode, GuardReport, LocalSettings, ReceiptAnswe
                              error, read_error, withheld_error, withheld_report)
 from fedmjp.scenario import parse_scenario
 from server.adversary import read_receipt
-from server.rounds import evaluate, open_arm, record
+from server.rounds import Trained, evaluate, open_arm, record
 from server.partitions import Partitions
-from server.strategy import CheckedReplies, FedMJP
+from server.strategy import FedMJP
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = {"name": "protocol", "device": "cpu", "data": {"source": "photos", "test_limit": 8},
@@ -247,7 +247,7 @@ def test_an_evaluation_error_reply_is_a_fault_recorded_in_the_audit_and_the_roun
     assert [(f.partition_id, f.reason) for f in test.faults] == [
         (1, "error: ClientApp raised"), (2, "malformed reply: metrics without loss"),
         (3, "no reply before the round's timeout")]
-    record(run, 1, MetricRecord({"loss": 1.0}), test, CheckedReplies([], []), [], 0.5)
+    record(run, 1, Trained(MetricRecord({"loss": 1.0}), [], [], []), test, 0.5)
     [line] = [json.loads(text) for text in run.metrics_path.read_text().splitlines()]
     assert line["faults"][0] == {"partition_id": 1, "reason": "error: ClientApp raised", "phase": "evaluate"}
     audited = [(r.partition_id, r.status, r.reason, r.info) for r in AuditStore(tmp_path).records()]

@@ -344,7 +344,9 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
                "--set", "privacy:audit.attacks=[{name: april}, {name: adaptive}]",
                "--set", "accuracy:training.rounds=1", "--set", "accuracy:training.local_steps=2",
                "--set", "realism:audit.attacks=[{name: ig, options: {steps: 2, restarts: 1}}]",
-               "--set", "realism:data.test_limit=20", "--ray-address", ray_cluster]
+               "--set", "realism:data.test_limit=20", "--ray-address", ray_cluster,
+               # The secure-aggregation part (32 Flower arms) has a test of its own: tests/test_secure_aggregation.py.
+               "--parts", "privacy,accuracy,dishonest,detector,realism,convergence"]
     process = subprocess.Popen(command, env={**os.environ, "FEDMJP_TEST_MARK": mark}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
     stdout = finish(process, mark)
@@ -433,7 +435,7 @@ def test_report_only_rewrites_the_results_from_the_run_directories(results: Path
 @pytest.mark.parametrize("args, message", [
     (["--arms", "vit,nope"], "--arms: unknown arm 'nope'"),
     (["--report-only", "--quick"], "--report-only rewrites existing results"),
-    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism, convergence)"),
+    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism, convergence, secure)"),
     (["--set", "defence.prune=2"], "results-cifar10.yaml: defence.prune: Input should be less than 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: list[str], message: str) -> None:

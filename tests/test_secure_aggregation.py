@@ -18,6 +18,9 @@ from fedmjp.audit.store import AuditStore
 from fedmjp.errors import InputError
 from fedmjp.federation.rundir import read_jsonl
 from fedmjp.federation.secure_aggregation import quantization_bound, reply_precision, weight_ratio
+from fedmjp.results.secure import Grid, secure_readings, secure_rows, secure_scenario
+from fedmjp.results.settings import DEFAULT_SCENARIO
+from fedmjp.results.tables import render_secure
 from fedmjp.scenario import Arm, SecureAggregation, parse_scenario
 
 from .conftest import CIFAR
@@ -60,6 +63,14 @@ IMPRINT = {
 }
 if os.path.isdir(CIFAR):
     in_sweep(IMPRINT)
+# The results' secure-aggregation part on a grid of its own size: the ViT alone, one reply or two through
+# SecAgg+, batch 1, a small passive budget; the part's scenario as `fedmjp results --quick` builds it.
+PART_GRID = Grid(arms=("vit",), clients=(1, 2), batches=(1,))
+PART = in_sweep({"name": "secure-part", "arms": {
+    name: arm.model_dump(mode="json") for name, arm in secure_scenario(
+        DEFAULT_SCENARIO, "quick", ["data.source=photos", "data.root=null", "data.test_limit=40",
+                                    "audit.attacks=[{name: april}, {name: ig, options: {steps: 2}}]"],
+        PART_GRID).arms.items()}})
 pytestmark = pytest.mark.slow
 
 
@@ -107,6 +118,25 @@ def test_imprint_reads_patches_through_secagg_when_the_server_tunes_its_settings
     assert tuned["secure_aggregation"]["settings_tuned_by_server"] and tuned["aggregated"] == []
     assert tuned["secure_aggregation"]["settings"]["max_weight"] == 4.0
     assert tuned["secure_aggregation"]["settings"]["quantization_range"] == 2**29  # 4 x 2**29 < 2**32
+
+
+def test_the_results_part_reads_each_cell_from_its_clients_receipts(sweep: dict[str, Path]) -> None:
+    rows = secure_rows(sweep[PART["name"]], PART_GRID)
+    cells = {(r["clients"], r["attack"]): r for r in rows}
+    assert list(cells) == [(1, "passive"), (1, "imprint"), (2, "passive"), (2, "imprint")]
+    assert cells[1, "passive"]["strongest"] == "april" and cells[1, "passive"]["psnr"] > 60  # one reply: exact
+    assert cells[1, "passive"]["aggregate"] == "one reply" and cells[1, "passive"]["receipts"] == 1
+    two = cells[2, "passive"]
+    assert two["aggregate"] == "secagg+" and two["receipts"] == 2 and two["strongest"] == "ig"  # april: batch 2
+    assert cells[2, "imprint"]["settings"] == "tuned by the server" and cells[2, "imprint"]["patches_exact"] > 0.5
+    said = secure_readings(rows)
+    assert said[0] == said[1] == "one reply, no SecAgg+ (reference)"
+    assert said[2] == ("does not stop it: still recognisable through the sum" if two["recognisable"] else
+                       "stops it at this budget: recognisable from one reply, not through the sum (lower bound)")
+    assert said[3].startswith(("does not stop it: ", "reads fewer: "))
+    table = render_secure({"rows": rows, "seed": 0, "accuracy": {"secagg": 0.5, "plain": None}})
+    assert sum(line.startswith("| vit |") for line in table) == 4
+    assert table[-1].endswith("0.500 test top-1, against – without it.")
 
 
 def test_the_bound_adds_the_weights_rounding_when_counts_differ() -> None:

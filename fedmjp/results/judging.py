@@ -13,6 +13,7 @@ from .convergence import attack_steps, budget_reading, read_convergence
 from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
+from .secure import read_secure
 from .settings import REFERENCE
 from ..scoring.reading import FLAGS, REDUCED, judge, reference_for, strongest
 
@@ -35,7 +36,8 @@ def collect(out: Path) -> dict[str, Any]:
     return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
             "accuracy": finals(curves) if runs else None, "curves": curves,
             "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
-            "dishonest": read_dishonest(out), "detector": read_detector(out), "realism": _realism(out)}
+            "dishonest": read_dishonest(out), "detector": read_detector(out), "realism": _realism(out),
+            "secure": read_secure(out)}
 
 
 def _realism(out: Path) -> dict[str, Any]:

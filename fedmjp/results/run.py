@@ -15,6 +15,7 @@ from .convergence import run_convergence
 from .detector import run_detector
 from .dishonest import run_dishonest
 from .realism import run_realism
+from .secure import run_secure
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
 from .judging import collect, realism_rows, rows, worst_rows
 from .provenance import TOGETHER, read_json, git_commit, machine
@@ -89,6 +90,9 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
                                                seeds[0] if seeds else None,
                                                lambda _cell, done, total: progress("convergence", "cells", done,
                                                                                    total)),
+        "secure": lambda: run_secure(path, out, setting, overrides or [], arms, scenarios["accuracy"],
+                                     seeds[0] if seeds else None,
+                                     lambda arm, done, total: progress("secure", arm, done, total), ray_address),
     }
     if set(on_flower) & set(provenance.get(TOGETHER) or ()):
         provenance.pop(TOGETHER)  # a part of an earlier shared run runs again, alone or with the other
@@ -151,7 +155,8 @@ def write_results(out: Path, reference: str = REFERENCE) -> Path:
     accuracy = accuracy_rows(data["accuracy"], data["accuracy_arms"], reference) if data["accuracy"] else []
     atomic_json(out / "results.json", {"rows": table, "strongest": worst, "accuracy": accuracy,
                                        "dishonest": data["dishonest"].get("rows", []), "detector": data["detector"],
-                                       "realism": realism_rows(data["realism"], reference), "provenance": provenance})
+                                       "realism": realism_rows(data["realism"], reference),
+                                       "secure": data["secure"], "provenance": provenance})
     if data["accuracy"]:
         curves = accuracy_curves_figure(data["curves"])
         shown = []

@@ -13,6 +13,7 @@ from ..scoring.reading import (CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDU
                                WORST_NOT_REDUCED)
 from .provenance import TOGETHER
 from .realism import RECOGNISABLE_SSIM, RECOGNISABLE_WHY
+from .secure import CLIENTS, secure_readings
 from .settings import RUN_ORDER
 
 
@@ -49,11 +50,40 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
         lines += render_detector(data["detector"], data["arms"])
     if data["realism"]:
         lines += render_realism(data, realism_rows(data["realism"], reference))
+    if data["secure"]:
+        lines += render_secure(data["secure"])
     lines += ["", "## Figures", ""]
     lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures]
     lines += ["", "Run directories: `runs/privacy`, `runs/accuracy` and `runs/realism/CELL` (audit records, metrics, "
               "resolved scenarios); `fedmjp audit runs/privacy` (or a cell's) shows the reconstructions.", ""]
     return "\n".join(lines)
+
+
+def render_secure(part: dict[str, Any]) -> list[str]:
+    """The secure-aggregation table, with the caption that states its setting."""
+    acc = part["accuracy"]
+    lines = ["", "## Through secure aggregation (Flower's SecAgg+)", "",
+             f"Each row is one FedSGD round at init of K clients a round (of {max(CLIENTS)}) at the given batch size "
+             "through Flower's SecAgg+ protocol (K = 1: one reply, no SecAgg+; Flower's protocol needs two). The "
+             "server sees only the aggregate: passive, the privacy part's attacks on it (the strongest by mean "
+             "matched PSNR, at the privacy part's budget: a lower bound, not checked at 4x here); imprint, a "
+             "planting server that plants for every client and sets SecAgg+'s settings to suit its bins. Every "
+             "client scores the reconstructions against its own batch; figures are means over the K clients. "
+             f"Recognisable: mean SSIM >= {RECOGNISABLE_SSIM:g}. patches exact: share of a client's patches read at "
+             ">= 40 dB.", "",
+             "| arm | K | batch | attack | strongest | matched PSNR (dB) | SSIM | recognisable | patches exact "
+             "| SecAgg+ settings | reading |", "|---|---:|---:|---|---|---:|---:|---|---:|---|---|"]
+    for row, reading in zip(part["rows"], secure_readings(part["rows"])):
+        measured = "not_measured" not in row
+        recognisable = "–" if not measured or row["recognisable"] is None else ("yes" if row["recognisable"] else "no")
+        cells = [row["arm"], str(row["clients"]), str(row["batch"]), row["attack"], row.get("strongest", "–"),
+                 fmt(row.get("psnr"), 2), fmt(row.get("ssim"), 3), recognisable,
+                 fmt(row.get("patches_exact") if row["attack"] == "imprint" else None, 3),
+                 row.get("settings") or ("–" if row["clients"] == 1 else "scenario"), reading]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Accuracy with SecAgg+ on (the accuracy part's ViT, seed {part.get('seed')}, Flower's settings): "
+              f"{fmt(acc['secagg'], 3)} test top-1, against {fmt(acc['plain'], 3)} without it."]
+    return lines
 
 
 def render_dishonest(part: dict[str, Any], arms: dict[str, Any]) -> list[str]:
