@@ -24,20 +24,15 @@ from fedmjp.results.tables import render_secure
 from fedmjp.scenario import Arm, SecureAggregation, parse_scenario
 
 from .conftest import CIFAR
-from .flower_runs import in_sweep, write_scenario
+from .flower_runs import in_sweep, scenario, write_scenario
 
 SECURE = {"enabled": True}
 # Three clients of one example each, FedSGD, the server stepping plain SGD at 1.0: the global weights after
 # round 1 are the initial ones minus the aggregate, so two arms of the same seed, one with SecAgg+, differ by
 # the aggregate's error alone.
-BASE = {
-    "seed": 0,
-    "device": "cpu",
-    "data": {"source": "photos", "test_limit": 40},
-    "clients": {"num_clients": 3, "cpus": 1},
-    "training": {"rounds": 1, "mode": "fedsgd", "batch_size": 1, "server_optimizer": "sgd", "server_lr": 1.0},
-    "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}},
-}
+BASE = {key: value for key, value in scenario(
+    clients={"num_clients": 3}, training={"rounds": 1, "server_optimizer": "sgd", "server_lr": 1.0}).items()
+    if key not in ("name", "audit")}
 TWO_ARMS = in_sweep({
     **BASE,
     "name": "secure-aggregation",
@@ -112,8 +107,8 @@ def test_imprint_reads_patches_through_secagg_when_the_server_tunes_its_settings
     exact = {arm: [r.metrics["patches_exact"] for r in records if r.arm == arm] for arm in ("tuned", "defaults")}
     assert all(len(v) == 4 for v in exact.values())  # each client scored the aggregate against its batch
     assert all(r.threat_model["aggregate"] == "secagg+" for r in records)
-    # Measured: 0.89 of the patches (0.84 to 0.95 per client) tuned; none with Flower's defaults.
-    assert np.mean(exact["tuned"]) >= 0.8 and max(exact["defaults"]) < 0.05
+    # Measured: 0.91 of the patches (0.87 to 0.95 per client) tuned; none with Flower's defaults.
+    assert np.mean(exact["tuned"]) >= 0.85 and max(exact["defaults"]) < 0.05
     [tuned] = read_jsonl(run / "arms" / "tuned" / "metrics.jsonl")
     assert tuned["secure_aggregation"]["settings_tuned_by_server"] and tuned["aggregated"] == []
     assert tuned["secure_aggregation"]["settings"]["max_weight"] == 4.0

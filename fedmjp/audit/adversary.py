@@ -21,8 +21,10 @@ from ..protocol import LocalSettings
 
 OutcomeStatus = Literal["attacked", "not-applicable", "failed"]
 # A planting server under SecAgg+ clips at this many times the largest gradient its own images give the tensors
-# it reads (the clients' images are not its own), measured on this many batches of them.
-CLIP_MARGIN = 4.0
+# it reads (the clients' images are not its own), measured on this many batches of them. Imprint through the
+# arithmetic at 4 clients x 4 CIFAR-10 images, 5 batches (bench.secure_aggregation): 0.913 of the patches at 1x
+# (clipped), 0.932 at 1.5x, 0.927 at 2x, 0.926 at 3x, 0.907 at 4x (coarser); 0.943 from the plain mean.
+CLIP_MARGIN = 2.0
 OWN_BATCHES = 4
 
 

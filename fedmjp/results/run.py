@@ -15,7 +15,7 @@ from .convergence import run_convergence
 from .detector import run_detector
 from .dishonest import run_dishonest
 from .realism import run_realism
-from .secure import run_secure
+from .secure import part_grid, run_secure, secure_scenario
 from .figures import accuracy_curves_figure, leakage_accuracy_figure, rounds_figure, strength_figure
 from .judging import collect, realism_rows, rows, worst_rows
 from .provenance import TOGETHER, read_json, git_commit, machine
@@ -44,6 +44,9 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
 
     chosen = _chosen_parts(parts)
     scenarios = {part: load_part(path, setting, part, overrides or [], arms) for part in PARTS}
+    grid = part_grid(path, arms)
+    # Built (and so checked) before anything runs.
+    secure = secure_scenario(path, setting, overrides or [], grid) if "secure" in chosen else None
     seeds = seeds or scenarios["accuracy"].seeds
     for part in chosen:
         run_dir = out / "runs" / part
@@ -90,8 +93,7 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
                                                seeds[0] if seeds else None,
                                                lambda _cell, done, total: progress("convergence", "cells", done,
                                                                                    total)),
-        "secure": lambda: run_secure(path, out, setting, overrides or [], arms, scenarios["accuracy"],
-                                     seeds[0] if seeds else None,
+        "secure": lambda: run_secure(secure, grid, out, setting, scenarios["accuracy"], seeds[0] if seeds else None,
                                      lambda arm, done, total: progress("secure", arm, done, total), ray_address),
     }
     if set(on_flower) & set(provenance.get(TOGETHER) or ()):

@@ -69,9 +69,13 @@ def part_grid(path: Path, arms: list[str] | None) -> Grid:
 def secure_scenario(path: Path, setting: str, overrides: list[str], grid: Grid) -> Scenario:
     """The part's arms, one per cell of ``grid``, from the privacy part's file and setting."""
     raw = apply_overrides(read_raw(path), [*SETTINGS[setting]["privacy"], *part_overrides("privacy", overrides)])
-    cells = {cell_name(*cell): apply_overrides(dict(raw["arms"][cell[0]] or {}),
-                                               cell_overrides(*cell[1:], federation=max(grid.clients)))
-             for cell in grid.cells()}
+    cells = {}
+    for arm, clients, batch, attack in grid.cells():
+        cell = apply_overrides(dict(raw["arms"][arm] or {}), cell_overrides(clients, batch, attack, max(grid.clients)))
+        if attack == "passive" and batch > 1:  # APRIL's closed form reads one example: refused at a larger batch
+            attacks = ((raw["arms"][arm] or {}).get("audit") or raw.get("audit") or {}).get("attacks") or []
+            cell["audit"] = {**cell.get("audit", {}), "attacks": [a for a in attacks if a["name"] != "april"]}
+        cells[cell_name(arm, clients, batch, attack)] = cell
     return parse_scenario({**raw, "name": "secure-aggregation", "arms": cells}, source=str(path))
 
 
@@ -168,18 +172,13 @@ def _passive_reading(row: dict[str, Any], base: dict[str, Any]) -> str:
     return "not recognisable with or without SecAgg+ at this budget (lower bound)"
 
 
-def run_secure(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
-               accuracy: Scenario | None, seed: int | None, progress: Callable[[str, int, int], None],
-               ray_address: str | None = None) -> Path:
-    """Run the part's cells (and, given the accuracy part's scenario, its ViT with SecAgg+ at ``seed``) as one
-    Flower sweep into ``out/runs/secure``; return its part.json."""
+def run_secure(scenario: Scenario, grid: Grid, out: Path, setting: str, accuracy: Scenario | None,
+               seed: int | None, progress: Callable[[str, int, int], None], ray_address: str | None = None) -> Path:
+    """Run the part's cells (``scenario``, from :func:`secure_scenario`) and, given the accuracy part's scenario,
+    its ViT with SecAgg+ at ``seed``, as one Flower sweep into ``out/runs/secure``; return its part.json."""
     from ..launch.simulate import Planned, simulate_runs
 
-    grid = part_grid(path, arms)
-    scenario = secure_scenario(path, setting, overrides, grid)
-    if seed is not None:
-        scenario = scenario.with_seed(seed)
-    planned = [Planned(scenario, out / ROUND / "attacks")]
+    planned = [Planned(scenario.with_seed(seed) if seed is not None else scenario, out / ROUND / "attacks")]
     if accuracy is not None and seed is not None:
         planned.append(Planned(accuracy_with_secagg(accuracy, seed), out / ROUND / "accuracy"))
     simulate_runs(planned, lambda _run, arm, done, total: progress(arm, done, total), ray_address)
