@@ -159,9 +159,10 @@ def secure_readings(rows: list[dict[str, Any]]) -> list[str]:
 
 def _imprint_reading(row: dict[str, Any], base: dict[str, Any]) -> str:
     exact, alone = row["patches_exact"] or 0.0, base["patches_exact"] or 0.0
+    through = f"{exact:.2f} of each client's patches through the sum of {row['clients']} batches"
     if exact >= alone - 0.05:
-        return f"does not stop it: {exact:.2f} of the patches read through the sum ({alone:.2f} from one reply)"
-    return f"reads fewer: {exact:.2f} of the patches through the sum ({alone:.2f} from one reply)"
+        return f"does not stop it: {through} ({alone:.2f} from one reply)"
+    return f"reads fewer: {through} ({alone:.2f} from one reply; the bins are shared by more tokens)"
 
 
 def _passive_reading(row: dict[str, Any], base: dict[str, Any]) -> str:

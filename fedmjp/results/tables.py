@@ -79,7 +79,7 @@ def render_secure(part: dict[str, Any]) -> list[str]:
         cells = [row["arm"], str(row["clients"]), str(row["batch"]), row["attack"], row.get("strongest", "–"),
                  fmt(row.get("psnr"), 2), fmt(row.get("ssim"), 3), recognisable,
                  fmt(row.get("patches_exact") if row["attack"] == "imprint" else None, 3),
-                 row.get("settings") or ("–" if row["clients"] == 1 else "scenario"), reading]
+                 row.get("settings") or ("–" if row["clients"] == 1 or not measured else "scenario"), reading]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Accuracy with SecAgg+ on (the accuracy part's ViT, seed {part.get('seed')}, Flower's settings): "
               f"{fmt(acc['secagg'], 3)} test top-1, against {fmt(acc['plain'], 3)} without it."]
