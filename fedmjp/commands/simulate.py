@@ -143,6 +143,12 @@ def simulate(
                               f"{last.get('accuracy', float('nan')):.3f}", f"{last.get('loss', float('nan')):.3f}",
                               f"{last.get('seconds', float('nan')):.1f}")
         out.print(table)
+        for (j, _), summary in zip(labels, summaries):
+            for name, last in summary.items() if j == k else ():
+                if secure := last.get("secure_aggregation"):
+                    typer.echo(f"{name}: SecAgg+ of {secure['clients']} clients in the last round, within "
+                               f"{secure['error_bound']:.2g} of their plain weighted mean (quantization bound); "
+                               f"{len(secure['warnings'])} precision warning(s) in its metrics.jsonl")
         typer.echo(f"run directory: {sweep.run_dirs[k]}")
 
 
