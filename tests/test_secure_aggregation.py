@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from fedmjp.audit.store import AuditStore
+from fedmjp.audit.summary import summarize
 from fedmjp.errors import InputError
 from fedmjp.federation.rundir import read_jsonl
 from fedmjp.federation.secure_aggregation import quantization_bound, reply_precision, weight_ratio
@@ -87,6 +88,9 @@ def test_a_two_arm_simulation_with_secagg_attacks_the_aggregate_only(run: Path) 
         assert len({r.metrics["psnr"] for r in attacked}) == 3  # each client scored its own images
     plain = [r for r in records if r.arm == "vit-plain"]
     assert plain and all("aggregate" not in r.threat_model for r in plain)
+    arms = summarize(run)["arms"]  # what `fedmjp audit` says of them
+    assert arms["vit"]["secure_aggregation"] == {"records": 3, "clients": [3]}
+    assert "secure_aggregation" not in arms["vit-plain"]
 
 
 def test_the_secagg_aggregate_is_the_plain_weighted_mean_within_the_printed_bound(run: Path) -> None:

@@ -48,6 +48,10 @@ def summarize(run_dir: Path) -> dict[str, Any]:
             "rounds": len(rounds),
             "attacks": attack_stats([r for r in mine if r.source == SERVER]),
         }
+        # Under SecAgg+ the server attacked sums: each record is one client's receipt for one.
+        if through := [r for r in mine if r.source == SERVER and r.threat_model.get("aggregate")]:
+            entry["secure_aggregation"] = {"records": len(through),
+                                           "clients": sorted({int(r.threat_model["clients"]) for r in through})}
         guard = [r for r in mine if r.source == GUARD]
         if guard:
             entry["guard"] = guard_stats(guard)

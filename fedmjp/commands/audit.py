@@ -45,6 +45,10 @@ def audit(
         return
     for arm, entry in summary["arms"].items():
         out.print(arm_table(arm, entry))
+        if through := entry.get("secure_aggregation"):
+            typer.echo(f"arm {arm}: the server attacked SecAgg+ aggregates of "
+                       f"{', '.join(map(str, through['clients']))} client(s); each of the {through['records']} "
+                       f"record(s) is one client's receipt for the reconstruction of its own batch from the sum")
         if guard := entry.get("guard"):
             typer.echo(f"arm {arm}: client guard: {guard['count']} record(s), {guard['judged']} judged "
                        f"({guard['judged_by_fallback']} by a fallback), {guard['withheld']} withheld "
