@@ -120,6 +120,8 @@ class RoundAuditor:
         if secure.aggregate is not None and (planted or attacking):
             # Every sampled client got the same weights: the planted ones in a planted round.
             weights = next(iter(planted.values())) if planted else sent.to_torch_state_dict()
+            # The clients' reported local settings (all follow the round's config); a FedAvg sum is read as one
+            # update over all the round's examples, which it is only approximately.
             metrics = secure.contributors[0].metrics if secure.contributors else None
             obs = self.adversary.observation(weights, secure.aggregate, secure.num_examples, server_round,
                                              None if planted else metrics)

@@ -17,7 +17,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedmjp.federation import checkpoint
 from fedmjp.audit import AuditStore
@@ -25,7 +24,7 @@ from fedmjp.audit.records import Fault, Phase, append_fault_records, fault_tags
 from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
 from fedmjp.federation.runconfig import RunArm
 from fedmjp.federation.secure_aggregation import precision_warnings
-from fedmjp.protocol import ACCURACY, ARM, LOSS, METRICS, NUM_EXAMPLES
+from fedmjp.protocol import ACCURACY, ARM, LOSS, METRICS
 from fedmjp.scenario import Arm
 from fedmjp.federation.train import reply_kind, resolve_device
 from fedmjp.federation.workload import build_model, evaluate_global, server_evaluates
@@ -143,7 +142,7 @@ def train(run: ArmRun, server_round: int, sent: ArrayRecord, messages: list[Mess
     # which a round that planted every usable reply leaves as it was.
     honest = [r for r in checked.usable if r.partition_id not in planted]
     if checked.usable and not honest:
-        metrics = run.strategy.mean_metrics(checked.usable)
+        metrics = run.strategy.mean_metrics([r.message.content for r in checked.usable])
     elif (metrics := run.strategy.aggregate_replies(honest)) is None:
         stop(run.arm, server_round, checked.faults)
     return Trained(metrics, [r.partition_id for r in checked.usable], sorted(r.partition_id for r in honest),
@@ -162,21 +161,21 @@ def train_secure(run: ArmRun, server_round: int, sent: ArrayRecord, messages: li
         raise RunStopped(f"round {server_round}: {result.halted}")
     if len(result.contributors) < run.strategy.min_replies:
         stop(run.arm, server_round, result.faults)
-    reports = [(c.partition_id, dict(c.metrics)) for c in result.contributors]
+    warnings = precision_warnings([(c.partition_id, dict(c.metrics)) for c in result.contributors])
     log(INFO, "round %d, secure aggregation: the mean of %d clients, within %.3g of their plain weighted mean",
         server_round, len(result.contributors), result.bound)
-    for line in precision_warnings(reports):
+    for line in warnings:
         log(WARNING, "round %d, secure aggregation: %s", server_round, line)
     # A planted round's sum answers the planted weights: the adversary's alone, the global model waits.
     if not planted:
         run.strategy.optimizer.step([result.aggregate], [float(result.num_examples)])
-    metrics = aggregate_metricrecords([RecordDict({METRICS: c.metrics}) for c in result.contributors], NUM_EXAMPLES)
+    metrics = run.strategy.mean_metrics([RecordDict({METRICS: c.metrics}) for c in result.contributors])
     partitions = [c.partition_id for c in result.contributors]
     return Trained(metrics, partitions, [] if planted else partitions, result.faults, {"secure_aggregation": {
         "clients": len(partitions),
         "dropped": sorted({f.partition_id for f in result.faults}),
         "error_bound": result.bound,
-        "warnings": precision_warnings(reports),
+        "warnings": warnings,
         "settings": settings.model_dump(exclude={"enabled"}),
         "settings_tuned_by_server": tuned,
     }})

@@ -163,12 +163,12 @@ class FedMJP:
         if len(replies) < self.min_replies:
             return None
         self.optimizer.step([r.tensors for r in replies], [float(r.num_examples) for r in replies])
-        return self.mean_metrics(replies)
+        return self.mean_metrics([r.message.content for r in replies])
 
     @staticmethod
-    def mean_metrics(replies: list[Reply]) -> MetricRecord:
-        """The example-weighted mean of the replies' metrics."""
-        return aggregate_metricrecords([r.message.content for r in replies], NUM_EXAMPLES)
+    def mean_metrics(contents: list[RecordDict]) -> MetricRecord:
+        """The example-weighted mean of the metrics of replies' contents."""
+        return aggregate_metricrecords(contents, NUM_EXAMPLES)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            partitions: list[int]) -> list[Message]:

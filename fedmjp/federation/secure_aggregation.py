@@ -43,11 +43,13 @@ def reply_precision(settings: SecureAggregation, arrays: Sequence[np.ndarray], n
                     ) -> dict[str, float]:
     """One client's reply as SecAgg+ will quantize it: the share of its scaled values that the clipping range
     saturates, and the scaled reply's RMS in quantization steps."""
-    scaled = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays]) * weight_ratio(
-        settings, num_examples)
-    saturated = float(np.mean(np.abs(scaled) >= settings.clipping_range)) if scaled.size else 0.0
-    rms = float(np.sqrt(np.mean(scaled**2))) if scaled.size else 0.0
-    return {SATURATED: saturated, STEPS_PER_RMS: rms / settings.step}
+    ratio = weight_ratio(settings, num_examples)
+    # Array by array, unscaled: no float64 copy of the whole reply on the client's round.
+    size = sum(a.size for a in arrays)
+    at_clip = sum(int(np.count_nonzero(np.abs(a) * ratio >= settings.clipping_range)) for a in arrays)
+    squares = sum(float(np.square(a, dtype=np.float64).sum()) for a in arrays)
+    rms = ratio * (squares / size) ** 0.5 if size else 0.0
+    return {SATURATED: at_clip / size if size else 0.0, STEPS_PER_RMS: rms / settings.step}
 
 
 def precision_warnings(reports: Sequence[tuple[int, dict[str, float]]]) -> list[str]:

@@ -29,7 +29,7 @@ CLIENTS = (1, 2, 4, 8)
 BATCHES = (1, 4)
 ARMS = (REFERENCE, "mjp-0.25")
 ATTACKS = ("passive", "imprint")
-ROUND = "runs/secure"
+PART_DIR = "runs/secure"
 ACCURACY = "accuracy-secagg"
 
 
@@ -127,14 +127,14 @@ def final_accuracy(run_dir: Path, arm: str) -> float | None:
 
 def read_secure(out: Path) -> dict[str, Any]:
     """The part's rows and its accuracy beside the accuracy part's (empty when the part did not run)."""
-    info = read_json(out / ROUND / "part.json")
+    info = read_json(out / PART_DIR / "part.json")
     if not info:
         return {}
     grid = Grid(*(tuple(info[key]) for key in ("arms", "clients", "batches")))
-    rows = secure_rows(out / ROUND / "attacks", grid)
+    rows = secure_rows(out / PART_DIR / "attacks", grid)
     seed = info.get("seed")
     plain = final_accuracy(out / "runs" / "accuracy" / f"seed-{seed}", REFERENCE) if seed is not None else None
-    return {**info, "rows": rows, "accuracy": {"secagg": final_accuracy(out / ROUND / "accuracy", ACCURACY),
+    return {**info, "rows": rows, "accuracy": {"secagg": final_accuracy(out / PART_DIR / "accuracy", ACCURACY),
                                                "plain": plain}}
 
 
@@ -179,11 +179,11 @@ def run_secure(scenario: Scenario, grid: Grid, out: Path, setting: str, accuracy
     its ViT with SecAgg+ at ``seed``, as one Flower sweep into ``out/runs/secure``; return its part.json."""
     from ..launch.simulate import Planned, simulate_runs
 
-    planned = [Planned(scenario.with_seed(seed) if seed is not None else scenario, out / ROUND / "attacks")]
+    planned = [Planned(scenario.with_seed(seed) if seed is not None else scenario, out / PART_DIR / "attacks")]
     if accuracy is not None and seed is not None:
-        planned.append(Planned(accuracy_with_secagg(accuracy, seed), out / ROUND / "accuracy"))
+        planned.append(Planned(accuracy_with_secagg(accuracy, seed), out / PART_DIR / "accuracy"))
     simulate_runs(planned, lambda _run, arm, done, total: progress(arm, done, total), ray_address)
-    target = out / ROUND / "part.json"
+    target = out / PART_DIR / "part.json"
     atomic_json(target, {"setting": setting, **asdict(grid), "seed": seed if accuracy is not None else None})
     return target
 
