@@ -1,8 +1,8 @@
 """One arm's rounds on the server, top to bottom (``run_round``): send the global weights to the sampled
 clients, collect their replies, check them (usable / faults), audit them (the curious server attacks before
 it aggregates; clients score the reconstructions by receipts), aggregate the usable ones into the global
-model, evaluate it (federated evaluation checks its replies as training does), record the round and
-checkpoint it.
+model; then close the round: evaluate the model, record the round and checkpoint it (``server.closing``:
+while the next round trains, unless the evaluation is federated, which checks its replies as training does).
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ from flwr.serverapp import Grid
 
 from fedmjp.federation import checkpoint
 from fedmjp.audit import AuditStore
-from fedmjp.audit.records import Fault, Phase, append_fault_records, fault_tags
-from fedmjp.federation.rundir import append_jsonl, arm_dir, atomic_torch_save
+from fedmjp.audit.records import Fault, append_fault_records
+from fedmjp.federation.rundir import arm_dir, atomic_torch_save
 from fedmjp.federation.runconfig import RunArm
 from fedmjp.federation.secure_aggregation import precision_warnings
 from fedmjp.protocol import ACCURACY, ARM, LOSS, METRICS
 from fedmjp.scenario import Arm
 from fedmjp.federation.train import reply_kind, resolve_device
-from fedmjp.federation.workload import build_model, evaluate_global, server_evaluates
+from fedmjp.federation.workload import build_model, server_evaluates
 
 from .adversary import RoundAuditor
+from .closing import Closer, Evaluation, RoundEnd
 from .exchange import send_and_receive
 from .partitions import Partitions
 from .secure_aggregation import secure_round
@@ -72,8 +73,9 @@ class ArmRun:
 def run_arm(grid: Grid, entry: RunArm, partitions: Partitions) -> None:
     run = open_arm(grid, entry, partitions)
     first = resume_or_start(run, entry.resume)
-    for server_round in range(first, entry.arm.training.rounds + 1):
-        run_round(run, server_round)
+    with Closer(run) as closer:
+        for server_round in range(first, entry.arm.training.rounds + 1):
+            closer.close(run_round(run, server_round))
     atomic_torch_save(run.out / "final_weights.pt", {k: v.cpu() for k, v in run.model.state_dict().items()})
     # A plain `flwr run` prints no summary of its own: say where the arm's files are.
     log(INFO, "arm %s finished: %d round(s) in %s", entry.arm.name, entry.arm.training.rounds, run.out.resolve())
@@ -102,22 +104,27 @@ def resume_or_start(run: ArmRun, resume: bool) -> int:
         checkpoint.cut_back(run.metrics_path, saved.metrics_bytes)
         checkpoint.cut_back(run.store.records_path, saved.audit_bytes)
         return saved.round + 1
-    save_checkpoint(run, 0)
+    checkpoint.save(run.checkpoint_path, state_now(run, 0))
     return 1
 
 
-def run_round(run: ArmRun, server_round: int) -> None:
+def run_round(run: ArmRun, server_round: int) -> RoundEnd:
     """send (planted weights to a dishonest round's targets) -> train: collect, check, audit, aggregate (honest
-    replies; under SecAgg+ the server sees their sum only) -> evaluate -> record -> checkpoint."""
+    replies; under SecAgg+ the server sees their sum only) -> federated evaluation, where the clients evaluate;
+    returns the round for closing."""
     started = time.perf_counter()
     sent = ArrayRecord(run.model.state_dict())
     messages = run.strategy.configure_train(server_round, sent, ConfigRecord({ARM: run.key}))
     messages, planted = run.auditor.plant(server_round, messages, run.strategy.node_partitions)
     secure = run.arm.training.secure_aggregation.enabled
     trained = (train_secure if secure else train)(run, server_round, sent, messages, planted)
-    test = evaluate(run, server_round, trained.partitions)
-    record(run, server_round, trained, test, time.perf_counter() - started)
-    save_checkpoint(run, server_round)
+    test = None if run.on_server else evaluate_federated(run, server_round, trained.partitions)
+    return RoundEnd(server_round, started, trained, state_now(run, server_round), test)
+
+
+def state_now(run: ArmRun, server_round: int) -> checkpoint.Checkpoint:
+    return checkpoint.snapshot(server_round, run.model, run.strategy.optimizer, run.strategy.sampler.getstate(),
+                               run.metrics_path, run.store.records_path)
 
 
 @dataclass(frozen=True)
@@ -187,53 +194,15 @@ def stop(arm: Arm, server_round: int, faults: list[Fault]) -> NoReturn:
                      f"({arm.clients.min_per_round}) usable replies ({reasons})")
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """The global model's top-1 and loss on the held-out split, where, and the replies that failed."""
-
-    accuracy: float
-    loss: float
-    evaluated_on: str
-    faults: list[Fault] = field(default_factory=list)
-
-
-def evaluate(run: ArmRun, server_round: int, partitions: list[int]) -> Evaluation:
-    """Top-1 and loss of the global model on the held-out split: on the server's copy of it, or
-    federated over the round's clients (each a shard, weighted by example count)."""
-    if run.on_server:
-        test = evaluate_global(run.arm, run.model)
-        return Evaluation(test["accuracy"], test["loss"], "server")
+def evaluate_federated(run: ArmRun, server_round: int, partitions: list[int]) -> Evaluation:
+    """Top-1 and loss of the global model over the round's clients (each a shard of the held-out split,
+    weighted by example count); the replies that failed go into the audit (the training faults were audited
+    with the replies)."""
     messages = run.strategy.configure_evaluate(
         server_round, ArrayRecord(run.model.state_dict()), ConfigRecord({ARM: run.key}), partitions)
     replies = send_and_receive(run.grid, run.partitions.address(messages), timeout=run.arm.clients.timeout)
     checked = run.strategy.check_evaluation(messages, replies)
+    append_fault_records(run.store, run.arm.name, server_round, checked.faults, phase="evaluate")
     metrics = run.strategy.aggregate_evaluation(checked.usable) or MetricRecord({})
     return Evaluation(float(metrics.get(ACCURACY, float("nan"))), float(metrics.get(LOSS, float("nan"))),
                       "clients", checked.faults)
-
-
-def record(run: ArmRun, server_round: int, trained: Trained, test: Evaluation, seconds: float) -> None:
-    """The round's metrics line, and the evaluation's faults in the audit (the training faults were audited
-    with the replies)."""
-    append_fault_records(run.store, run.arm.name, server_round, test.faults, phase="evaluate")
-    append_jsonl(run.metrics_path, {
-        "round": server_round,
-        "accuracy": test.accuracy,
-        "loss": test.loss,
-        "evaluated_on": test.evaluated_on,
-        "train_loss": float(trained.metrics[LOSS]),
-        "clients": len(trained.partitions),
-        "aggregated": trained.aggregated,
-        "faults": [fault_line(f, "train") for f in trained.faults] + [fault_line(f, "evaluate") for f in test.faults],
-        "seconds": seconds,
-        **trained.extra,
-    })
-
-
-def fault_line(fault: Fault, phase: Phase) -> dict[str, Any]:
-    return {"partition_id": fault.partition_id, "reason": fault.reason, **fault_tags(fault, phase)}
-
-
-def save_checkpoint(run: ArmRun, server_round: int) -> None:
-    checkpoint.save(run.checkpoint_path, server_round, run.model, run.strategy.optimizer,
-                    run.strategy.sampler.getstate(), run.metrics_path, run.store.records_path)

@@ -29,7 +29,8 @@ from fedmjp.protocol import (ErrorCode, GuardReport, LocalSettings, ReceiptAnswe
                              error, read_error, withheld_error, withheld_report)
 from fedmjp.scenario import parse_scenario
 from server.adversary import read_receipt
-from server.rounds import Trained, evaluate, open_arm, record
+from server.closing import record
+from server.rounds import Trained, evaluate_federated, open_arm
 from server.partitions import Partitions
 from server.strategy import FedMJP
 
@@ -242,7 +243,7 @@ def test_an_evaluation_error_reply_is_a_fault_recorded_in_the_audit_and_the_roun
                           "clients": {**SCENARIO["clients"], "timeout": 0.2}}).arms["run"]
     entry = run_arms_from_run_config(run_config([arm], tmp_path))["run"]
     run = open_arm(EvaluatingNodes(), entry, Partitions({p: 10 + p for p in range(4)}, assigned=True))
-    test = evaluate(run, 1, [0, 1, 2, 3])
+    test = evaluate_federated(run, 1, [0, 1, 2, 3])
     assert (test.accuracy, test.loss, test.evaluated_on) == (0.25, 2.0, "clients")  # partition 0's alone
     assert [(f.partition_id, f.reason) for f in test.faults] == [
         (1, "error: ClientApp raised"), (2, "malformed reply: metrics without loss"),

@@ -175,7 +175,9 @@ def test_sigkill_after_a_rounds_audit_then_resume_equals_an_uninterrupted_run(
         process = start_simulate(TWO_ARMS, tmp_path, mark, *resume, ray_address=ray_cluster)
         metrics = run / "arms" / arm / "metrics.jsonl"
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and server_round not in audited_rounds(run, arm):
+        # The previous round's line is written while this round trains (its evaluation runs meanwhile).
+        while time.monotonic() < deadline and not (server_round in audited_rounds(run, arm)
+                                                   and len(read_jsonl(metrics)) >= server_round - 1):
             time.sleep(0.01)
         os.killpg(process.pid, signal.SIGKILL)
         kill_marked(mark)

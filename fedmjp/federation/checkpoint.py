@@ -1,15 +1,17 @@
 """Per-round checkpoints of the server, and resuming from the last complete round.
 
 After every round the server saves, atomically: the global model, the server optimiser's
-state, the client sampler's state, and how far the per-round metrics and the audit had got.
+state, the client sampler's state, and how far the per-round metrics and the audit had got. The state is
+copied when the round's training ends (``snapshot``) and written while the next round trains.
 Resuming cuts those two files back to that point (the records of a round that never
 finished) and continues; the finished run equals an uninterrupted one with the same seed.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +30,21 @@ class Checkpoint:
     audit_bytes: int
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """How far an append-only file has got (0 before it exists)."""
     return path.stat().st_size if path.exists() else 0
 
 
-def save(path: Path, server_round: int, model: torch.nn.Module, optimizer: Any,
-         sampler_state: tuple, metrics: Path, audit: Path) -> None:
-    state = {
-        "round": server_round,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "sampler": sampler_state,
-        "metrics_bytes": _size(metrics),
-        "audit_bytes": _size(audit),
-    }
-    atomic_torch_save(path, state)
+def snapshot(server_round: int, model: torch.nn.Module, optimizer: Any, sampler_state: tuple, metrics: Path,
+             audit: Path) -> Checkpoint:
+    """The server's state now, copied: the next round steps the live model and optimiser while this one is
+    written."""
+    return Checkpoint(server_round, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                      copy.deepcopy(optimizer.state_dict()), sampler_state, file_size(metrics), file_size(audit))
+
+
+def save(path: Path, state: Checkpoint) -> None:
+    atomic_torch_save(path, {f.name: getattr(state, f.name) for f in fields(state)})
 
 
 def load(path: Path) -> Checkpoint | None:
