@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .flower_config import CONNECTION, FAST_POLL_ENV, NO_PRESTART_ENV, QUIET_ENV, write_connection
+from .flower_config import CONNECTION, NO_PRESTART_ENV, QUIET_ENV, SIMULATION_POLL_ENV, write_connection
 from .flower_logs import log_tail
 from .flwr_cli import FlowerConnection, FlowerError
 from .health import wait_healthy
@@ -30,7 +30,7 @@ class SimulationSuperLink(FlowerConnection):
         self.flwr_home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=work_dir))
         # Ray's socket paths must be short: keep its temp dir at the top of /tmp.
         self.ray_tmp = Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
-        env = {**os.environ, **QUIET_ENV, **FAST_POLL_ENV, **NO_PRESTART_ENV, "FLWR_HOME": str(self.flwr_home),
+        env = {**os.environ, **QUIET_ENV, **SIMULATION_POLL_ENV, **NO_PRESTART_ENV, "FLWR_HOME": str(self.flwr_home),
                "RAY_TMPDIR": str(self.ray_tmp),
                # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
                "PATH": venv_path()}
@@ -67,10 +67,11 @@ class SimulationSuperLink(FlowerConnection):
         return log_tail(self.log_path, lines)
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        # Left normally, every run's results are on disk. On a Ray cluster of its own the SuperLink's graceful
-        # shut-down is what stops Ray (agents included); on a cluster it joined, the shut-down (about a second
-        # per run) has nothing left to do: the cluster ends the job of a driver that is gone.
-        self.stop(timeout=0.0 if exc_type is None and self.ray_address else 20.0)
+        # Left normally, every run's results are on disk and a graceful shut-down (1 to 6 s: Flower stops its
+        # engine, then Ray) has nothing left to keep: every process carrying our FLWR_HOME is killed at once,
+        # Ray's own included (it leaves nothing in /dev/shm; its temp dir is removed below). On a cluster it
+        # joined, the cluster ends the job of a driver that is gone.
+        self.stop(timeout=0.0 if exc_type is None else 20.0)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the SuperLink's process group, then SIGKILL what is left after ``timeout`` seconds."""
