@@ -393,6 +393,48 @@ def test_digits_from_the_cache_are_scikit_learns(tmp_path: Path, monkeypatch: py
     assert len(list((tmp_path / "datasets").iterdir())) == 2  # the images and their labels
 
 
+def test_a_digits_split_cut_before_loads_without_scikit_learn(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from fedmjp.data.loading import load_dataset; "
+            "d = load_dataset('digits', 'train', 8, seed=5); print(len(d), int(d.targets.sum()), 'sklearn' in sys.modules)")
+    env = {**os.environ, "FEDMJP_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    first, second = (run.stdout.split() for run in runs)
+    assert first[2] == "True" and second[2] == "False"  # the second process reads the split back
+    assert first[:2] == second[:2]  # the same examples
+
+
+def test_decoded_folders_are_read_back_and_decoded_again_when_a_file_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmjp.data import torchvision_sets
+    from fedmjp.data.torchvision_sets import _decode_folder
+
+    monkeypatch.setenv("FEDMJP_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "images"
+    for c in range(2):
+        _write_png(root / f"class{c}" / "0.png", (100 * c, 7, 0), size=(8, 8))
+    decoded = tmp_path / "cache" / "decoded"
+
+    def decode() -> torch.Tensor:
+        _decode_folder.cache_clear()  # this process's copy: as a new process would
+        return _decode_folder(str(root), 8, None)[0]
+
+    first = decode()
+    assert len(list(decoded.iterdir())) == 1
+    assert torch.equal(decode(), first)  # read back
+    assert int(first[1, 0, 0, 0]) == 100
+    time.sleep(0.05)
+    _write_png(root / "class1" / "0.png", (200, 7, 0), size=(8, 8))  # same name, new content
+    assert int(decode()[1, 0, 0, 0]) == 200 and len(list(decoded.iterdir())) == 2
+    monkeypatch.setattr(torchvision_sets, "DECODED_CACHE_BYTES", first.numel() - 1)
+    _write_png(root / "class1" / "1.png", (50, 7, 0), size=(8, 8))
+    assert len(decode()) == 3 and len(list(decoded.iterdir())) == 2  # too large to keep: decoded, not stored
+
+
 def test_labels_are_read_again_when_their_folder_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fedmjp.data.label_cache import cached_labels
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import version
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
+
+from .disk_cache import cached_array, key_of
 
 
 class ImageArrayDataset(Dataset):
@@ -78,7 +81,14 @@ def first_per_class(targets: np.ndarray, limit: int | None) -> np.ndarray:
 
 
 def stratified_split(targets: np.ndarray, split: str, seed: int, test_fraction: float = 0.2) -> np.ndarray:
-    """Sorted indices of ``split`` in a seeded, stratified train/test split."""
+    """Sorted indices of ``split`` in a seeded, stratified train/test split: scikit-learn's, cut once per machine
+    (importing scikit-learn costs every process of a simulation about 1 s of CPU)."""
+    key = key_of({"split": split, "seed": int(seed), "test_fraction": float(test_fraction),
+                  "scikit-learn": version("scikit-learn")}, np.ascontiguousarray(targets, dtype=np.int64).tobytes())
+    return cached_array("splits", key, lambda: _stratified_split(targets, split, seed, test_fraction))
+
+
+def _stratified_split(targets: np.ndarray, split: str, seed: int, test_fraction: float) -> np.ndarray:
     from sklearn.model_selection import train_test_split  # imported here: scikit-learn's import is slow
 
     train, test = train_test_split(

@@ -34,9 +34,10 @@ def key_of(parts: dict[str, Any], data: bytes = b"") -> str:
     return digest.hexdigest()
 
 
-def cached_array(folder: str, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+def cached_array(folder: str, key: str, make: Callable[[], np.ndarray], max_bytes: int | None = None) -> np.ndarray:
     """The array stored under ``folder/key``, else ``make()``, stored (atomically: concurrent processes may make
-    the same one; a failed ``make`` stores nothing; an unreadable file is made again)."""
+    the same one; a failed ``make`` stores nothing; an unreadable file is made again) when it has at most
+    ``max_bytes``."""
     where = cache_dir() / folder
     path = where / f"{key}.npy"
     try:
@@ -44,6 +45,8 @@ def cached_array(folder: str, key: str, make: Callable[[], np.ndarray]) -> np.nd
     except (OSError, ValueError):  # absent, or unreadable: make it again
         pass
     array = make()
+    if max_bytes is not None and array.nbytes > max_bytes:
+        return array
     try:
         where.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=where, suffix=".tmp", delete=False) as tmp:
