@@ -89,3 +89,17 @@ def test_sigterm_stops_the_superlink_and_ray_and_exits_143(tmp_path: Path) -> No
             process.kill()
             process.wait()
         kill_marked(mark)
+
+
+def test_a_ray_cluster_that_fails_to_start_is_an_error_and_the_superlink_stops(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmjp.launch import superlinks
+    from fedmjp.launch.flwr_cli import FlowerError
+
+    real = superlinks.console_script
+    monkeypatch.setattr(superlinks, "console_script", lambda name: "false" if name == "ray" else real(name))
+    link = superlinks.SimulationSuperLink(tmp_path)
+    with pytest.raises(FlowerError, match=r"^ray start exited with code 1"):
+        link.__enter__()
+    assert link.process is None and link.ray_head is None
+    assert survivors("FLWR_HOME", str(link.flwr_home), wait=0) == []

@@ -2,7 +2,8 @@
 
 ``flwr run`` with the default local connection leaves a detached SuperLink behind;
 ``SimulationSuperLink`` starts its own simulation SuperLink (private FLWR_HOME, free port,
-runtime dependency installation off) and stops every process it started.
+runtime dependency installation off) and, unless it joins one, a Ray cluster of its own beside it, and stops
+every process it started.
 ``RemoteSuperLink`` talks to a running deployment SuperLink (``fedmjp deploy``).
 """
 
@@ -35,12 +36,17 @@ class SimulationSuperLink(FlowerConnection):
                # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
                "PATH": venv_path()}
         self.ray_address = ray_address
-        if ray_address:
-            env["RAY_ADDRESS"] = ray_address
+        # Without a cluster to join, its own, started beside the SuperLink: Ray's start (about 3.5 s on 2 cores,
+        # mostly waiting on its processes) overlaps the SuperLink's and the ServerApp's, and every Flower run of
+        # this SuperLink joins it through RAY_ADDRESS, as Flower joins any cluster.
+        self.ray_port = None if ray_address else free_port()
+        env["RAY_ADDRESS"] = ray_address or f"127.0.0.1:{self.ray_port}"
         super().__init__(CONNECTION, env)
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self.ray_head: subprocess.Popen[bytes] | None = None
         self.log_path = self.flwr_home / "superlink.log"
+        self.ray_log_path = self.flwr_home / "ray-start.log"
 
     def __enter__(self) -> SimulationSuperLink:
         write_connection(self.flwr_home, CONNECTION, f"127.0.0.1:{self.port}")
@@ -48,29 +54,46 @@ class SimulationSuperLink(FlowerConnection):
             console_script("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1",
             "--port", str(self.port), "--disable-runtime-dependency-installation",
         ]
-        with open(self.log_path, "wb") as log:
-            # A new session: stopping the group stops the ServerApp and Ray workers too.
-            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
         try:
+            if self.ray_port is not None:
+                self.ray_head = self._start_ray()
+            with open(self.log_path, "wb") as log:
+                # A new session: stopping the group stops the ServerApp and Ray workers too.
+                self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
             wait_healthy(f"http://127.0.0.1:{self.port}/health", self.startup_timeout, self._starting)
         except BaseException:  # a failed start, Ctrl-C or SIGTERM: __exit__ will not run, stop it here
             self.stop()
             raise
         return self
 
+    def _start_ray(self) -> subprocess.Popen[bytes]:
+        """``ray start --head``, not waited for: it exits once the cluster is up, which a Flower run's driver
+        waits for when it joins. Its processes carry this FLWR_HOME, so ``stop`` finds them."""
+        command = [console_script("ray"), "start", "--head", f"--port={self.ray_port}", "--include-dashboard=false",
+                   "--disable-usage-stats", f"--temp-dir={self.ray_tmp}"]
+        with open(self.ray_log_path, "wb") as log:
+            return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
     def _starting(self) -> None:
         if self.process.poll() is not None:
             raise FlowerError(f"flower-superlink exited with code {self.process.returncode}: {self.log_tail()}")
+        self._check_ray()
+
+    def _check_ray(self) -> None:
+        if self.ray_head is not None and self.ray_head.poll() not in (None, 0):
+            raise FlowerError(f"ray start exited with code {self.ray_head.returncode}: "
+                              f"{log_tail(self.ray_log_path)}")
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         # Left normally, every run's results are on disk and a graceful shut-down (1 to 6 s: Flower stops its
-        # engine, then Ray) has nothing left to keep: every process carrying our FLWR_HOME is killed at once,
-        # Ray's own included (it leaves nothing in /dev/shm; its temp dir is removed below). On a cluster it
-        # joined, the cluster ends the job of a driver that is gone.
+        # engine) has nothing left to keep: every process carrying our FLWR_HOME is killed at once, our Ray
+        # cluster's included (it leaves nothing in /dev/shm; its temp dir is removed below). A cluster we
+        # joined ends the job of a driver that is gone.
         self.stop(timeout=0.0 if exc_type is None else 20.0)
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -79,6 +102,9 @@ class SimulationSuperLink(FlowerConnection):
         if self.process is not None:
             stop_group(self.process, timeout)
             self.process = None
+        if self.ray_head is not None:
+            stop_group(self.ray_head, 0.0)  # still starting, or exited with the cluster up (its daemons below)
+            self.ray_head = None
         # Ray workers leave the SuperLink's process group; they all inherit our FLWR_HOME.
         kill_by_env("FLWR_HOME", str(self.flwr_home), timeout)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
@@ -93,6 +119,7 @@ class SimulationSuperLink(FlowerConnection):
     def check_alive(self) -> None:
         if self.process is None or self.process.poll() is not None:
             raise FlowerError(f"the SuperLink stopped: {self.log_tail()}")
+        self._check_ray()
 
 
 class RemoteSuperLink(FlowerConnection):
