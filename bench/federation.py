@@ -12,12 +12,14 @@ FEDMJP_BENCH_SCALE="100,1000,10000,100000" sets the client counts of (2) (defaul
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,9 +79,29 @@ class PeakMemory:
         self._thread.join()
 
 
-def simulate(scenario: dict, sets: list[str] = ()) -> tuple[float, list[dict], int, float]:
-    """Wall time, per-round metrics, peak memory and start-up (launch to the first round's start:
-    the first metrics line's time less that round's seconds) of one `fedmjp simulate` of one arm."""
+@dataclass(frozen=True)
+class Simulated:
+    """One `fedmjp simulate` of one scenario: wall time, every arm's metrics lines, peak memory, and when each
+    line appeared (seconds from launch, polled every 0.05 s)."""
+
+    wall: float
+    rows: list[dict]
+    peak: int
+    lines: list[float]
+
+    @property
+    def startup(self) -> float:
+        """Launch to the first round's start (its line's time less its seconds)."""
+        return self.lines[0] - self.rows[0]["seconds"]
+
+    @property
+    def in_rounds(self) -> float:
+        """The first round's start to the last line (rounds overlap: a round is evaluated while the next
+        trains, so their seconds do not add up)."""
+        return self.lines[-1] - self.startup
+
+
+def simulate(scenario: dict, sets: list[str] = ()) -> Simulated:
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,40 +111,45 @@ def simulate(scenario: dict, sets: list[str] = ()) -> tuple[float, list[dict], i
         command = [sys.executable, "-m", "fedmjp", "simulate", str(path), "--out", f"{tmp}/run", "--json",
                    *[a for s in sets for a in ("--set", s)]]
         start = time.perf_counter()
-        first_line = None
+        lines: list[float] = []
         with PeakMemory(mark) as memory:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        env={**os.environ, "FEDMJP_BENCH_MARK": mark})
             while process.poll() is None:
-                if first_line is None and any(Path(tmp, "run", "arms").glob("*/metrics.jsonl")):
-                    first_line = time.perf_counter() - start
-                time.sleep(0.2)
+                written = sum(len(read_jsonl(f)) for f in Path(tmp, "run", "arms").glob("*/metrics.jsonl"))
+                lines += [time.perf_counter() - start] * (written - len(lines))
+                time.sleep(0.05)
         seconds = time.perf_counter() - start
         if process.returncode != 0:
             raise subprocess.CalledProcessError(process.returncode, command, stderr=process.stderr.read())
         rows = [r for arm in sorted(Path(tmp, "run", "arms").iterdir()) for r in read_jsonl(arm / "metrics.jsonl")]
-        startup = (first_line if first_line is not None else seconds) - rows[0]["seconds"]
-        return seconds, rows, memory.peak, startup
+        lines += [seconds] * (len(rows) - len(lines))  # written after the last poll
+        return Simulated(seconds, rows, memory.peak, lines)
 
 
-def bare_loop(scenario: dict) -> float:
-    """The same clients, rounds, training and evaluation in one process, no Flower, no Ray."""
+def bare_loop(scenario: dict) -> tuple[float, list[float]]:
+    """The same rounds in one process, no Flower, no Ray: each samples its clients as the strategy does, trains
+    them, steps the server and evaluates. Wall time, and each round's seconds."""
     arm = parse_scenario(scenario).arms["run"]
     start = time.perf_counter()
     model = build_model(arm)
     server = ServerOptimizer(model, "gradient", arm.training.server_optimizer, arm.training.server_lr)
+    sampler, rounds = random.Random(arm.seed), []
     for server_round in range(1, arm.training.rounds + 1):
+        began = time.perf_counter()
         weights = {k: v.clone() for k, v in model.state_dict().items()}
-        results = [client_round(arm, weights, p, server_round).result for p in range(arm.clients.num_clients)]
+        chosen = sorted(sampler.sample(range(arm.clients.num_clients), arm.clients.sampled_per_round))
+        results = [client_round(arm, weights, p, server_round).result for p in chosen]
         server.step([r.tensors for r in results], [r.num_examples for r in results])
         evaluate_global(arm, model)
-    return time.perf_counter() - start
+        rounds.append(time.perf_counter() - began)
+    return time.perf_counter() - start, rounds
 
 
 def overhead_table() -> Table:
-    simulated, rows, _, _ = simulate(OVERHEAD)
-    bare = bare_loop(OVERHEAD)
-    in_rounds = sum(r["seconds"] for r in rows)
+    run = simulate(OVERHEAD)
+    simulated, in_rounds = run.wall, run.in_rounds
+    bare, _ = bare_loop(OVERHEAD)
     table = Table(title="framework overhead: 10 clients x 10 rounds, ViT-Ti/4 (12 blocks), FedSGD batch 32, CIFAR-10")
     for column in ("what", "seconds", "over bare loop"):
         table.add_column(column, justify="left" if column == "what" else "right")
@@ -171,9 +198,12 @@ def scale_data(count: int) -> tuple[dict, str]:
 
 
 def scale_table(counts: list[int]) -> Table:
-    """Start-up, time per round and peak memory as the population grows, 10 clients a round."""
-    table = Table(title="scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (2 blocks), FedSGD batch 16")
-    for column in ("clients", "data", "start-up s", "s/round (mean)", "wall s", "peak memory GiB"):
+    """Start-up, time per round and peak memory as the population grows, 10 clients a round; beside each, a bare
+    loop doing the same rounds (the same 10 sampled clients' training, step and evaluation) in one process."""
+    table = Table(title="scale: 10 clients sampled per round, 3 rounds, ViT-Ti/4 (2 blocks), FedSGD batch 16; "
+                        "s/round: rounds 2 and 3 (a line every round), round 1 carries the workers' imports")
+    for column in ("clients", "data", "start-up s", "s/round", "bare loop s/round", "over bare", "round 1 s",
+                   "wall s", "peak memory GiB"):
         table.add_column(column, justify="left" if column == "data" else "right")
     for count in counts:
         data, label = scale_data(count)
@@ -181,52 +211,59 @@ def scale_table(counts: list[int]) -> Table:
                     "training": {**OVERHEAD["training"], "rounds": 3, "batch_size": 16},
                     "model": {"name": "vit_tiny_patch4_32", "kwargs": {"depth": 2}}}
         try:
-            wall, rows, peak, startup = simulate(scenario)
+            run = simulate(scenario)
         except subprocess.CalledProcessError as exc:
-            table.add_row(str(count), label, "failed", "", "", exc.stderr.decode()[-80:])
+            table.add_row(str(count), label, "failed", "", "", "", "", "", exc.stderr.decode()[-80:])
             continue
-        per_round = sum(r["seconds"] for r in rows) / len(rows)
-        table.add_row(str(count), label, f"{startup:.1f}", f"{per_round:.2f}", f"{wall:.0f}", f"{peak / 2**30:.2f}")
+        # Rounds overlap (a round's evaluation runs while the next trains): the time between lines is a round's.
+        per_round = (run.lines[-1] - run.lines[0]) / (len(run.lines) - 1)
+        _, bare = bare_loop(scenario)
+        bare_round = sum(bare[1:]) / len(bare[1:])
+        table.add_row(str(count), label, f"{run.startup:.1f}", f"{per_round:.2f}", f"{bare_round:.2f}",
+                      f"{per_round / bare_round:.2f}", f"{run.rows[0]['seconds']:.2f}", f"{run.wall:.0f}",
+                      f"{run.peak / 2**30:.2f}")
     return table
 
 
 def audit_table() -> Table:
     quickstart = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
     raw = {"name": "quickstart", "arms": {n: a.model_dump(mode="json") for n, a in quickstart.arms.items()}}
-    with_audit, rows_with, _, _ = simulate(raw)
-    without, rows_without, _, _ = simulate(raw, [f"arms.{n}.audit.attacks=[]" for n in quickstart.arms])
+    audited = simulate(raw)
+    plain = simulate(raw, [f"arms.{n}.audit.attacks=[]" for n in quickstart.arms])
     table = Table(title="the audit's cost: quickstart (2 arms x 3 rounds x 2 clients, april on every update)")
     for column in ("run", "wall s", "s in rounds", "ratio (wall)"):
         table.add_column(column, justify="left" if column == "run" else "right")
-    table.add_row("without audit", f"{without:.1f}", f"{sum(r['seconds'] for r in rows_without):.1f}", "1.00")
-    table.add_row("with audit", f"{with_audit:.1f}", f"{sum(r['seconds'] for r in rows_with):.1f}",
-                  f"{with_audit / without:.2f}")
+    table.add_row("without audit", f"{plain.wall:.1f}", f"{plain.in_rounds:.1f}", "1.00")
+    table.add_row("with audit", f"{audited.wall:.1f}", f"{audited.in_rounds:.1f}", f"{audited.wall / plain.wall:.2f}")
     return table
 
 
 def checkpoint_table() -> Table:
-    """What the per-round checkpoint costs: atomic save of model, Adam state and sampler."""
-    import random
-
+    """What the per-round checkpoint costs: the copy of the server's state on the round's path, and the atomic
+    save (model, Adam state, sampler) that runs while the next round trains."""
     import timm
 
     from fedmjp.federation import checkpoint
 
-    table = Table(title="per-round checkpoint: atomic save (model + Adam state + sampler), median of 5")
-    for column in ("model", "MB", "ms per save"):
+    table = Table(title="per-round checkpoint: copy on the round's path, atomic save beside the next round; "
+                        "median of 5")
+    for column in ("model", "MB", "ms to copy (on the path)", "ms to save (beside)"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in ("vit_tiny_patch4_32", "vit_small_patch16_224", "vit_base_patch16_224"):
         model = timm.create_model(name)
         optimizer = ServerOptimizer(model, "gradient", "adam", 1e-3)
         optimizer.step([{n: torch.zeros_like(p) for n, p in optimizer.params.items()}], [1.0])
         with tempfile.TemporaryDirectory() as tmp:
-            path, times = Path(tmp) / "checkpoint.pt", []
+            path, copies, saves = Path(tmp) / "checkpoint.pt", [], []
             for _ in range(5):
                 start = time.perf_counter()
-                checkpoint.save(path, 1, model, optimizer, random.Random(0).getstate(), path, path)
-                times.append(time.perf_counter() - start)
+                state = checkpoint.snapshot(1, model, optimizer, random.Random(0).getstate(), path, path)
+                copied = time.perf_counter()
+                checkpoint.save(path, state)
+                copies.append(copied - start)
+                saves.append(time.perf_counter() - copied)
             size = path.stat().st_size / 2**20
-        table.add_row(name, f"{size:.0f}", f"{1000 * sorted(times)[2]:.0f}")
+        table.add_row(name, f"{size:.0f}", f"{1000 * sorted(copies)[2]:.0f}", f"{1000 * sorted(saves)[2]:.0f}")
     return table
 
 
