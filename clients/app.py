@@ -120,7 +120,8 @@ def partition(msg: Message, context: Context) -> Message:
 @app.query(RECEIPT_QUERY)
 def receipt(msg: Message, context: Context) -> Message:
     """Score the server's reconstructions against the batch used this round; return numbers only."""
-    from fedmjp.audit.receipt import receipt_scores, received
+    from fedmjp.audit.receipt import receipt_scores
+    from fedmjp.audit.sent import received
     from fedmjp.federation.workload import dataset, stack
 
     request = ReceiptRequest.from_content(msg.content)

@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 from fedmjp.audit import AuditRecord, AuditStore
 from fedmjp.attacks import NotApplicable
 from fedmjp.audit.adversary import Adversary, Outcome
-from fedmjp.audit.receipt import to_send
+from fedmjp.audit.sent import to_send
 from fedmjp.audit.records import Receipt, append_attack_records, append_fault_records, append_guard_records
 from fedmjp.protocol import (ARRAYS, CONFIG, RECEIPT_MESSAGE, GuardReport, ReceiptAnswer, ReceiptRequest,
                              read_error)

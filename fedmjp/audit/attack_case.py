@@ -25,7 +25,8 @@ from torchvision.utils import make_grid
 from ..federation import checkpoint
 from ..attacks.base import Attack, Observation, Reconstruction, Timer, plants
 from ..attacks.imprint import server_images
-from .receipt import receipt_scores, sent_of
+from .receipt import receipt_scores
+from .sent import sent_of
 from ..scoring.batch_metrics import align_batch
 from ..federation.train import compute_gradient, seed_jigsaw
 

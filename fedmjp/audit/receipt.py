@@ -10,18 +10,14 @@ a mid-grey image (``BASELINE_GREY``); the attack's own start is scored too (``st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..protocol import Scores, SentReconstruction
+from ..protocol import Scores
 from ..scoring.batch_metrics import match_images, patch_recovery, patches_in_image
 from ..scoring.metrics import leakage_metrics, pairwise_mse
-
-if TYPE_CHECKING:
-    from ..attacks.base import Reconstruction
+from .sent import Sent
 
 # The data-free baseline: what an attacker who saw no gradient would guess for every pixel.
 BASELINE_GREY = 0.5
@@ -90,27 +86,6 @@ def patch_scores(truth: torch.Tensor, patch: int, patches: torch.Tensor, positio
     """A patch-reading attack's (imprint) recovered patches, with their positions (-1: unknown), against the
     batch: ``patches_exact`` and ``patches_placed`` (:func:`fedmjp.scoring.batch_metrics.patch_recovery`)."""
     return patch_recovery(patches, positions, truth, patch)
-
-
-# What the server sends of one reconstruction: images, its start, recovered labels, and a patch-reading
-# attack's patches with their positions (None where the attack has none).
-Sent = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
-
-
-def sent_of(recon: Reconstruction) -> Sent:
-    return recon.images, recon.start, recon.labels, recon.patches, recon.patch_positions
-
-
-def to_send(recon: Reconstruction) -> SentReconstruction:
-    """What the receipt request carries of one reconstruction (NumPy, on the CPU)."""
-    return SentReconstruction(*(None if t is None else t.detach().cpu().numpy() for t in sent_of(recon)))
-
-
-def received(sent: SentReconstruction) -> Sent:
-    """A reconstruction of a receipt request, as the client scores it (tensors)."""
-    arrays = (sent.images, sent.start, sent.labels, sent.patches, sent.positions)
-    images, start, labels, patches, positions = (None if a is None else torch.from_numpy(a) for a in arrays)
-    return images, start, labels, patches, positions
 
 
 def receipt_scores(truth: torch.Tensor, labels_true: torch.Tensor, shuffled: torch.Tensor | None, patch: int,

@@ -22,7 +22,8 @@ import torch
 from ..federation.aggregate import ServerOptimizer
 from ..audit import AuditStore
 from ..audit.adversary import Adversary
-from ..audit.receipt import receipt_scores, round_examples, sent_of
+from ..audit.receipt import receipt_scores, round_examples
+from ..audit.sent import sent_of
 from ..audit.records import Receipt, append_attack_records
 from ..defences.reply import prune
 from ..errors import InputError
