@@ -70,8 +70,9 @@ class SimulationSuperLink(FlowerConnection):
     def _start_ray(self) -> subprocess.Popen[bytes]:
         """``ray start --head``, not waited for: it exits once the cluster is up, which a Flower run's driver
         waits for when it joins. Its processes carry this FLWR_HOME, so ``stop`` finds them."""
+        # Its Ray Client server would take port 10001, which a second simulation's cluster on this machine wants too.
         command = [console_script("ray"), "start", "--head", f"--port={self.ray_port}", "--include-dashboard=false",
-                   "--disable-usage-stats", f"--temp-dir={self.ray_tmp}"]
+                   f"--ray-client-server-port={free_port()}", "--disable-usage-stats", f"--temp-dir={self.ray_tmp}"]
         with open(self.ray_log_path, "wb") as log:
             return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
