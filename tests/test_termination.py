@@ -103,3 +103,13 @@ def test_a_ray_cluster_that_fails_to_start_is_an_error_and_the_superlink_stops(t
         link.__enter__()
     assert link.process is None and link.ray_head is None
     assert survivors("FLWR_HOME", str(link.flwr_home), wait=0) == []
+
+
+def test_an_app_that_cannot_be_bundled_is_a_flwr_run_error(tmp_path: Path) -> None:
+    from fedmjp.launch.flwr_cli import FlowerError
+    from fedmjp.launch.superlinks import SimulationSuperLink
+
+    (tmp_path / "config.toml").write_text("")
+    with SimulationSuperLink(tmp_path) as link:
+        with pytest.raises(FlowerError, match=r"^flwr run failed: .*pyproject\.toml"):
+            link.start_run(tmp_path / "no-app", tmp_path / "config.toml")
