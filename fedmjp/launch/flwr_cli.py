@@ -42,6 +42,10 @@ class RunStatus:
         return self.status == "finished:completed"
 
 
+# Seconds between status reads of a run whose end shows locally (a simulation's last final weights).
+STATUS_EVERY = 1.0
+
+
 class FlowerError(RuntimeError):
     """A Flower run or process failed; the message carries the server's error."""
 
@@ -168,14 +172,19 @@ class FlowerConnection:
         simulation engine and its Ray actors down first: seconds that change nothing in the results).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        # With a local sign of the end, the status only tells a failure: read it once a second, not at every
+        # poll (each read costs this process and the SuperLink CPU the run wants).
+        every = STATUS_EVERY if written is not None else 0.0
+        read_at = float("-inf")
         while True:
             on_poll()
             if written is not None and written():
                 return None
             self.check_alive()
-            status = self.status(run_id)
-            if status.finished:
-                return status
+            if time.monotonic() - read_at >= every:
+                status, read_at = self.status(run_id), time.monotonic()
+                if status.finished:
+                    return status
             if deadline is not None and time.monotonic() > deadline:
                 self.stop_run(run_id)
                 raise FlowerError(f"run {run_id} did not finish in {timeout:.0f} s (stopped; it was {status.status})")
