@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import fedmjp.commands  # noqa: F401  (registers the sub-commands)
 from fedmjp.audit import AuditStore
 from fedmjp.cli import app
-from fedmjp.federation.faults import injected_fault
+from fedmjp.federation.faults import injected_fault, reply_problem
 from fedmjp.federation.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
@@ -228,3 +228,14 @@ def test_injected_faults_are_left_out_recorded_and_the_run_finishes(sweep: dict[
     # Faulty replies were never attacked: every audited attack is on a healthy update.
     attacked = {(r.round, r.partition_id) for r in AuditStore(run).records() if r.source == "server"}
     assert not attacked & expected
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_one_non_finite_value_anywhere_makes_a_reply_unusable(bad: float) -> None:
+    expected = {"w": torch.Size([1000, 300]), "b": torch.Size([0]), "steps": torch.Size([2])}
+    reply = {"w": torch.randn(1000, 300), "b": torch.empty(0), "steps": torch.tensor([1, 2])}
+    assert reply_problem(reply, expected) is None
+    for index in (0, 123_456, 299_999):
+        broken = reply["w"].clone()
+        broken.view(-1)[index] = bad
+        assert reply_problem({**reply, "w": broken}, expected) == "non-finite values in w"
