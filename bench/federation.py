@@ -81,8 +81,8 @@ class PeakMemory:
 
 @dataclass(frozen=True)
 class Simulated:
-    """One `fedmjp simulate` of one scenario: wall time, every arm's metrics lines, peak memory, and when each
-    line appeared (seconds from launch, polled every 0.05 s)."""
+    """One `fedmjp simulate` of one scenario: wall time, every arm's metrics lines in the order they were written,
+    peak memory, and when each line appeared (seconds from launch, polled every 0.05 s)."""
 
     wall: float
     rows: list[dict]
@@ -91,7 +91,7 @@ class Simulated:
 
     @property
     def startup(self) -> float:
-        """Launch to the first round's start (its line's time less its seconds)."""
+        """Launch to the first round's start (the first line's time less its seconds)."""
         return self.lines[0] - self.rows[0]["seconds"]
 
     @property
@@ -111,20 +111,27 @@ def simulate(scenario: dict, sets: list[str] = ()) -> Simulated:
         command = [sys.executable, "-m", "fedmjp", "simulate", str(path), "--out", f"{tmp}/run", "--json",
                    *[a for s in sets for a in ("--set", s)]]
         start = time.perf_counter()
-        lines: list[float] = []
+        arrived: list[tuple[float, dict]] = []
+        seen: dict[Path, int] = {}
+
+        def collect(now: float) -> None:
+            """The lines written since the last look, each with the time it was seen."""
+            for metrics in sorted(Path(tmp, "run", "arms").glob("*/metrics.jsonl")):
+                rows = read_jsonl(metrics)
+                arrived.extend((now, row) for row in rows[seen.get(metrics, 0):])
+                seen[metrics] = len(rows)
+
         with PeakMemory(mark) as memory:
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        env={**os.environ, "FEDMJP_BENCH_MARK": mark})
             while process.poll() is None:
-                written = sum(len(read_jsonl(f)) for f in Path(tmp, "run", "arms").glob("*/metrics.jsonl"))
-                lines += [time.perf_counter() - start] * (written - len(lines))
+                collect(time.perf_counter() - start)
                 time.sleep(0.05)
         seconds = time.perf_counter() - start
         if process.returncode != 0:
             raise subprocess.CalledProcessError(process.returncode, command, stderr=process.stderr.read())
-        rows = [r for arm in sorted(Path(tmp, "run", "arms").iterdir()) for r in read_jsonl(arm / "metrics.jsonl")]
-        lines += [seconds] * (len(rows) - len(lines))  # written after the last poll
-        return Simulated(seconds, rows, memory.peak, lines)
+        collect(seconds)  # written after the last poll
+        return Simulated(seconds, [row for _, row in arrived], memory.peak, [t for t, _ in arrived])
 
 
 def bare_loop(scenario: dict) -> tuple[float, list[float]]:

@@ -71,7 +71,7 @@ class Closer:
 
     def _close(self, end: RoundEnd) -> None:
         run = self.run
-        test = end.test or self._evaluate(end.state.model)
+        test = end.test if end.test is not None else self._evaluate(end.state.model)
         record(run, end.server_round, end.trained, test, time.perf_counter() - end.started)
         checkpoint.save(run.checkpoint_path, replace(end.state, metrics_bytes=checkpoint.file_size(run.metrics_path)))
 
