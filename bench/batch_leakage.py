@@ -8,7 +8,7 @@ its leakage over the mid-grey baseline and its seconds. Batch 1: april (closed f
 ig; batches: ig and adaptive (MJP) with the same optimisation budget. "trained": the same model after
 ``FEDMJP_BENCH_TRAIN_EPOCHS`` (default 1) centralised epochs on 2,000 CIFAR-10 training images.
 Environment: FEDMJP_BENCH_BATCHES (default "1,4,16,64"), FEDMJP_BENCH_OPT_STEPS (default 100, 1 restart).
-A cell whose strongest attack optimises runs it again with 4x the steps (``fedmjp.results.convergence``):
+A cell whose strongest attack optimises runs it again with 4x the budget (``fedmjp.results.convergence``):
 converged where PSNR moves < 1 dB and SSIM < 0.02; a lower bound where it rises; not converged where it falls.
 Writes bench/results/batch_leakage.md.
 """
@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from fedmjp.attacks import NotApplicable, build_attack  # noqa: E402
 from fedmjp.audit.attack_case import build_client_model, load_image, run_single  # noqa: E402
 from fedmjp.federation.train import train_epochs  # noqa: E402
+from fedmjp.attacks.adaptive import REFINEMENT_ROUNDS  # noqa: E402
+from fedmjp.results.budgets import budget_of, scaled_budget  # noqa: E402
 from fedmjp.results.convergence import FACTOR, converged  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
@@ -36,7 +38,6 @@ BATCHES = [int(b) for b in os.environ.get("FEDMJP_BENCH_BATCHES", "1,4,16,64").s
 STEPS = int(os.environ.get("FEDMJP_BENCH_OPT_STEPS", "100"))
 EPOCHS = int(os.environ.get("FEDMJP_BENCH_TRAIN_EPOCHS", "1"))
 MODELS = [("ViT", "vit_tiny_patch4_32", None), ("MJP 0.25", "mjp_vit_tiny_patch4_32", 0.25)]
-REFINEMENT_ROUNDS = 100  # adaptive's default
 
 
 def _images(split: str, count: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,13 +57,13 @@ def _attacks(batch: int, mjp: bool) -> list[tuple[str, dict]]:
 
 
 def _check(client, images: torch.Tensor, labels: torch.Tensor, batch: int, best: tuple) -> str:
-    """The strongest attack again with FACTOR times its steps (adaptive on one example: its refinement rounds):
+    """The strongest attack again with FACTOR times its budget (steps; adaptive's refinement rounds too):
     converged, or the row is a lower bound."""
     psnr, ssim, _, attack, _, options = best
-    knob = next((k for k in ("steps", "rounds") if k in options), None)
-    if knob is None:
+    spec = {"name": attack, "options": options}
+    if not budget_of(spec):
         return "closed form"
-    larger = {**options, knob: FACTOR * options[knob]}
+    larger = scaled_budget(spec, FACTOR)["options"]
     result = run_single(client, images, build_attack(attack, **larger), label=labels, seed=batch)
     moved = (result.metrics["psnr"] - psnr, result.metrics["ssim"] - ssim)
     words = "converged" if converged(*moved) else "lower bound: rising" if moved[0] >= 0 else "not converged: lower"

@@ -399,17 +399,26 @@ def test_quick_results_from_a_real_run_have_the_selected_arms_and_metrics(tmp_pa
         stats = summarize(cell)["arms"][row["arm"]]["attacks"][row["strongest attack"]]
         assert row["matched PSNR (dB)"] == f"{stats['psnr_mean']:.2f}" and row["SSIM"] == f"{stats['ssim_mean']:.3f}"
     assert len(json.loads((out / "results.json").read_text())["realism"]) == len(grid)
-    # The convergence check: the sampled cell again with 4x the steps (2 -> 8) on the same replies (the clients'
-    # images score the same mid-grey baseline), and the grid's rows say which budget they rest on.
-    checks = table_rows(text, "cell | arm | attack | steps")
-    assert {(r["cell"], r["arm"], r["attack"], r["steps"], r["steps x4"]) for r in checks} == {
-        ("init-fedsgd-b1", arm, "ig", "2", "8") for arm in ("vit", "mjp-0.25")}
-    published, larger = (out / "runs" / part / "init-fedsgd-b1" for part in ("realism", "convergence"))
+    # The convergence check: the privacy part again through Flower and the grid's sampled cell, with 4x the
+    # budget (ig's steps 2 -> 8; adaptive's refinement rounds, its default 100 -> 400) on the same replies (the
+    # clients' images score the same mid-grey baseline); the tables' rows say which budget they rest on.
+    checks = table_rows(text, "part or cell | arm | attack | budget")
+    assert {(r["part or cell"], r["arm"], r["attack"], r["budget"], r["budget x4"]) for r in checks} == {
+        *(("init-fedsgd-b1", arm, "ig", "2 steps", "8 steps") for arm in ("vit", "mjp-0.25")),
+        ("privacy", "mjp-0.25", "adaptive", "100 rounds", "400 rounds")}
     for row in checks:
+        cell = row["part or cell"]
+        published = out / "runs" / ("privacy" if cell == "privacy" else f"realism/{cell}")
+        larger = out / "runs" / "convergence" / cell
         for run_dir, column in ((published, "PSNR (dB)"), (larger, "PSNR x4 (dB)")):
-            assert row[column] == f"{summarize(run_dir)['arms'][row['arm']]['attacks']['ig']['psnr_mean']:.2f}"
-    assert sorted(r.baseline["psnr"] for r in read_records(published) if r.source == SERVER) == \
-        sorted(r.baseline["psnr"] for r in read_records(larger) if r.source == SERVER)
+            stats = summarize(run_dir)["arms"][row["arm"]]["attacks"][row["attack"]]
+            assert row[column] == f"{stats['psnr_mean']:.2f}"
+        assert sorted(r.baseline["psnr"] for r in read_records(published) if r.source == SERVER) == \
+            sorted(r.baseline["psnr"] for r in read_records(larger) if r.source == SERVER)
+    headline = {(r["arm"], r["attack"]): r["attack budget"] for r in rows}
+    assert headline["vit", "april"] == "closed form" and headline["vit", "adaptive"] == "–"  # not applicable
+    assert headline["mjp-0.25", "adaptive"].startswith(("converged (4x:", "lower bound: still rising at 4x (4x:",
+                                                         "not converged: lower at 4x (4x:"))
     budgets = {(r["stage"], r["training"], r["batch"], r["arm"]): r["attack budget"] for r in grid}
     assert budgets["init", "fedsgd", "1", "vit"].startswith(("converged (4x:", "lower bound: still rising at 4x (4x:", "not converged: lower at 4x (4x:"))
     assert budgets["trained", "fedavg", "16", "vit"] == "lower bound: not checked at 4x"

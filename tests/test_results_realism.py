@@ -18,7 +18,7 @@ from fedmjp.launch.inprocess import simulate_in_process
 from fedmjp.results.judging import realism_rows, where_recognisability_stops
 from fedmjp.results.realism import RECOGNISABLE_SSIM, Budget, cells, read_realism, run_realism
 from fedmjp.results.settings import DEFAULT_SCENARIO, load_part
-from fedmjp.results.tables import render_realism
+from fedmjp.results.tables import render_convergence, render_realism
 from fedmjp.federation.rundir import read_jsonl
 from fedmjp.scenario import parse_scenario
 
@@ -164,16 +164,18 @@ def test_every_cell_of_each_setting_is_a_valid_scenario_on_stored_images(setting
             assert {(r, s) for r, name, s in budget if name != "april"} == {(replies, steps)}
 
 
-def test_the_convergence_check_runs_a_cell_again_with_four_times_the_steps_and_marks_the_grid(grid: Path) -> None:
+def test_the_convergence_check_runs_a_cell_again_with_four_times_the_budget_and_marks_the_grid(grid: Path) -> None:
     from fedmjp.results.convergence import CLOSED_FORM, FACTOR, NOT_CHECKED, PART, read_convergence
     from fedmjp.results.realism import Cell
 
     run_realism(DEFAULT_SCENARIO, grid, "quick", OVERRIDES, ARMS, None, budget=BUDGET, batches=BATCHES, part=PART,
-                only=(Cell("init", "fedsgd", 4),), step_factor=FACTOR)
+                only=(Cell("init", "fedsgd", 4),), budget_factor=FACTOR)
     checks = read_convergence(grid)
-    # adaptive needs an MJP arm: it is not applicable to the ViT, at either budget.
-    assert {(c["cell"], c["arm"], c["attack"], c["steps"], c["steps_larger"]) for c in checks} == {
-        ("init-fedsgd-b4", "vit", "ig", 3, 12), *(("init-fedsgd-b4", "mjp-0.25", a, 3, 12) for a in ("ig", "adaptive"))}
+    # adaptive needs an MJP arm: it is not applicable to the ViT, at either budget. Its refinement rounds (its
+    # default, 100) scale with its steps.
+    assert {(c["cell"], c["arm"], c["attack"], c["budget"], c["budget_larger"]) for c in checks} == {
+        ("init-fedsgd-b4", "vit", "ig", "3 steps", "12 steps"), ("init-fedsgd-b4", "mjp-0.25", "ig", "3 steps", "12 steps"),
+        ("init-fedsgd-b4", "mjp-0.25", "adaptive", "3 steps, 100 rounds", "12 steps, 400 rounds")}
     for check in checks:
         again = summarize(grid / "runs" / PART / "init-fedsgd-b4")["arms"][check["arm"]]["attacks"][check["attack"]]
         assert check["psnr_larger"] == again["psnr_mean"] and check["ssim_larger"] == again["ssim_mean"]
@@ -189,7 +191,8 @@ def test_the_convergence_check_runs_a_cell_again_with_four_times_the_steps_and_m
         "lower bound: still rising at 4x" if check["psnr_larger"] >= check["psnr"] else "not converged: lower at 4x"
     assert checked["budget"].startswith(expected)
     text = "\n".join(render_realism({"realism": part, "accuracy": None}, list(rows.values())))
-    assert "### Is the attacker converged?" in text and "| init-fedsgd-b4 | vit | ig | 3 |" in text
+    table = "\n".join(render_convergence(checks))
+    assert "## Is the attacker converged?" in table and "| init-fedsgd-b4 | vit | ig | 3 steps |" in table
     unsure = [r for r in rows.values() if r["recognisable"] is False and r["budget"].startswith("lower bound")]
     if unsure:
         assert "was not shown converged: more budget may make it recognisable" in text

@@ -49,6 +49,8 @@ from .replay import observed_target
 
 UNK = "unk_pos_embed"
 DAL_PREFIX = "dal_head."
+# Self-consistent refinement rounds of one example's patches, unless the options say otherwise.
+REFINEMENT_ROUNDS = 100
 
 
 def check_applicable(model: nn.Module, obs: Observation) -> None:
@@ -189,7 +191,7 @@ class Adaptive:
     """
 
     budget: Budget
-    rounds: int = 100
+    rounds: int = REFINEMENT_ROUNDS
     layer_weights: dict[str, float] = field(default_factory=dict)
     # The budget of a batch's gradient matching (B > 1).
     batch_budget: Budget = field(default_factory=lambda: Budget(steps=240, restarts=2, lr=0.1, tv=0.05))
@@ -296,7 +298,7 @@ class Adaptive:
 
 
 @register_attack("adaptive")
-def build_adaptive(rounds: int = 100, layer_weights: dict[str, float] | None = None, **budget: Any) -> Adaptive:
+def build_adaptive(rounds: int = REFINEMENT_ROUNDS, layer_weights: dict[str, float] | None = None, **budget: Any) -> Adaptive:
     """The MJP-aware attacker. One example: ``rounds`` of self-consistent refinement, then the
     masked-content optimisation budget: steps (0 skips it), restarts, lr, tv, seed. A batch: gradient
     matching with ``ig``'s budget (steps 240, restarts 2, lr 0.1, tv 0.05), overridden by the same options."""

@@ -42,18 +42,20 @@ def results(
     ] = False,
     parts: Annotated[
         Optional[str], typer.Option("--parts", help="Run only these parts (comma-separated: privacy, accuracy, "
-                                                    "dishonest, detector, realism, convergence) into OUT, whose "
-                                                    "other parts may have run before (the grid starts from the "
-                                                    "accuracy part's weights; convergence re-runs some of its cells "
-                                                    "with 4x the attacks' steps).")
+                                                    "dishonest, detector, realism, convergence, secure) into OUT, "
+                                                    "whose other parts may have run before (the grid starts from "
+                                                    "the accuracy part's weights; convergence re-runs the privacy "
+                                                    "part and some of the grid's cells with 4x the attacks' "
+                                                    "budgets).")
     ] = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")
     ] = None,
 ) -> None:
     """Run the results scenario's privacy part (attacked FedSGD), accuracy part (FedAvg), dishonest server's
-    part (imprint), the grid of where users train (batch size x FedSGD/FedAvg x init/trained) and a check
-    that the grid's attacks converged (sampled cells at 4x the steps), then write
+    part (imprint), the grid of where users train (batch size x FedSGD/FedAvg x init/trained), a check
+    that the attacks converged (the privacy part and sampled cells of the grid at 4x the attacks' budgets) and
+    what a server reads through secure aggregation (SecAgg+), then write
     OUT/results.md (leakage per arm and attack with test accuracy, recomputed from the run directories) and
     the figures."""
     from ..results import DEFAULT_SCENARIO, run_results, write_results

@@ -1,11 +1,14 @@
-"""Is the grid's optimisation attacker converged? A sample of its cells run again with four times the steps.
+"""Is the optimisation attacker converged? The privacy part, and a sample of the grid's cells, run again with
+four times every attack's budget.
 
 A weak attacker reads as a strong defence, so a figure from an optimisation attack counts only with its budget
-and a check that more budget would not change it. The check re-runs sampled cells of the grid (the same seed,
-clients and replies: only the attacks' steps differ, ``FACTOR`` times) into ``runs/convergence/CELL``; an
-attack whose matched PSNR moves by less than ``PSNR_MOVE`` and SSIM by less than ``SSIM_MOVE`` is converged
-there. Every other cell of the grid is a lower bound (not checked, or still rising at 4x), or not converged
-(lower at 4x: the optimisation is not stable there).
+and a check that more budget would not change it. The check runs the privacy part again through Flower (its
+seed, so the same clients and replies: only the attacks' budgets differ, ``FACTOR`` times) into
+``runs/convergence/privacy``, and sampled cells of the grid into ``runs/convergence/CELL``; an attack whose
+matched PSNR moves by less than ``PSNR_MOVE`` and SSIM by less than ``SSIM_MOVE`` is converged there. Every
+other figure is a lower bound (not checked, or still rising at 4x), or not converged (lower at 4x: the
+optimisation is not stable there). The budget is the attack's steps and the adaptive attack's refinement rounds
+(:mod:`.budgets`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from ..audit.summary import summarize
+from ..scenario import AttackSpec, Scenario
 from .accuracy import resolved_arms
+from .budgets import attack_budgets, scaled_budget
 from .provenance import read_json
 from .realism import GRID, Cell, Progress, run_realism
+from .settings import load_part
 
 PART = "convergence"
+PRIVACY = "privacy"  # the privacy part's check: runs/convergence/privacy, against runs/privacy
 FACTOR = 4
 PSNR_MOVE = 1.0  # dB
 SSIM_MOVE = 0.02
-# The cells checked: what 2 cores afford at four times the full setting's budget (FedSGD at init, where the
-# grid's "not recognisable" readings start), on the ViT and the MJP arm the results lead with.
+# The grid's cells checked: what 2 cores afford at four times the full setting's budget (FedSGD at init, where
+# the grid's "not recognisable" readings start), on the ViT and the MJP arm the results lead with.
 SAMPLE = {"quick": (Cell("init", "fedsgd", 1),),
           "full": (Cell("init", "fedsgd", 1), Cell("init", "fedsgd", 4))}
 SAMPLE_ARMS = ("vit", "mjp-0.25")
@@ -35,58 +42,76 @@ NOT_CHECKED = "lower bound: not checked at 4x"
 
 
 def run_convergence(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
-                    seed: int | None, progress: Progress = lambda *_: None) -> Path:
-    """The sampled cells with ``FACTOR`` times every attack's steps, into ``out/runs/convergence``."""
+                    seed: int | None, progress: Progress = lambda *_: None, ray_address: str | None = None) -> Path:
+    """With ``FACTOR`` times every attack's budget, into ``out/runs/convergence``: the privacy part's arms (when
+    that part has run into ``out``), through Flower, then the grid's sampled cells."""
+    from ..launch.simulate import Planned, simulate_runs
+
+    if (out / "runs" / PRIVACY / "scenario.yaml").is_file():
+        privacy = load_part(path, setting, PRIVACY, overrides, arms)
+        privacy = larger_budget(privacy if seed is None else privacy.with_seed(seed), FACTOR)
+        simulate_runs([Planned(privacy, out / "runs" / PART / PRIVACY)],
+                      lambda _run, arm, done, total: progress(f"{PRIVACY}: {arm}", done, total), ray_address)
     chosen = [a for a in SAMPLE_ARMS if arms is None or a in arms]
-    return run_realism(path, out, setting, overrides, chosen, seed, progress, part=PART, only=SAMPLE[setting],
-                       step_factor=FACTOR)
+    return run_realism(path, out, setting, overrides, chosen, seed,
+                       lambda _cell, done, total: progress("cells", done, total), part=PART, only=SAMPLE[setting],
+                       budget_factor=FACTOR)
+
+
+def larger_budget(scenario: Scenario, factor: int) -> Scenario:
+    """The scenario with ``factor`` times every arm's attack budgets."""
+    arms = {name: arm.model_copy(update={"audit": arm.audit.model_copy(update={"attacks": [
+        AttackSpec.model_validate(scaled_budget(spec.model_dump(), factor)) for spec in arm.audit.attacks]})})
+        for name, arm in scenario.arms.items()}
+    return scenario.model_copy(update={"arms": arms})
 
 
 def read_convergence(out: Path) -> list[dict[str, Any]]:
-    """Per checked cell, arm and optimisation attack: steps, matched PSNR and SSIM at the grid's budget and at
-    ``FACTOR`` times it, and whether it converged (empty when the part did not run)."""
+    """Per checked part or cell, arm and optimisation attack: the budget, matched PSNR and SSIM as published and
+    at ``FACTOR`` times the budget, and whether it converged (empty when the part did not run)."""
     checked = out / "runs" / PART
-    grid = read_json(checked / GRID)
+    pairs = [(PRIVACY, out / "runs" / PRIVACY, checked / PRIVACY)]
+    pairs += [(name, out / "runs" / "realism" / name, checked / name) for name in read_json(checked / GRID).get("cells", [])]
     rows = []
-    for name in grid.get("cells", []):
-        published = out / "runs" / "realism" / name
-        if not (published / "scenario.yaml").is_file():
-            continue
-        before, after = summarize(published)["arms"], summarize(checked / name)["arms"]
-        steps = {arm: attack_steps(entry) for arm, entry in resolved_arms(published).items()}
-        larger = {arm: attack_steps(entry) for arm, entry in resolved_arms(checked / name).items()}
-        for arm, entry in after.items():
-            for attack, stats in entry["attacks"].items():
-                old = ((before.get(arm) or {}).get("attacks") or {}).get(attack) or {}
-                if attack not in larger[arm] or attack not in steps.get(arm, {}) or "psnr_mean" not in stats \
-                        or "psnr_mean" not in old:
-                    continue
-                rows.append({"cell": name, "arm": arm, "attack": attack, "steps": steps[arm][attack],
-                             "steps_larger": larger[arm][attack], "psnr": old["psnr_mean"],
-                             "psnr_larger": stats["psnr_mean"], "ssim": old["ssim_mean"],
-                             "ssim_larger": stats["ssim_mean"],
-                             "converged": converged(stats["psnr_mean"] - old["psnr_mean"],
-                                                    stats["ssim_mean"] - old["ssim_mean"])})
+    for name, published, larger in pairs:
+        if (published / "scenario.yaml").is_file() and (larger / "scenario.yaml").is_file():
+            rows += _checks(name, published, larger)
+    return rows
+
+
+def _checks(name: str, published: Path, larger: Path) -> list[dict[str, Any]]:
+    """The rows of one check: each arm's optimisation attacks scored in both run directories."""
+    before, after = summarize(published)["arms"], summarize(larger)["arms"]
+    budgets = {arm: attack_budgets(entry) for arm, entry in resolved_arms(published).items()}
+    budgets_larger = {arm: attack_budgets(entry) for arm, entry in resolved_arms(larger).items()}
+    rows = []
+    for arm, entry in after.items():
+        for attack, stats in entry["attacks"].items():
+            old = ((before.get(arm) or {}).get("attacks") or {}).get(attack) or {}
+            if attack not in budgets_larger[arm] or attack not in budgets.get(arm, {}) or "psnr_mean" not in stats \
+                    or "psnr_mean" not in old:
+                continue
+            rows.append({"cell": name, "arm": arm, "attack": attack, "budget": budgets[arm][attack],
+                         "budget_larger": budgets_larger[arm][attack], "psnr": old["psnr_mean"],
+                         "psnr_larger": stats["psnr_mean"], "ssim": old["ssim_mean"],
+                         "ssim_larger": stats["ssim_mean"],
+                         "converged": converged(stats["psnr_mean"] - old["psnr_mean"],
+                                                stats["ssim_mean"] - old["ssim_mean"])})
     return rows
 
 
 def converged(psnr_moved: float, ssim_moved: float) -> bool:
-    """Whether ``FACTOR`` times the steps moved matched PSNR and SSIM by less than the bounds."""
+    """Whether ``FACTOR`` times the budget moved matched PSNR and SSIM by less than the bounds."""
     return abs(psnr_moved) < PSNR_MOVE and abs(ssim_moved) < SSIM_MOVE
 
 
-def attack_steps(arm: dict[str, Any]) -> dict[str, int]:
-    """attack -> steps, for the arm's attacks that take steps."""
-    return {spec["name"]: spec["options"]["steps"] for spec in (arm.get("audit") or {}).get("attacks", [])
-            if "steps" in (spec.get("options") or {})}
-
-
 def budget_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: str | None,
-                   takes_steps: bool) -> str:
-    """What a grid row's attack budget supports: closed form, converged at 4x, or a lower bound."""
+                   takes_budget: bool) -> str:
+    """What a row's attack budget supports (``cell``: the grid's cell, or ``PRIVACY``): closed form,
+    converged at 4x, or a lower bound."""
     if attack is None:
         return "–"
-    if not takes_steps:
+    if not takes_budget:
         return CLOSED_FORM
     found = next((c for c in checks if (c["cell"], c["arm"], c["attack"]) == (cell, arm, attack)), None)
     if found is None:

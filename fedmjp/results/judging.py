@@ -9,7 +9,8 @@ from typing import Any
 from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
-from .convergence import attack_steps, budget_reading, read_convergence
+from .budgets import attack_budgets
+from .convergence import PRIVACY, budget_reading, read_convergence
 from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
@@ -33,17 +34,20 @@ def collect(out: Path) -> dict[str, Any]:
         raise InputError(f"{out}: no privacy run directory (runs/privacy/scenario.yaml)")
     runs = accuracy_runs(out / "runs" / "accuracy")
     curves = read_curves(runs)
+    realism = read_realism(out)
+    checks = read_convergence(out)
     return {"privacy": summarize(privacy_dir), "arms": resolved_arms(privacy_dir), "records": read_records(privacy_dir),
             "accuracy": finals(curves) if runs else None, "curves": curves,
             "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
-            "dishonest": read_dishonest(out), "detector": read_detector(out), "realism": _realism(out),
+            "dishonest": read_dishonest(out), "detector": read_detector(out),
+            "realism": realism | {"convergence": checks} if realism else realism, "convergence": checks,
             "secure": read_secure(out)}
 
 
-def _realism(out: Path) -> dict[str, Any]:
-    """The grid, with the convergence check of its sampled cells (an empty list when that part did not run)."""
-    part = read_realism(out)
-    return part | {"convergence": read_convergence(out)} if part else part
+def privacy_budget(data: dict[str, Any], arm: str, attack: str | None) -> str:
+    """What the privacy part's figure of this arm and attack rests on (:func:`.convergence.budget_reading`)."""
+    takes_budget = attack in attack_budgets(data["arms"].get(arm) or {})
+    return budget_reading(data["convergence"], PRIVACY, arm, attack, takes_budget)
 
 
 def accuracy_of(data: dict[str, Any], arm: str) -> float | None:
@@ -112,7 +116,8 @@ def rows(data: dict[str, Any], reference: str = REFERENCE) -> list[dict[str, Any
             out.append({"arm": arm, "attack": attack, "defence": defence_of(data["arms"].get(arm) or {}),
                         "shuffled": shuffled, "count": stats.get("count", 0),
                         **{key: stats.get(key) for _, key, _ in COLUMNS},
-                        "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "vs": ref_name, "note": note})
+                        "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "vs": ref_name,
+                        "budget": privacy_budget(data, arm, attack if "psnr_mean" in stats else None), "note": note})
     return out
 
 
@@ -139,7 +144,8 @@ def worst_rows(data: dict[str, Any], per_attack: list[dict[str, Any]], reference
         note = "; ".join(([note] if note else []) + flags)
         out.append({"arm": arm, "attack": name, "psnr_mean": stats.get("psnr_mean"), "psnr_max": stats.get("psnr_max"),
                     "ssim_mean": stats.get("ssim_mean"), "patch_psnr_mean": stats.get("patch_psnr_mean"),
-                    "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "note": note})
+                    "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "budget": privacy_budget(data, arm, name),
+                    "note": note})
     return out
 
 
@@ -157,8 +163,8 @@ def realism_rows(part: dict[str, Any], reference: str = REFERENCE) -> list[dict[
             attack = strongest(entry["attacks"])
             stats = entry["attacks"][attack] if attack else {}
             ssim = stats.get("ssim_mean")
-            takes_steps = attack in attack_steps(part["resolved"][name].get(arm) or {})
-            budget = budget_reading(part.get("convergence", []), name, arm, attack, takes_steps)
+            takes_budget = attack in attack_budgets(part["resolved"][name].get(arm) or {})
+            budget = budget_reading(part.get("convergence", []), name, arm, attack, takes_budget)
             out.append({"cell": name, "stage": stage, "training": training, "batch": int(batch.removeprefix("b")),
                         "arm": arm, "attack": attack, "count": stats.get("count", 0),
                         "psnr_mean": stats.get("psnr_mean"), "ssim_mean": ssim, "lpips_mean": stats.get("lpips_mean"),

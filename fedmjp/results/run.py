@@ -91,8 +91,8 @@ def run_results(path: Path, out: Path, setting: str = "quick", overrides: list[s
                                        lambda _cell, done, total: progress("realism", "cells", done, total)),
         "convergence": lambda: run_convergence(path, out, setting, overrides or [], arms,
                                                seeds[0] if seeds else None,
-                                               lambda _cell, done, total: progress("convergence", "cells", done,
-                                                                                   total)),
+                                               lambda what, done, total: progress("convergence", what, done, total),
+                                               ray_address),
         "secure": lambda: run_secure(secure, grid, out, setting, scenarios["accuracy"], seeds[0] if seeds else None,
                                      lambda arm, done, total: progress("secure", arm, done, total), ray_address),
     }

@@ -27,22 +27,22 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
     lines += _provenance_lines(provenance)
     lines += ["## Leakage per arm and attack", "", caption(data, reference), ""]
     head = ["arm", "defence", "shuffled replies", "attack", "scored", *(h for h, _, _ in COLUMNS), "test top-1",
-            "Δ PSNR vs ViT", "reading"]
-    aligns = ["---", "---", "---:", "---"] + ["---:"] * (len(head) - 5) + ["---"]
+            "Δ PSNR vs ViT", "attack budget", "reading"]
+    aligns = ["---", "---", "---:", "---"] + ["---:"] * (len(head) - 6) + ["---", "---"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(aligns) + "|"]
     for row in table:
         cells = [row["arm"], row["defence"], row["shuffled"], row["attack"], str(row["count"]),
                  *(fmt(row[key], d) for _, key, d in COLUMNS), fmt(row["accuracy"], 3),
-                 fmt(row["delta_psnr"], 2), row["note"]]
+                 fmt(row["delta_psnr"], 2), row["budget"], row["note"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Strongest attack per arm", "",
               "Each arm's strongest attack (highest mean PSNR) against the ViT's strongest attack; the "
               "reading also names any other attack whose row above is flagged.", "",
               "| arm | strongest attack | PSNR mean (dB) | PSNR max | SSIM mean | patch-matched PSNR | test top-1 "
-              "| Δ PSNR vs ViT | reading |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+              "| Δ PSNR vs ViT | attack budget | reading |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in worst:
         cells = [row["arm"], row["attack"] or "–", *(fmt(row[key], d) for _, key, d in COLUMNS),
-                 fmt(row["accuracy"], 3), fmt(row["delta_psnr"], 2), row["note"]]
+                 fmt(row["accuracy"], 3), fmt(row["delta_psnr"], 2), row["budget"], row["note"]]
         lines.append("| " + " | ".join(cells) + " |")
     if data["dishonest"].get("rows"):
         lines += render_dishonest(data["dishonest"], data["arms"])
@@ -50,6 +50,7 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
         lines += render_detector(data["detector"], data["arms"])
     if data["realism"]:
         lines += render_realism(data, realism_rows(data["realism"], reference))
+    lines += render_convergence(data["convergence"])
     if data["secure"]:
         lines += render_secure(data["secure"])
     lines += ["", "## Figures", ""]
@@ -203,26 +204,27 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
     lines += [f"- {line}" for line in where_recognisability_stops(table)]
     seconds = ", ".join(f"{name} {value:.0f}" for name, value in part["seconds"].items())
     lines += ["", f"Seconds per cell, every arm's round (the clients' training, the attacks, the scoring): {seconds}."]
-    return lines + render_convergence(part.get("convergence", []))
+    return lines
 
 
 def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
-    """The convergence check of the grid's sampled cells: each optimisation attack at the grid's budget and at
-    ``FACTOR`` times it."""
-    lines = ["", "### Is the attacker converged?", "",
-             f"A weak attacker reads as a strong defence. Sampled cells of the grid ran again with {FACTOR} times "
-             "every attack's steps (the same seed, clients and replies; `runs/convergence/CELL`). Converged: matched "
-             f"PSNR moved by less than {PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}; still rising: the grid's "
-             "figure is a lower bound on the leak; lower at 4x: not converged. Every row of the grid that an "
-             "optimisation attack leads and no check covers is a lower bound (its attack budget column says "
-             "which)."]
+    """The convergence check: each optimisation attack of the privacy part and of the grid's sampled cells at
+    the published budget and at ``FACTOR`` times it."""
+    lines = ["", "## Is the attacker converged?", "",
+             f"A weak attacker reads as a strong defence. The privacy part ran again through Flower, and sampled "
+             f"cells of the grid in this process, with {FACTOR} times every attack's budget: its steps, and the "
+             "adaptive attack's refinement rounds (the same seed, clients and replies; `runs/convergence/privacy`, "
+             "`runs/convergence/CELL`). Converged: matched PSNR moved by less than "
+             f"{PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}; still rising: the published figure is a lower "
+             "bound on the leak; lower at 4x: not converged. Every optimisation-attack row that no check covers is "
+             "a lower bound (the tables' attack budget column says which)."]
     if not checks:
-        return lines + ["", "Not run: every optimisation-attack row of the grid is a lower bound."]
-    lines += ["", "| cell | arm | attack | steps | PSNR (dB) | SSIM | steps x4 | PSNR x4 (dB) | SSIM x4 | reading |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        return lines + ["", "Not run: every optimisation-attack row is a lower bound."]
+    lines += ["", f"| part or cell | arm | attack | budget | PSNR (dB) | SSIM | budget x{FACTOR} | PSNR x{FACTOR} (dB) "
+              f"| SSIM x{FACTOR} | reading |", "|---|---|---|---|---:|---:|---|---:|---:|---|"]
     for c in checks:
-        lines.append(f"| {c['cell']} | {c['arm']} | {c['attack']} | {c['steps']} | {fmt(c['psnr'], 2)} | "
-                     f"{fmt(c['ssim'], 3)} | {c['steps_larger']} | {fmt(c['psnr_larger'], 2)} | "
+        lines.append(f"| {c['cell']} | {c['arm']} | {c['attack']} | {c['budget']} | {fmt(c['psnr'], 2)} | "
+                     f"{fmt(c['ssim'], 3)} | {c['budget_larger']} | {fmt(c['psnr_larger'], 2)} | "
                      f"{fmt(c['ssim_larger'], 3)} | {verdict(c)} |")
     return lines
 

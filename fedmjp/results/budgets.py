@@ -1,0 +1,40 @@
+"""An optimisation attack's budget as the results state it and scale it: its steps, and the adaptive
+attack's refinement rounds (which it runs before any steps on one example). A closed-form attack has none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..attacks.adaptive import REFINEMENT_ROUNDS
+
+ROUNDS_OF = {"adaptive": REFINEMENT_ROUNDS}  # attack -> its refinement rounds when the options give none
+
+
+def budget_of(spec: dict[str, Any]) -> dict[str, int]:
+    """The budget an attack spec (``{name, options}``) runs with: steps and rounds, defaults filled in
+    (empty for an attack that takes no budget)."""
+    options = spec.get("options") or {}
+    budget = {"steps": options["steps"]} if "steps" in options else {}
+    if spec["name"] in ROUNDS_OF:
+        rounds = options.get("rounds")
+        budget["rounds"] = ROUNDS_OF[spec["name"]] if rounds is None else rounds
+    return budget
+
+
+def scaled_budget(spec: dict[str, Any], factor: int) -> dict[str, Any]:
+    """The spec with ``factor`` times its budget (a closed-form attack stays as it is)."""
+    budget = budget_of(spec)
+    if not budget:
+        return spec
+    return {**spec, "options": {**(spec.get("options") or {}), **{k: factor * v for k, v in budget.items()}}}
+
+
+def budget_words(budget: dict[str, int]) -> str:
+    """"200 steps, 100 rounds"."""
+    return ", ".join(f"{value} {key}" for key, value in budget.items())
+
+
+def attack_budgets(arm: dict[str, Any]) -> dict[str, str]:
+    """attack -> its budget in words, for a resolved arm's attacks that take one."""
+    found = {spec["name"]: budget_of(spec) for spec in (arm.get("audit") or {}).get("attacks", [])}
+    return {name: budget_words(budget) for name, budget in found.items() if budget}
