@@ -201,7 +201,7 @@ class Adaptive:
         with Timer() as timer:
             model = rebuild_model(obs)
             check_applicable(model, obs)
-            labels, label_source = attack_labels(obs)
+            labels, label_source = attack_labels(obs, model)
             grads = observed_target(obs, None)  # a one-step update becomes its gradient
             mask = shuffled_positions(model, grads[POS_EMBED])
             # An unshuffled step (apply_prob < 1, ratio 0) adds no DAL term: nothing to remove, and

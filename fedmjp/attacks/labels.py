@@ -82,6 +82,13 @@ def dummy_mean_probabilities(model: nn.Module, size: int, count: int = 64, seed:
     return probs
 
 
+def noise_estimate_applies(obs: Observation) -> bool:
+    """Whether the scores are one batch's bias gradient in gradient units, which the model's estimate of p_c
+    (:func:`dummy_mean_probabilities`) is compared with: a gradient, or a one-step update of known lr."""
+    one_step = obs.kind == "gradient" or (obs.local_lr is not None and obs.local_steps == 1)
+    return one_step and HEAD_BIAS in obs.tensors
+
+
 def estimate_label_counts(obs: Observation, mean_probs: torch.Tensor | None = None) -> torch.Tensor:
     """(K,) estimated number of examples per class (bias-corrected, sums to ``num_examples``).
 

@@ -30,19 +30,23 @@ from .base import POS_EMBED, Observation, Reconstruction, ThreatModel, Timer, pa
 from .base import register_attack
 from .gradient_matching import Budget, CosineTerm, Distance, MatchingProblem, Optimised, optimise, plain_forward
 from .gradient_matching import weights_of
-from .labels import recover_label_multiset, recover_labels
+from .labels import dummy_mean_probabilities, noise_estimate_applies, recover_label_multiset, recover_labels
 from .replay import Replay, observed_target, simulator
 
 
-def attack_labels(obs: Observation) -> tuple[Tensor, Literal["given", "recovered"]]:
+def attack_labels(obs: Observation, model: nn.Module) -> tuple[Tensor, Literal["given", "recovered"]]:
     """The labels the attacker uses: given when the threat model grants them, else recovered.
 
-    One example: the analytic (iDLG) label; more: bias-corrected counts, which allow repeats.
+    One example: the analytic (iDLG) label; more: bias-corrected counts, which allow repeats, with the batch's
+    mean softmax estimated by the global ``model`` on noise images where that applies: on CIFAR-10 batches of
+    16 and 32 it recovers more labels than the data-free estimate, at init and trained (``bench.label_recovery``).
     """
     if obs.labels is not None:
         return obs.labels.long(), "given"
-    labels = recover_labels(obs) if obs.num_examples == 1 else recover_label_multiset(obs)
-    return labels.long(), "recovered"
+    if obs.num_examples == 1:
+        return recover_labels(obs).long(), "recovered"
+    mean_probs = dummy_mean_probabilities(model, image_size(model)[0]) if noise_estimate_applies(obs) else None
+    return recover_label_multiset(obs, mean_probs).long(), "recovered"
 
 
 def settings_source(obs: Observation) -> Literal["reported", "configured", "none"]:
@@ -93,7 +97,7 @@ class GradientInversion:
     def __call__(self, obs: Observation) -> Reconstruction:
         with Timer() as timer:
             model = rebuild_model(obs)
-            labels, label_source = attack_labels(obs)
+            labels, label_source = attack_labels(obs, model)
             replay = Replay.from_observation(obs)
             names = matched_names(model, obs)
             target = {n: t for n, t in observed_target(obs, replay).items() if n in names}
