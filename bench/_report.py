@@ -23,3 +23,12 @@ def write_markdown(name: str, tables: list[Table]) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(body)
     return path
+
+
+def write_page(name: str, title: str, note: str, lines: list[str]) -> Path:
+    """bench/results/NAME.md: a title, the setting and load (``note``) and a markdown table, also printed."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text(f"# {title}\n\n{note}\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return path

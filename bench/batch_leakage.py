@@ -20,20 +20,22 @@ import os
 os.environ.setdefault("TIMM_FUSED_ATTN", "0")
 
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from fedmjp.attacks import NotApplicable, build_attack  # noqa: E402
-from fedmjp.audit.attack_case import build_client_model, load_image, run_single  # noqa: E402
+from fedmjp.audit.attack_case import ClientModel, build_client_model, load_image, run_single  # noqa: E402
 from fedmjp.federation.train import train_epochs  # noqa: E402
 from fedmjp.attacks.adaptive import REFINEMENT_ROUNDS  # noqa: E402
 from fedmjp.results.budgets import budget_of, scaled_budget  # noqa: E402
 from fedmjp.results.convergence import FACTOR, converged  # noqa: E402
 
+from ._report import write_page  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
-RESULTS = Path(__file__).resolve().parent / "results" / "batch_leakage.md"
 BATCHES = [int(b) for b in os.environ.get("FEDMJP_BENCH_BATCHES", "1,4,16,64").split(",")]
 STEPS = int(os.environ.get("FEDMJP_BENCH_OPT_STEPS", "100"))
 EPOCHS = int(os.environ.get("FEDMJP_BENCH_TRAIN_EPOCHS", "1"))
@@ -76,32 +78,39 @@ def _train(client, images: torch.Tensor, labels: torch.Tensor) -> None:
     train_epochs(client.model, loader, EPOCHS, lr=1e-3)
 
 
-def main() -> None:
-    if not DATA.is_dir():
-        print(f"skipping: {DATA} not found")
-        return
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+def models_by_stage() -> Iterator[tuple[str, float | None, str, ClientModel]]:
+    """(label, MJP ratio, stage, client) for each of MODELS at init, then trained by ``_train`` on 2,000
+    training images."""
     train = _images("train", 2000)
-    rows = []
     for label, name, ratio in MODELS:
         client = build_client_model(name, ratio, seed=0, depth=4)
         for stage in ("init", "trained"):
             if stage == "trained":
                 _train(client, *train)
-            for batch in BATCHES:
-                images, labels = _images("test", batch)
-                best = None
-                for attack, options in _attacks(batch, ratio is not None):
-                    start = time.perf_counter()
-                    try:
-                        result = run_single(client, images, build_attack(attack, **options), label=labels, seed=batch)
-                    except NotApplicable:
-                        continue
-                    cell = (result.metrics["psnr"], result.metrics["ssim"], result.leakage_db, attack,
-                            time.perf_counter() - start, options)
-                    best = cell if best is None or cell[0] > best[0] else best
-                rows.append((label, stage, batch, *best[:5], _check(client, images, labels, batch, best)))
-                print(rows[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
+            yield label, ratio, stage, client
+
+
+def main() -> None:
+    if not DATA.is_dir():
+        print(f"skipping: {DATA} not found")
+        return
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    rows = []
+    for label, ratio, stage, client in models_by_stage():
+        for batch in BATCHES:
+            images, labels = _images("test", batch)
+            best = None
+            for attack, options in _attacks(batch, ratio is not None):
+                start = time.perf_counter()
+                try:
+                    result = run_single(client, images, build_attack(attack, **options), label=labels, seed=batch)
+                except NotApplicable:
+                    continue
+                cell = (result.metrics["psnr"], result.metrics["ssim"], result.leakage_db, attack,
+                        time.perf_counter() - start, options)
+                best = cell if best is None or cell[0] > best[0] else best
+            rows.append((label, stage, batch, *best[:5], _check(client, images, labels, batch, best)))
+            print(rows[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
     load = os.getloadavg()
     lines = ["| model | stage | batch | PSNR (matched mean) | SSIM | leakage dB over grey | strongest | s / attack "
              "| budget |", "|---|---|---|---|---|---|---|---|---|"]
@@ -110,10 +119,8 @@ def main() -> None:
     note = (f"CIFAR-10 test images, 4-block ViT-Ti/4 (32 px), FedSGD gradient of one seeded batch; optimisation "
             f"budget {STEPS} steps, 1 restart (adaptive on one example: {REFINEMENT_ROUNDS} refinement rounds), "
             f"checked at {FACTOR}x; trained = {EPOCHS} epoch(s) on 2,000 training images (AdamW 1e-3). "
-            f"Load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on a shared 2-core machine.\n\n")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Leakage against batch size\n\n" + note + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+            f"Load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on a shared 2-core machine.")
+    write_page("batch_leakage", "Leakage against batch size", note, lines)
 
 
 if __name__ == "__main__":

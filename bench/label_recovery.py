@@ -19,19 +19,17 @@ import os
 os.environ.setdefault("TIMM_FUSED_ATTN", "0")
 
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
 from fedmjp.attacks import Observation  # noqa: E402
 from fedmjp.attacks.labels import dummy_mean_probabilities, recover_label_multiset  # noqa: E402
-from fedmjp.audit.attack_case import build_client_model  # noqa: E402
 from fedmjp.federation.train import compute_gradient  # noqa: E402
 from fedmjp.scoring.metrics import label_accuracy  # noqa: E402
 
-from .batch_leakage import DATA, MODELS, _images, _train  # noqa: E402
+from ._report import write_page  # noqa: E402
+from .batch_leakage import DATA, _images, models_by_stage  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "label_recovery.md"
 BATCHES = [int(b) for b in os.environ.get("FEDMJP_BENCH_BATCHES", "4,16,32").split(",")]
 DRAWS = int(os.environ.get("FEDMJP_BENCH_DRAWS", "20"))
 TEST_IMAGES = 500
@@ -61,24 +59,17 @@ def main() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
     images, labels = _images("test", TEST_IMAGES)  # class by class in turn
-    train = _images("train", 2000)
     lines = ["| model | stage | batch | estimate of p_c | labels recovered | batches exact |", "|---|---|---:|---|---:|---:|"]
-    for label, name, ratio in MODELS:
-        client = build_client_model(name, ratio, seed=0, depth=4)
-        for stage in ("init", "trained"):
-            if stage == "trained":
-                _train(client, *train)
-            for batch in BATCHES:
-                for key, (share, exact) in _cell(client.model, name, images, labels, batch).items():
-                    lines.append(f"| {label} | {stage} | {batch} | {key} | {share:.3f} | {exact:.2f} |")
-                    print(lines[-1], flush=True)
+    for label, _ratio, stage, client in models_by_stage():
+        for batch in BATCHES:
+            for key, (share, exact) in _cell(client.model, client.name, images, labels, batch).items():
+                lines.append(f"| {label} | {stage} | {batch} | {key} | {share:.3f} | {exact:.2f} |")
+                print(lines[-1], flush=True)
     load = os.getloadavg()
     note = (f"CIFAR-10 test images ({TEST_IMAGES}, {DRAWS} seeded random batches per row, repeats as drawn), 4-block "
             f"ViT-Ti/4 (32 px), the FedSGD gradient of each batch. {time.perf_counter() - started:.0f} s; load average "
-            f"at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on a 2-core machine.\n\n")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Labels of a batch from the head's gradient\n\n" + note + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+            f"at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on a 2-core machine.")
+    write_page("label_recovery", "Labels of a batch from the head's gradient", note, lines)
 
 
 if __name__ == "__main__":
