@@ -196,3 +196,10 @@ def test_the_convergence_check_runs_a_cell_again_with_four_times_the_budget_and_
     unsure = [r for r in rows.values() if r["recognisable"] is False and r["budget"].startswith("lower bound")]
     if unsure:
         assert "was not shown converged: more budget may make it recognisable" in text
+    # A stopped check (an arm without its final weights) counts the arms it finished only.
+    weights = grid / "runs" / PART / "init-fedsgd-b4" / "arms" / "vit" / "final_weights.pt"
+    weights.rename(weights.with_suffix(".kept"))
+    try:
+        assert {c["arm"] for c in read_convergence(grid)} == {"mjp-0.25"}
+    finally:
+        weights.with_suffix(".kept").rename(weights)

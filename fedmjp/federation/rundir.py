@@ -82,6 +82,11 @@ def arm_dir(run_dir: Path, arm: str) -> Path:
     return run_dir / "arms" / arm
 
 
+def arm_finished(run_dir: Path, name: str) -> bool:
+    """Whether arm ``name`` ran to its end: its final weights are written last."""
+    return (arm_dir(run_dir, name) / "final_weights.pt").exists()
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every record of an append-only JSONL file (``append_jsonl``).
 

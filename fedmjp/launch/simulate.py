@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from ..federation.rundir import SEEDS_FILE, arm_dir, atomic_json, atomic_write, prepare_run_dir, read_jsonl, seed_dir
+from ..federation.rundir import (SEEDS_FILE, arm_dir, arm_finished, atomic_json, atomic_write, prepare_run_dir,
+                                 read_jsonl, seed_dir)
 from ..federation.runconfig import RunPart, write_run_config
 from ..federation.split_check import Split, check_partitioning
 from ..scenario import Arm, Scenario, parse_scenario
@@ -47,10 +48,6 @@ def load_run_dir(run_dir: Path) -> Scenario:
     scenario = parse_scenario(raw, source=str(path))
     check_resumable(run_dir, scenario)
     return scenario
-
-
-def arm_finished(run_dir: Path, arm: Arm) -> bool:
-    return (arm_dir(run_dir, arm.name) / "final_weights.pt").exists()
 
 
 def check_resumable(run_dir: Path, scenario: Scenario) -> None:
@@ -106,15 +103,15 @@ def run_arms(link: SimulationSuperLink, jobs: list[Job], work: Path, progress: R
             folder = arm_dir(job.run_dir, job.arm.name)
             if index in done or not folder.is_dir():
                 continue
-            if arm_finished(job.run_dir, job.arm):  # checked first: its metrics are complete once the weights exist
+            if arm_finished(job.run_dir, job.arm.name):  # checked first: its metrics are complete once the weights exist
                 done.add(index)
             progress(job.run, job.arm.name, len(read_jsonl(folder / "metrics.jsonl")), job.arm.training.rounds)
 
     # The last arm's final weights are the ServerApp's last write: the run's results are complete.
-    status = link.wait(run_id, poll, written=lambda: arm_finished(jobs[-1].run_dir, jobs[-1].arm))
+    status = link.wait(run_id, poll, written=lambda: arm_finished(jobs[-1].run_dir, jobs[-1].arm.name))
     poll()
     if status is not None and not status.succeeded:
-        failed = next((job for job in jobs if not arm_finished(job.run_dir, job.arm)), jobs[-1])
+        failed = next((job for job in jobs if not arm_finished(job.run_dir, job.arm.name)), jobs[-1])
         logs = link.logs(run_id)
         # The whole log beside the arm's results: the one-line error rarely carries the traceback.
         log_path = arm_dir(failed.run_dir, failed.arm.name) / "flower-run.log"
@@ -150,7 +147,7 @@ def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: Non
     clusters: dict[str | None, dict[tuple[int, float], list[Job]]] = {}
     for index, (p, run_dir) in enumerate(zip(planned, run_dirs)):
         for arm in p.scenario.arms.values():
-            if not (p.resume and arm_finished(run_dir, arm)):
+            if not (p.resume and arm_finished(run_dir, arm.name)):
                 federations = clusters.setdefault(arm.ray.address or ray_address, {})
                 federations.setdefault(federation_of(arm), []).append(Job(index, run_dir, arm, p.resume))
     with tempfile.TemporaryDirectory(prefix="fedmjp-sim-") as tmp:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audit.summary import summarize
+from ..federation.rundir import arm_finished
 from ..scenario import AttackSpec, Scenario
 from .accuracy import resolved_arms
 from .budgets import attack_budgets, scaled_budget
@@ -85,12 +86,15 @@ def read_convergence(out: Path) -> list[dict[str, Any]]:
 
 
 def _checks(name: str, published: Path, larger: Path) -> list[dict[str, Any]]:
-    """The rows of one check: each arm's optimisation attacks scored in both run directories."""
+    """The rows of one check: each arm's optimisation attacks scored in both run directories (arms the check
+    finished only: a stopped check has scored part of an arm's replies)."""
     before, after = summarize(published)["arms"], summarize(larger)["arms"]
     budgets = {arm: attack_budgets(entry) for arm, entry in resolved_arms(published).items()}
     budgets_larger = {arm: attack_budgets(entry) for arm, entry in resolved_arms(larger).items()}
     rows = []
     for arm, entry in after.items():
+        if not arm_finished(larger, arm):
+            continue
         for attack, stats in entry["attacks"].items():
             old = ((before.get(arm) or {}).get("attacks") or {}).get(attack) or {}
             if attack not in budgets_larger[arm] or attack not in budgets.get(arm, {}) or "psnr_mean" not in stats \
