@@ -84,8 +84,10 @@ def dummy_mean_probabilities(model: nn.Module, size: int, count: int = 64, seed:
 
 def noise_estimate_applies(obs: Observation) -> bool:
     """Whether the scores are one batch's bias gradient in gradient units, which the model's estimate of p_c
-    (:func:`dummy_mean_probabilities`) is compared with: a gradient, or a one-step update of known lr."""
-    one_step = obs.kind == "gradient" or (obs.local_lr is not None and obs.local_steps == 1)
+    (:func:`dummy_mean_probabilities`) is compared with: a gradient, or a one-step SGD update of known lr
+    (-lr times the gradient; an Adam step is not)."""
+    one_step = obs.kind == "gradient" or (obs.local_lr is not None and obs.local_steps == 1
+                                          and obs.local_optimizer in (None, "sgd"))
     return one_step and HEAD_BIAS in obs.tensors
 
 
