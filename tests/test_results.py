@@ -445,7 +445,7 @@ def test_report_only_rewrites_the_results_from_the_run_directories(results: Path
 @pytest.mark.parametrize("args, message", [
     (["--arms", "vit,nope"], "--arms: unknown arm 'nope'"),
     (["--report-only", "--quick"], "--report-only rewrites existing results"),
-    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism, convergence, secure)"),
+    (["--parts", "privacy,grid"], "--parts: unknown part 'grid' (choose from privacy, accuracy, dishonest, detector, realism, secure, convergence)"),
     (["--set", "defence.prune=2"], "results-cifar10.yaml: defence.prune: Input should be less than 1"),
 ])
 def test_bad_input_exits_2_with_one_line_and_runs_nothing(tmp_path: Path, args: list[str], message: str) -> None:

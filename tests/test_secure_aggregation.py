@@ -17,9 +17,14 @@ import torch
 from fedmjp.audit.store import AuditStore
 from fedmjp.audit.summary import summarize
 from fedmjp.errors import InputError
-from fedmjp.federation.rundir import read_jsonl
+from fedmjp.federation.rundir import atomic_json, read_jsonl
 from fedmjp.federation.secure_aggregation import quantization_bound, reply_precision, weight_ratio
-from fedmjp.results.secure import Grid, secure_readings, secure_rows, secure_scenario
+from fedmjp.results.budgets import CLOSED_FORM
+from fedmjp.results.convergence import FACTOR, PART as CHECKS, SECURE as SECURE_CHECK, larger_budget, \
+    read_convergence, secure_check
+from fedmjp.results.judging import with_budgets
+from fedmjp.results.secure import ATTACKED, PART_DIR, Grid, read_secure, secure_readings, secure_rows, \
+    secure_scenario
 from fedmjp.results.settings import DEFAULT_SCENARIO
 from fedmjp.results.tables import render_secure
 from fedmjp.scenario import Arm, SecureAggregation, parse_scenario
@@ -62,11 +67,15 @@ if os.path.isdir(CIFAR):
 # The results' secure-aggregation part on a grid of its own size: the ViT alone, one reply or two through
 # SecAgg+, batch 1, a small passive budget; the part's scenario as `fedmjp results --quick` builds it.
 PART_GRID = Grid(arms=("vit",), clients=(1, 2), batches=(1,))
+PART_OVERRIDES = ["data.source=photos", "data.root=null", "data.test_limit=40",
+                  "audit.attacks=[{name: april}, {name: ig, options: {steps: 2}}]"]
 PART = in_sweep({"name": "secure-part", "arms": {
     name: arm.model_dump(mode="json") for name, arm in secure_scenario(
-        DEFAULT_SCENARIO, "quick", ["data.source=photos", "data.root=null", "data.test_limit=40",
-                                    "audit.attacks=[{name: april}, {name: ig, options: {steps: 2}}]"],
-        PART_GRID).arms.items()}})
+        DEFAULT_SCENARIO, "quick", PART_OVERRIDES, PART_GRID).arms.items()}})
+# The convergence part's check of it: its passive cells again with 4x the attacks' budget.
+PART_CHECK = in_sweep({"name": "secure-part-check", "arms": {
+    name: arm.model_dump(mode="json") for name, arm in larger_budget(secure_check(
+        DEFAULT_SCENARIO, "quick", PART_OVERRIDES, PART_GRID), FACTOR).arms.items()}})
 pytestmark = pytest.mark.slow
 
 
@@ -136,6 +145,42 @@ def test_the_results_part_reads_each_cell_from_its_clients_receipts(sweep: dict[
     table = render_secure({"rows": rows, "seed": 0, "accuracy": {"secagg": 0.5, "plain": None}})
     assert sum(line.startswith("| vit |") for line in table) == 4
     assert table[-1].endswith("0.500 test top-1, against – without it.")
+
+
+def test_the_convergence_part_checks_the_smallest_sums_with_four_times_the_budget(
+        sweep: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    (out / PART_DIR).mkdir(parents=True)
+    (out / "runs" / CHECKS).mkdir(parents=True)
+    (out / PART_DIR / ATTACKED).symlink_to(sweep[PART["name"]])
+    (out / "runs" / CHECKS / SECURE_CHECK).symlink_to(sweep[PART_CHECK["name"]])
+    atomic_json(out / PART_DIR / "part.json", {"setting": "quick", "arms": ["vit"], "clients": [1, 2],
+                                               "batches": [1], "seed": None})
+    checks = read_convergence(out)
+    # ig on one reply and on the sum of two; april is closed form, so it has no check.
+    assert [(c["cell"], c["arm"], c["attack"]) for c in checks] == [
+        (SECURE_CHECK, "vit-k1-b1-passive", "ig"), (SECURE_CHECK, "vit-k2-b1-passive", "ig")]
+    assert all(c["budget"] == "2 steps" and c["budget_larger"] == "8 steps" for c in checks)
+    # The same clients sent the same batches: each receipt's baseline (its batch against the mean image) agrees.
+    published, larger = (AuditStore(sweep[name]).records() for name in (PART["name"], PART_CHECK["name"]))
+    baselines = {(r.arm, r.partition_id, r.attack): r.baseline for r in published}
+    assert all(r.baseline == baselines[r.arm, r.partition_id, r.attack] for r in larger)
+    part = with_budgets(read_secure(out), checks, out)
+    budgets = {(r["clients"], r["attack"]): r["budget"] for r in part["rows"]}
+    assert budgets[1, "passive"] == budgets[1, "imprint"] == budgets[2, "imprint"] == CLOSED_FORM  # april, imprint
+    assert budgets[2, "passive"].startswith(("converged (4x: ", "lower bound: still rising at 4x (4x: ",
+                                             "not converged: lower at 4x (4x: "))
+    table = render_secure(part)
+    assert sum(f"| {budgets[2, 'passive']} |" in line for line in table) == 1
+
+
+def test_the_check_takes_the_parts_passive_cells_of_one_and_two_clients_from_its_whole_federation() -> None:
+    grid = Grid(arms=("vit", "mjp-0.25"), clients=(1, 2, 4, 8), batches=(1, 4))
+    check = secure_check(DEFAULT_SCENARIO, "quick", [], grid)
+    assert sorted(check.arms) == sorted(f"{arm}-k{k}-b{b}-passive" for arm in grid.arms for k in (1, 2) for b in (1, 4))
+    assert all(arm.clients.num_clients == 8 for arm in check.arms.values())  # as the part ran them
+    part = secure_scenario(DEFAULT_SCENARIO, "quick", [], grid)
+    assert all(arm == part.arms[name] for name, arm in check.arms.items())  # at the part's budget, scaled at run
 
 
 def test_the_bound_adds_the_weights_rounding_when_counts_differ() -> None:

@@ -42,11 +42,11 @@ def results(
     ] = False,
     parts: Annotated[
         Optional[str], typer.Option("--parts", help="Run only these parts (comma-separated: privacy, accuracy, "
-                                                    "dishonest, detector, realism, convergence, secure) into OUT, "
+                                                    "dishonest, detector, realism, secure, convergence) into OUT, "
                                                     "whose other parts may have run before (the grid starts from "
                                                     "the accuracy part's weights; convergence re-runs the privacy "
-                                                    "part and some of the grid's cells with 4x the attacks' "
-                                                    "budgets).")
+                                                    "part and some of the secure part's and the grid's cells with "
+                                                    "4x the attacks' budgets).")
     ] = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Join this Ray cluster (default: $RAY_ADDRESS).")

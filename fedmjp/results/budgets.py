@@ -8,6 +8,12 @@ from typing import Any
 from ..attacks.adaptive import REFINEMENT_ROUNDS
 
 ROUNDS_OF = {"adaptive": REFINEMENT_ROUNDS}  # attack -> its refinement rounds when the options give none
+# What a figure's budget supports (the convergence check's readings).
+CLOSED_FORM = "closed form"
+CONVERGED = "converged"
+RISING = "lower bound: still rising at 4x"
+FALLING = "not converged: lower at 4x"
+NOT_CHECKED = "lower bound: not checked at 4x"
 
 
 def budget_of(spec: dict[str, Any]) -> dict[str, int]:

@@ -1,10 +1,11 @@
-"""Is the optimisation attacker converged? The privacy part, and a sample of the grid's cells, run again with
-four times every attack's budget.
+"""Is the optimisation attacker converged? The privacy part, the secure-aggregation part's smallest sums, and a
+sample of the grid's cells, run again with four times every attack's budget.
 
 A weak attacker reads as a strong defence, so a figure from an optimisation attack counts only with its budget
 and a check that more budget would not change it. The check runs the privacy part again through Flower (its
 seed, so the same clients and replies: only the attacks' budgets differ, ``FACTOR`` times) into
-``runs/convergence/privacy``, and sampled cells of the grid into ``runs/convergence/CELL``; an attack whose
+``runs/convergence/privacy``, the secure part's passive cells of ``SECURE_CLIENTS`` clients a round into
+``runs/convergence/secure``, and sampled cells of the grid into ``runs/convergence/CELL``; an attack whose
 matched PSNR moves by less than ``PSNR_MOVE`` and SSIM by less than ``SSIM_MOVE`` is converged there. Every
 other figure is a lower bound (not checked, or still rising at 4x), or not converged (lower at 4x: the
 optimisation is not stable there). The budget is the attack's steps and the adaptive attack's refinement rounds
@@ -20,13 +21,15 @@ from ..audit.summary import summarize
 from ..federation.rundir import arm_finished
 from ..scenario import AttackSpec, Scenario
 from .accuracy import resolved_arms
-from .budgets import attack_budgets, scaled_budget
+from .budgets import CLOSED_FORM, CONVERGED, FALLING, NOT_CHECKED, RISING, attack_budgets, scaled_budget
 from .provenance import read_json
 from .realism import GRID, Cell, Progress, run_realism
+from .secure import ATTACKED, PART_DIR, Grid, cell_name, ran_grid, secure_scenario
 from .settings import load_part
 
 PART = "convergence"
 PRIVACY = "privacy"  # the privacy part's check: runs/convergence/privacy, against runs/privacy
+SECURE = "secure"  # the secure part's check: runs/convergence/secure, against runs/secure/attacks
 FACTOR = 4
 PSNR_MOVE = 1.0  # dB
 SSIM_MOVE = 0.02
@@ -38,30 +41,44 @@ SAMPLE_ARMS = ("vit", "mjp-0.25")
 # The privacy part's arms checked: every one in the full setting (the published one); the quick setting, a
 # preview, checks the sampled arms only (all of them at 4x would double its minutes).
 PRIVACY_SAMPLE = {"quick": SAMPLE_ARMS, "full": None}
-CLOSED_FORM = "closed form"
-CONVERGED = "converged"
-RISING = "lower bound: still rising at 4x"
-FALLING = "not converged: lower at 4x"
-NOT_CHECKED = "lower bound: not checked at 4x"
+# The secure part's passive cells checked (every arm and batch size): one reply, and the smallest sum, where a
+# "SecAgg+ stops it" reading is likeliest to be the attacker's weakness. Larger sums are many times the images to
+# reconstruct, so their 4x budget is hours on 2 cores.
+SECURE_CLIENTS = (1, 2)
 
 
 def run_convergence(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
                     seed: int | None, progress: Progress = lambda *_: None, ray_address: str | None = None) -> Path:
     """With ``FACTOR`` times every attack's budget, into ``out/runs/convergence``: the privacy part's arms of
-    ``PRIVACY_SAMPLE`` (when that part has run into ``out``), through Flower, then the grid's sampled cells."""
+    ``PRIVACY_SAMPLE`` and the secure part's sampled cells (each when its part has run into ``out``), through
+    Flower as one sweep, then the grid's sampled cells."""
     from ..launch.simulate import Planned, simulate_runs
 
+    planned: list[Planned] = []
     sample = PRIVACY_SAMPLE[setting]
     checked = arms if sample is None else [a for a in sample if arms is None or a in arms]
     if (out / "runs" / PRIVACY / "scenario.yaml").is_file() and checked != []:
-        privacy = load_part(path, setting, PRIVACY, overrides, checked)
-        privacy = larger_budget(privacy if seed is None else privacy.with_seed(seed), FACTOR)
-        simulate_runs([Planned(privacy, out / "runs" / PART / PRIVACY)],
-                      lambda _run, arm, done, total: progress(f"{PRIVACY}: {arm}", done, total), ray_address)
+        planned.append(Planned(load_part(path, setting, PRIVACY, overrides, checked), out / "runs" / PART / PRIVACY))
+    ran = ran_grid(out)
+    if ran is not None and ran[0].arms:
+        planned.append(Planned(secure_check(path, setting, overrides, ran[0]), out / "runs" / PART / SECURE))
+    if planned:
+        planned = [Planned(larger_budget(p.scenario if seed is None else p.scenario.with_seed(seed), FACTOR), p.out)
+                   for p in planned]
+        simulate_runs(planned, lambda run, arm, done, total: progress(f"{planned[run].out.name}: {arm}", done, total),
+                      ray_address)
     chosen = [a for a in SAMPLE_ARMS if arms is None or a in arms]
     return run_realism(path, out, setting, overrides, chosen, seed,
                        lambda _cell, done, total: progress("cells", done, total), part=PART, only=SAMPLE[setting],
                        budget_factor=FACTOR)
+
+
+def secure_check(path: Path, setting: str, overrides: list[str], grid: Grid) -> Scenario:
+    """The secure part's passive cells of ``SECURE_CLIENTS`` clients a round, as the part ran them (its whole
+    grid's federation, so the same clients and replies), at the part's budget."""
+    part = secure_scenario(path, setting, overrides, grid)
+    cells = {cell_name(*cell) for cell in grid.cells() if cell[1] in SECURE_CLIENTS and cell[3] == "passive"}
+    return part.model_copy(update={"arms": {name: arm for name, arm in part.arms.items() if name in cells}})
 
 
 def larger_budget(scenario: Scenario, factor: int) -> Scenario:
@@ -76,7 +93,8 @@ def read_convergence(out: Path) -> list[dict[str, Any]]:
     """Per checked part or cell, arm and optimisation attack: the budget, matched PSNR and SSIM as published and
     at ``FACTOR`` times the budget, and whether it converged (empty when the part did not run)."""
     checked = out / "runs" / PART
-    pairs = [(PRIVACY, out / "runs" / PRIVACY, checked / PRIVACY)]
+    pairs = [(PRIVACY, out / "runs" / PRIVACY, checked / PRIVACY),
+             (SECURE, out / PART_DIR / ATTACKED, checked / SECURE)]
     pairs += [(name, out / "runs" / "realism" / name, checked / name) for name in read_json(checked / GRID).get("cells", [])]
     rows = []
     for name, published, larger in pairs:
@@ -116,7 +134,7 @@ def converged(psnr_moved: float, ssim_moved: float) -> bool:
 
 def budget_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: str | None,
                    takes_budget: bool) -> str:
-    """What a row's attack budget supports (``cell``: the grid's cell, or ``PRIVACY``): closed form,
+    """What a row's attack budget supports (``cell``: the grid's cell, ``PRIVACY`` or ``SECURE``): closed form,
     converged at 4x, or a lower bound."""
     if attack is None:
         return "–"

@@ -10,11 +10,11 @@ from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
 from .budgets import attack_budgets
-from .convergence import PRIVACY, budget_reading, read_convergence
+from .convergence import PRIVACY, SECURE, budget_reading, read_convergence
 from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
-from .secure import read_secure
+from .secure import ATTACKED, PART_DIR, cell_name, read_secure
 from .settings import REFERENCE
 from ..scoring.reading import FLAGS, REDUCED, judge, reference_for, strongest
 
@@ -41,7 +41,21 @@ def collect(out: Path) -> dict[str, Any]:
             "accuracy_arms": resolved_arms(next(iter(runs.values()))) if runs else {},
             "dishonest": read_dishonest(out), "detector": read_detector(out),
             "realism": realism | {"convergence": checks} if realism else realism, "convergence": checks,
-            "secure": read_secure(out)}
+            "secure": with_budgets(read_secure(out), checks, out)}
+
+
+def with_budgets(secure: dict[str, Any], checks: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """The secure part's rows, each with what its strongest attack's figure rests on."""
+    if not secure:
+        return secure
+    resolved = resolved_arms(out / PART_DIR / ATTACKED)
+    rows = []
+    for row in secure["rows"]:
+        name = cell_name(row["arm"], row["clients"], row["batch"], row["attack"])
+        attack = row.get("strongest")
+        takes_budget = attack in attack_budgets(resolved.get(name) or {})
+        rows.append(row | {"budget": budget_reading(checks, SECURE, name, attack, takes_budget)})
+    return secure | {"rows": rows}
 
 
 def privacy_budget(data: dict[str, Any], arm: str, attack: str | None) -> str:

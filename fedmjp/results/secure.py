@@ -22,6 +22,7 @@ from ..audit.store import AuditRecord, AuditStore
 from ..federation.rundir import atomic_json, read_jsonl
 from ..scenario import Scenario, apply_overrides, parse_scenario, read_raw
 from .provenance import read_json
+from .budgets import CONVERGED
 from .realism import RECOGNISABLE_SSIM
 from .settings import REFERENCE, SETTINGS, part_overrides
 
@@ -30,6 +31,7 @@ BATCHES = (1, 4)
 ARMS = (REFERENCE, "mjp-0.25")
 ATTACKS = ("passive", "imprint")
 PART_DIR = "runs/secure"
+ATTACKED = "attacks"  # the cells' run directory in PART_DIR
 ACCURACY = "accuracy-secagg"
 
 
@@ -48,6 +50,12 @@ class Grid:
     def cells(self) -> list[tuple[str, int, int, str]]:
         return [(arm, k, batch, attack) for arm in self.arms for k in self.clients for batch in self.batches
                 for attack in ATTACKS]
+
+
+def ran_grid(out: Path) -> tuple[Grid, dict[str, Any]] | None:
+    """The grid the part ran into ``out`` with and its part.json (None when it did not run)."""
+    info = read_json(out / PART_DIR / "part.json")
+    return (Grid(*(tuple(info[key]) for key in ("arms", "clients", "batches"))), info) if info else None
 
 
 def cell_overrides(clients: int, batch: int, attack: str, federation: int) -> list[str]:
@@ -127,11 +135,11 @@ def final_accuracy(run_dir: Path, arm: str) -> float | None:
 
 def read_secure(out: Path) -> dict[str, Any]:
     """The part's rows and its accuracy beside the accuracy part's (empty when the part did not run)."""
-    info = read_json(out / PART_DIR / "part.json")
-    if not info:
+    ran = ran_grid(out)
+    if ran is None:
         return {}
-    grid = Grid(*(tuple(info[key]) for key in ("arms", "clients", "batches")))
-    rows = secure_rows(out / PART_DIR / "attacks", grid)
+    grid, info = ran
+    rows = secure_rows(out / PART_DIR / ATTACKED, grid)
     seed = info.get("seed")
     plain = final_accuracy(out / "runs" / "accuracy" / f"seed-{seed}", REFERENCE) if seed is not None else None
     return {**info, "rows": rows, "accuracy": {"secagg": final_accuracy(out / PART_DIR / "accuracy", ACCURACY),
@@ -168,9 +176,11 @@ def _imprint_reading(row: dict[str, Any], base: dict[str, Any]) -> str:
 def _passive_reading(row: dict[str, Any], base: dict[str, Any]) -> str:
     if row["recognisable"]:
         return "does not stop it: still recognisable through the sum"
+    # A "not recognisable" counts only from an attacker shown converged (the row's attack budget).
+    bound = "converged at 4x" if str(row.get("budget", "")).startswith(CONVERGED) else "lower bound"
     if base["recognisable"]:
-        return "stops it at this budget: recognisable from one reply, not through the sum (lower bound)"
-    return "not recognisable with or without SecAgg+ at this budget (lower bound)"
+        return f"stops it at this budget: recognisable from one reply, not through the sum ({bound})"
+    return f"not recognisable with or without SecAgg+ at this budget ({bound})"
 
 
 def run_secure(scenario: Scenario, grid: Grid, out: Path, setting: str, accuracy: Scenario | None,
@@ -179,7 +189,7 @@ def run_secure(scenario: Scenario, grid: Grid, out: Path, setting: str, accuracy
     its ViT with SecAgg+ at ``seed``, as one Flower sweep into ``out/runs/secure``; return its part.json."""
     from ..launch.simulate import Planned, simulate_runs
 
-    planned = [Planned(scenario.with_seed(seed) if seed is not None else scenario, out / PART_DIR / "attacks")]
+    planned = [Planned(scenario.with_seed(seed) if seed is not None else scenario, out / PART_DIR / ATTACKED)]
     if accuracy is not None and seed is not None:
         planned.append(Planned(accuracy_with_secagg(accuracy, seed), out / PART_DIR / "accuracy"))
     simulate_runs(planned, lambda _run, arm, done, total: progress(arm, done, total), ray_address)

@@ -13,9 +13,9 @@ PARTS = ("privacy", "accuracy")
 # What ``PART:KEY=VALUE`` may name: the two parts, and the grid of where users train (every cell).
 SCOPES = (*PARTS, "realism")
 # Every part ``fedmjp results`` runs, in the order it runs them (the grid starts from the accuracy part's weights;
-# the convergence check re-runs some of the grid's cells; the secure-aggregation part trains the accuracy part's
-# ViT again, with SecAgg+).
-RUN_ORDER = (*PARTS, "dishonest", "detector", "realism", "convergence", "secure")
+# the secure-aggregation part trains the accuracy part's ViT again, with SecAgg+; the convergence check re-runs
+# the privacy part, some of the secure part's cells and some of the grid's).
+RUN_ORDER = (*PARTS, "dishonest", "detector", "realism", "secure", "convergence")
 
 # The accuracy part: a training setting that learns, no attacks (``--set`` overrides of the file).
 ACCURACY = [

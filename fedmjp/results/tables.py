@@ -7,7 +7,7 @@ from typing import Any
 from ..scenario import Arm
 from ..scoring.stats import ALPHA, CONFIDENCE, LOWER, NO_DIFFERENCE, TOO_FEW
 from .dishonest import AS_MANY, FEWER, SHARE_MARGIN, imprint_readings
-from .convergence import FACTOR, PSNR_MOVE, SSIM_MOVE, verdict
+from .convergence import FACTOR, PSNR_MOVE, SECURE_CLIENTS, SSIM_MOVE, verdict
 from .judging import COLUMNS, defence_of, realism_rows, where_recognisability_stops
 from ..scoring.reading import (CONTENT_NOT_REDUCED, EXACT_DB, MARGIN_DB, NO_REDUCTION, REDUCED, WITHIN_MARGIN,
                                WORST_NOT_REDUCED)
@@ -50,9 +50,9 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
         lines += render_detector(data["detector"], data["arms"])
     if data["realism"]:
         lines += render_realism(data, realism_rows(data["realism"], reference))
-    lines += render_convergence(data["convergence"])
     if data["secure"]:
         lines += render_secure(data["secure"])
+    lines += render_convergence(data["convergence"])
     lines += ["", "## Figures", ""]
     lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures]
     lines += ["", "Run directories: `runs/privacy`, `runs/accuracy` and `runs/realism/CELL` (audit records, metrics, "
@@ -67,20 +67,23 @@ def render_secure(part: dict[str, Any]) -> list[str]:
              f"Each row is one FedSGD round at init of K clients a round (of {max(CLIENTS)}) at the given batch size "
              "through Flower's SecAgg+ protocol (K = 1: one reply, no SecAgg+; Flower's protocol needs two). The "
              "server sees only the aggregate: passive, the privacy part's attacks on it (the strongest by mean "
-             "matched PSNR, at the privacy part's budget: a lower bound, not checked at 4x here); imprint, a "
+             f"matched PSNR, at the privacy part's budget; the convergence part checks the cells of "
+             f"{' and '.join(map(str, SECURE_CLIENTS))} clients at {FACTOR}x, and the attack budget column says "
+             "what each figure rests on); imprint, a "
              "planting server that plants for every client and sets SecAgg+'s settings to suit its bins. Every "
              "client scores the reconstructions against its own batch; figures are means over the K clients. "
              f"Recognisable: mean SSIM >= {RECOGNISABLE_SSIM:g}. patches exact: share of a client's patches read at "
              ">= 40 dB.", "",
              "| arm | K | batch | attack | strongest | matched PSNR (dB) | SSIM | recognisable | patches exact "
-             "| SecAgg+ settings | reading |", "|---|---:|---:|---|---|---:|---:|---|---:|---|---|"]
+             "| SecAgg+ settings | attack budget | reading |", "|---|---:|---:|---|---|---:|---:|---|---:|---|---|---|"]
     for row, reading in zip(part["rows"], secure_readings(part["rows"])):
         measured = "not_measured" not in row
         recognisable = "–" if not measured or row["recognisable"] is None else ("yes" if row["recognisable"] else "no")
         cells = [row["arm"], str(row["clients"]), str(row["batch"]), row["attack"], row.get("strongest", "–"),
                  fmt(row.get("psnr"), 2), fmt(row.get("ssim"), 3), recognisable,
                  fmt(row.get("patches_exact") if row["attack"] == "imprint" else None, 3),
-                 row.get("settings") or ("–" if row["clients"] == 1 or not measured else "scenario"), reading]
+                 row.get("settings") or ("–" if row["clients"] == 1 or not measured else "scenario"),
+                 row.get("budget", "–"), reading]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Accuracy with SecAgg+ on (the accuracy part's ViT, seed {part.get('seed')}, Flower's settings): "
               f"{fmt(acc['secagg'], 3)} test top-1, against {fmt(acc['plain'], 3)} without it."]
@@ -211,10 +214,11 @@ def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
     """The convergence check: each optimisation attack of the privacy part and of the grid's sampled cells at
     the published budget and at ``FACTOR`` times it."""
     lines = ["", "## Is the attacker converged?", "",
-             f"A weak attacker reads as a strong defence. The privacy part ran again through Flower, and sampled "
+             f"A weak attacker reads as a strong defence. The privacy part and the secure part's passive cells of "
+             f"{' and '.join(map(str, SECURE_CLIENTS))} clients a round ran again through Flower, and sampled "
              f"cells of the grid in this process, with {FACTOR} times every attack's budget: its steps, and the "
              "adaptive attack's refinement rounds (the same seed, clients and replies; `runs/convergence/privacy`, "
-             "`runs/convergence/CELL`). Converged: matched PSNR moved by less than "
+             "`runs/convergence/secure`, `runs/convergence/CELL`). Converged: matched PSNR moved by less than "
              f"{PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}; still rising: the published figure is a lower "
              "bound on the leak; lower at 4x: not converged. Every optimisation-attack row that no check covers is "
              "a lower bound (the tables' attack budget column says which)."]
