@@ -63,9 +63,9 @@ def _check(client, images: torch.Tensor, labels: torch.Tensor, batch: int, best:
     converged, or the row is a lower bound."""
     psnr, ssim, _, attack, _, options = best
     spec = {"name": attack, "options": options}
-    if not budget_of(spec):
+    if not budget_of(spec, batch == 1):
         return "closed form"
-    larger = scaled_budget(spec, FACTOR)["options"]
+    larger = scaled_budget(spec, FACTOR, batch == 1)["options"]
     result = run_single(client, images, build_attack(attack, **larger), label=labels, seed=batch)
     moved = (result.metrics["psnr"] - psnr, result.metrics["ssim"] - ssim)
     words = "converged" if converged(*moved) else "lower bound: rising" if moved[0] >= 0 else "not converged: lower"

@@ -51,6 +51,8 @@ UNK = "unk_pos_embed"
 DAL_PREFIX = "dal_head."
 # Self-consistent refinement rounds of one example's patches, unless the options say otherwise.
 REFINEMENT_ROUNDS = 100
+# Gradient-matching steps on a batch's gradient (the rounds refine one example only), unless the options say otherwise.
+BATCH_STEPS = 240
 
 
 def check_applicable(model: nn.Module, obs: Observation) -> None:
@@ -194,7 +196,7 @@ class Adaptive:
     rounds: int = REFINEMENT_ROUNDS
     layer_weights: dict[str, float] = field(default_factory=dict)
     # The budget of a batch's gradient matching (B > 1).
-    batch_budget: Budget = field(default_factory=lambda: Budget(steps=240, restarts=2, lr=0.1, tv=0.05))
+    batch_budget: Budget = field(default_factory=lambda: Budget(steps=BATCH_STEPS, restarts=2, lr=0.1, tv=0.05))
     name: str = "adaptive"
 
     def __call__(self, obs: Observation) -> Reconstruction:
@@ -303,6 +305,6 @@ def build_adaptive(rounds: int = REFINEMENT_ROUNDS, layer_weights: dict[str, flo
     masked-content optimisation budget: steps (0 skips it), restarts, lr, tv, seed. A batch: gradient
     matching with ``ig``'s budget (steps 240, restarts 2, lr 0.1, tv 0.05), overridden by the same options."""
     defaults = dict(steps=0, restarts=1, lr=0.01, tv=0.05)
-    batch_defaults = dict(steps=240, restarts=2, lr=0.1, tv=0.05)
+    batch_defaults = dict(steps=BATCH_STEPS, restarts=2, lr=0.1, tv=0.05)
     return Adaptive(Budget(**{**defaults, **budget}), rounds, layer_weights or {},
                     Budget(**{**batch_defaults, **budget}))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..attacks.adaptive import REFINEMENT_ROUNDS
+from ..attacks.adaptive import BATCH_STEPS, REFINEMENT_ROUNDS
 
 ROUNDS_OF = {"adaptive": REFINEMENT_ROUNDS}  # attack -> its refinement rounds when the options give none
+# attack -> its steps on a batch's gradient when the options give none (its rounds refine one example only)
+BATCH_STEPS_OF = {"adaptive": BATCH_STEPS}
 # What a figure's budget supports (the convergence check's readings).
 CLOSED_FORM = "closed form"
 CONVERGED = "converged"
@@ -16,10 +18,12 @@ FALLING = "not converged: lower at 4x"
 NOT_CHECKED = "lower bound: not checked at 4x"
 
 
-def budget_of(spec: dict[str, Any]) -> dict[str, int]:
-    """The budget an attack spec (``{name, options}``) runs with: steps and rounds, defaults filled in
-    (empty for an attack that takes no budget)."""
+def budget_of(spec: dict[str, Any], one_example: bool = True) -> dict[str, int]:
+    """The budget an attack spec (``{name, options}``) runs with on one example's gradient, or on a batch's:
+    steps and rounds, defaults filled in (empty for an attack that takes no budget)."""
     options = spec.get("options") or {}
+    if not one_example and spec["name"] in BATCH_STEPS_OF:
+        return {"steps": options.get("steps", BATCH_STEPS_OF[spec["name"]])}
     budget = {"steps": options["steps"]} if "steps" in options else {}
     if spec["name"] in ROUNDS_OF:
         rounds = options.get("rounds")
@@ -27,9 +31,10 @@ def budget_of(spec: dict[str, Any]) -> dict[str, int]:
     return budget
 
 
-def scaled_budget(spec: dict[str, Any], factor: int) -> dict[str, Any]:
-    """The spec with ``factor`` times its budget (a closed-form attack stays as it is)."""
-    budget = budget_of(spec)
+def scaled_budget(spec: dict[str, Any], factor: int, one_example: bool = True) -> dict[str, Any]:
+    """The spec with ``factor`` times the budget it runs with (on one example, or a batch); a closed-form
+    attack stays as it is."""
+    budget = budget_of(spec, one_example)
     if not budget:
         return spec
     return {**spec, "options": {**(spec.get("options") or {}), **{k: factor * v for k, v in budget.items()}}}
@@ -40,7 +45,15 @@ def budget_words(budget: dict[str, int]) -> str:
     return ", ".join(f"{value} {key}" for key, value in budget.items())
 
 
+def attacks_one_example(arm: dict[str, Any]) -> bool:
+    """Whether a resolved arm's attacks see one example's gradient: batch size 1, and no SecAgg+ (whose
+    aggregate sums the batches of two clients or more)."""
+    training = arm.get("training") or {}
+    return training.get("batch_size", 1) == 1 and not (training.get("secure_aggregation") or {}).get("enabled")
+
+
 def attack_budgets(arm: dict[str, Any]) -> dict[str, str]:
     """attack -> its budget in words, for a resolved arm's attacks that take one."""
-    found = {spec["name"]: budget_of(spec) for spec in (arm.get("audit") or {}).get("attacks", [])}
+    one = attacks_one_example(arm)
+    found = {spec["name"]: budget_of(spec, one) for spec in (arm.get("audit") or {}).get("attacks", [])}
     return {name: budget_words(budget) for name, budget in found.items() if budget}

@@ -21,7 +21,8 @@ from ..audit.summary import summarize
 from ..federation.rundir import arm_finished
 from ..scenario import AttackSpec, Scenario
 from .accuracy import resolved_arms
-from .budgets import CLOSED_FORM, CONVERGED, FALLING, NOT_CHECKED, RISING, attack_budgets, scaled_budget
+from .budgets import CLOSED_FORM, CONVERGED, FALLING, NOT_CHECKED, RISING, attack_budgets, attacks_one_example, \
+    scaled_budget
 from .provenance import read_json
 from .realism import GRID, Cell, Progress, run_realism
 from .secure import ATTACKED, PART_DIR, Grid, cell_name, ran_grid, secure_scenario
@@ -84,7 +85,8 @@ def secure_check(path: Path, setting: str, overrides: list[str], grid: Grid) -> 
 def larger_budget(scenario: Scenario, factor: int) -> Scenario:
     """The scenario with ``factor`` times every arm's attack budgets."""
     arms = {name: arm.model_copy(update={"audit": arm.audit.model_copy(update={"attacks": [
-        AttackSpec.model_validate(scaled_budget(spec.model_dump(), factor)) for spec in arm.audit.attacks]})})
+        AttackSpec.model_validate(scaled_budget(spec.model_dump(), factor, attacks_one_example(
+            arm.model_dump(mode="json")))) for spec in arm.audit.attacks]})})
         for name, arm in scenario.arms.items()}
     return scenario.model_copy(update={"arms": arms})
 

@@ -131,7 +131,8 @@ def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, ar
     raw["arms"] = chosen
     raw["name"] = f"{raw.get('name', 'results')}-{cell.name}"
     if budget_factor != 1:
-        raw["audit"]["attacks"] = [scaled_budget(spec, budget_factor) for spec in raw["audit"]["attacks"]]
+        raw["audit"]["attacks"] = [scaled_budget(spec, budget_factor, cell.batch == 1)
+                                   for spec in raw["audit"]["attacks"]]
     scenario = parse_scenario(raw, source=str(path))
     return scenario.with_seed(seed) if seed is not None else scenario
 
