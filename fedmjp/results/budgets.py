@@ -13,9 +13,10 @@ BATCH_STEPS_OF = {"adaptive": BATCH_STEPS}
 # What a figure's budget supports (the convergence check's readings).
 CLOSED_FORM = "closed form"
 CONVERGED = "converged"
-RISING = "lower bound: still rising at 4x"
+LOWER_BOUND = "lower bound"  # every reading that makes a figure a lower bound on the leak starts with it
+RISING = f"{LOWER_BOUND}: still rising at 4x"
 FALLING = "not converged: lower at 4x"
-NOT_CHECKED = "lower bound: not checked at 4x"
+NOT_CHECKED = f"{LOWER_BOUND}: not checked at 4x"
 
 
 def budget_of(spec: dict[str, Any], one_example: bool = True) -> dict[str, int]:

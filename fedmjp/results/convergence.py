@@ -20,9 +20,10 @@ from typing import Any
 from ..audit.summary import summarize
 from ..federation.rundir import arm_finished
 from ..scenario import AttackSpec, Scenario
+from ..scoring.reading import EXACT_DB
 from .accuracy import resolved_arms
-from .budgets import CLOSED_FORM, CONVERGED, FALLING, NOT_CHECKED, RISING, attack_budgets, attacks_one_example, \
-    scaled_budget
+from .budgets import (CLOSED_FORM, CONVERGED, FALLING, LOWER_BOUND, NOT_CHECKED, RISING, attack_budgets,
+                      attacks_one_example, scaled_budget)
 from .provenance import read_json
 from .realism import GRID, Cell, Progress, run_realism
 from .secure import ATTACKED, PART_DIR, Grid, cell_name, ran_grid, secure_scenario
@@ -147,6 +148,25 @@ def budget_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: st
         return NOT_CHECKED
     return f"{verdict(found)} ({FACTOR}x: {found['psnr_larger'] - found['psnr']:+.2f} dB, SSIM " \
            f"{found['ssim_larger'] - found['ssim']:+.3f})"
+
+
+def strongest_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: str | None,
+                      budgeted: list[str], psnr: float | None) -> str:
+    """What a row of the strongest attack rests on (``budgeted``: the optimisation attacks that scored in the
+    row's cell and arm; ``psnr``: the row's matched PSNR): its own reading, unless another of those attacks is
+    still rising at 4x or was not checked (more budget may lift it above the row's), which makes the row a lower
+    bound. An exact row has nothing left to gain."""
+    own = budget_reading(checks, cell, arm, attack, attack in budgeted)
+    if attack is None or own.startswith(LOWER_BOUND) or (psnr is not None and psnr >= EXACT_DB):
+        return own
+    found = {c["attack"]: c for c in checks if (c["cell"], c["arm"]) == (cell, arm)}
+    rising = [found[a] for a in budgeted if a != attack and a in found and verdict(found[a]) == RISING]
+    if rising:
+        other = max(rising, key=lambda c: c["psnr_larger"])
+        return f"{LOWER_BOUND}: {other['attack']} still rising at {FACTOR}x ({other['attack']} {other['psnr']:.2f} " \
+               f"-> {other['psnr_larger']:.2f} dB, SSIM {other['ssim']:.3f} -> {other['ssim_larger']:.3f})"
+    unchecked = [a for a in budgeted if a != attack and a not in found]
+    return f"{LOWER_BOUND}: {', '.join(unchecked)} not checked at {FACTOR}x" if unchecked else own
 
 
 def verdict(check: dict[str, Any]) -> str:

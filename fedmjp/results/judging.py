@@ -9,8 +9,8 @@ from typing import Any
 from ..audit.summary import read_records, summarize
 from ..errors import InputError
 from .accuracy import accuracy_runs, finals, read_curves, resolved_arms
-from .budgets import attack_budgets
-from .convergence import PRIVACY, SECURE, budget_reading, read_convergence
+from .budgets import LOWER_BOUND, attack_budgets
+from .convergence import PRIVACY, SECURE, budget_reading, read_convergence, strongest_reading
 from .detector import read_detector
 from .dishonest import read_dishonest
 from .realism import RECOGNISABLE_SSIM, read_realism
@@ -54,8 +54,15 @@ def with_budgets(secure: dict[str, Any], checks: list[dict[str, Any]], out: Path
         name = cell_name(row["arm"], row["clients"], row["batch"], row["attack"])
         attack = row.get("strongest")
         takes_budget = attack in attack_budgets(resolved.get(name) or {})
-        rows.append(row | {"budget": budget_reading(checks, SECURE, name, attack, takes_budget)})
+        budgeted = [a for a in row.get("attacks", []) if a in attack_budgets(resolved.get(name) or {})]
+        rows.append(row | {"budget": strongest_reading(checks, SECURE, name, attack, budgeted, row.get("psnr"))})
     return secure | {"rows": rows}
+
+
+def scored_budgeted(entry: dict[str, Any], arm: dict[str, Any]) -> list[str]:
+    """An arm's optimisation attacks that scored (``entry``: its summary; ``arm``: its resolved scenario)."""
+    budgets = attack_budgets(arm)
+    return [a for a, stats in entry["attacks"].items() if a in budgets and "psnr_mean" in stats]
 
 
 def privacy_budget(data: dict[str, Any], arm: str, attack: str | None) -> str:
@@ -158,7 +165,10 @@ def worst_rows(data: dict[str, Any], per_attack: list[dict[str, Any]], reference
         note = "; ".join(([note] if note else []) + flags)
         out.append({"arm": arm, "attack": name, "psnr_mean": stats.get("psnr_mean"), "psnr_max": stats.get("psnr_max"),
                     "ssim_mean": stats.get("ssim_mean"), "patch_psnr_mean": stats.get("patch_psnr_mean"),
-                    "accuracy": accuracy_of(data, arm), "delta_psnr": delta, "budget": privacy_budget(data, arm, name),
+                    "accuracy": accuracy_of(data, arm), "delta_psnr": delta,
+                    "budget": strongest_reading(data["convergence"], PRIVACY, arm, name,
+                                                scored_budgeted(entry, data["arms"].get(arm) or {}),
+                                                stats.get("psnr_mean")),
                     "note": note})
     return out
 
@@ -178,7 +188,9 @@ def realism_rows(part: dict[str, Any], reference: str = REFERENCE) -> list[dict[
             stats = entry["attacks"][attack] if attack else {}
             ssim = stats.get("ssim_mean")
             takes_budget = attack in attack_budgets(part["resolved"][name].get(arm) or {})
-            budget = budget_reading(part.get("convergence", []), name, arm, attack, takes_budget)
+            budget = strongest_reading(part.get("convergence", []), name, arm, attack,
+                                       scored_budgeted(entry, part["resolved"][name].get(arm) or {}),
+                                       stats.get("psnr_mean"))
             out.append({"cell": name, "stage": stage, "training": training, "batch": int(batch.removeprefix("b")),
                         "arm": arm, "attack": attack, "count": stats.get("count", 0),
                         "psnr_mean": stats.get("psnr_mean"), "ssim_mean": ssim, "lpips_mean": stats.get("lpips_mean"),
@@ -201,7 +213,7 @@ def where_recognisability_stops(rows: list[dict[str, Any]]) -> list[str]:
         no = [r["batch"] for r in group if r["recognisable"] is False]
         # A "not recognisable" from an attack that may not have converged is a lower bound on the leak.
         unsure = [r["batch"] for r in group if r["recognisable"] is False
-                  and r.get("budget", "").startswith("lower bound")]
+                  and r.get("budget", "").startswith(LOWER_BOUND)]
         if not no:
             words = f"recognisable at every batch size measured ({', '.join(map(str, yes))})" if yes else \
                 "nothing scored"

@@ -116,7 +116,7 @@ def cell_row(records: list[AuditRecord], arm: str, clients: int, batch: int, att
     return row | {
         "strongest": strongest, "psnr": _mean(chosen, "psnr"), "ssim": ssim,
         "recognisable": None if ssim is None else ssim >= RECOGNISABLE_SSIM,
-        "patches_exact": _mean(chosen, "patches_exact"), "receipts": len(chosen),
+        "patches_exact": _mean(chosen, "patches_exact"), "receipts": len(chosen), "attacks": sorted(by_attack),
         "aggregate": chosen[0].threat_model.get("aggregate", "one reply"),
         "settings": chosen[0].threat_model.get("secagg_settings", ""),
     }

@@ -216,12 +216,14 @@ def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Is the attacker converged?", "",
              f"A weak attacker reads as a strong defence. The privacy part and the secure part's passive cells of "
              f"{' and '.join(map(str, SECURE_CLIENTS))} clients a round ran again through Flower, and sampled "
-             f"cells of the grid in this process, with {FACTOR} times every attack's budget: its steps, and the "
-             "adaptive attack's refinement rounds (the same seed, clients and replies; `runs/convergence/privacy`, "
-             "`runs/convergence/secure`, `runs/convergence/CELL`). Converged: matched PSNR moved by less than "
+             f"cells of the grid in this process, with {FACTOR} times every attack's budget: its steps (the "
+             "adaptive attack's: its refinement rounds on one example, its gradient matching's steps on a batch) "
+             "(the same seed, clients and replies; `runs/convergence/privacy`, `runs/convergence/secure`, "
+             "`runs/convergence/CELL`). Converged: matched PSNR moved by less than "
              f"{PSNR_MOVE:g} dB and SSIM by less than {SSIM_MOVE:g}; still rising: the published figure is a lower "
              "bound on the leak; lower at 4x: not converged. Every optimisation-attack row that no check covers is "
-             "a lower bound (the tables' attack budget column says which)."]
+             "a lower bound (the tables' attack budget column says which); so is a strongest-attack row where "
+             "another attack of its cell and arm is still rising at 4x (it may overtake)."]
     if not checks:
         return lines + ["", "Not run: every optimisation-attack row is a lower bound."]
     lines += ["", f"| part or cell | arm | attack | budget | PSNR (dB) | SSIM | budget x{FACTOR} | PSNR x{FACTOR} (dB) "
