@@ -8,8 +8,9 @@ seed, so the same clients and replies: only the attacks' budgets differ, ``FACTO
 ``runs/convergence/secure``, and sampled cells of the grid into ``runs/convergence/CELL``; an attack whose
 matched PSNR moves by less than ``PSNR_MOVE`` and SSIM by less than ``SSIM_MOVE`` is converged there. Every
 other figure is a lower bound (not checked, or still rising at 4x), or not converged (lower at 4x: the
-optimisation is not stable there). The budget is the attack's steps and the adaptive attack's refinement rounds
-(:mod:`.budgets`).
+optimisation is not stable there). The budget is the attack's steps, and the adaptive attack's refinement rounds
+on one example (:mod:`.budgets`). A row of an arm's strongest attack is a lower bound too while another of its
+attacks is still rising or was not checked (:func:`strongest_reading`).
 """
 
 from __future__ import annotations

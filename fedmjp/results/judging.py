@@ -52,10 +52,10 @@ def with_budgets(secure: dict[str, Any], checks: list[dict[str, Any]], out: Path
     rows = []
     for row in secure["rows"]:
         name = cell_name(row["arm"], row["clients"], row["batch"], row["attack"])
-        attack = row.get("strongest")
-        takes_budget = attack in attack_budgets(resolved.get(name) or {})
-        budgeted = [a for a in row.get("attacks", []) if a in attack_budgets(resolved.get(name) or {})]
-        rows.append(row | {"budget": strongest_reading(checks, SECURE, name, attack, budgeted, row.get("psnr"))})
+        budgets = attack_budgets(resolved.get(name) or {})
+        budgeted = [a for a in row.get("attacks", []) if a in budgets]
+        rows.append(row | {"budget": strongest_reading(checks, SECURE, name, row.get("strongest"), budgeted,
+                                                       row.get("psnr"))})
     return secure | {"rows": rows}
 
 
@@ -187,7 +187,6 @@ def realism_rows(part: dict[str, Any], reference: str = REFERENCE) -> list[dict[
             attack = strongest(entry["attacks"])
             stats = entry["attacks"][attack] if attack else {}
             ssim = stats.get("ssim_mean")
-            takes_budget = attack in attack_budgets(part["resolved"][name].get(arm) or {})
             budget = strongest_reading(part.get("convergence", []), name, arm, attack,
                                        scored_budgeted(entry, part["resolved"][name].get(arm) or {}),
                                        stats.get("psnr_mean"))
