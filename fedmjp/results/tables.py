@@ -55,8 +55,9 @@ def render_markdown(data: dict[str, Any], table: list[dict[str, Any]], worst: li
     lines += render_convergence(data["convergence"])
     lines += ["", "## Figures", ""]
     lines += [f"![{name.removesuffix('.png').replace('_', ' ')}]({name})" for name in figures]
-    lines += ["", "Run directories: `runs/privacy`, `runs/accuracy` and `runs/realism/CELL` (audit records, metrics, "
-              "resolved scenarios); `fedmjp audit runs/privacy` (or a cell's) shows the reconstructions.", ""]
+    lines += ["", "Run directories: `runs/privacy`, `runs/accuracy`, `runs/realism/CELL`, `runs/secure/attacks` and "
+              "`runs/convergence/...` (audit records, metrics, resolved scenarios); `fedmjp audit runs/privacy` (or "
+              "a cell's) shows the reconstructions.", ""]
     return "\n".join(lines)
 
 
@@ -211,8 +212,8 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
 
 
 def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
-    """The convergence check: each optimisation attack of the privacy part and of the grid's sampled cells at
-    the published budget and at ``FACTOR`` times it."""
+    """The convergence check: each optimisation attack of the privacy part, of the secure part's checked cells
+    and of the grid's sampled cells at the published budget and at ``FACTOR`` times it."""
     lines = ["", "## Is the attacker converged?", "",
              f"A weak attacker reads as a strong defence. The privacy part and the secure part's passive cells of "
              f"{' and '.join(map(str, SECURE_CLIENTS))} clients a round ran again through Flower, and sampled "
