@@ -165,21 +165,27 @@ def test_every_cell_of_each_setting_is_a_valid_scenario_on_stored_images(setting
 
 
 def test_the_convergence_check_runs_a_cell_again_with_four_times_the_budget_and_marks_the_grid(grid: Path) -> None:
-    from fedmjp.results.convergence import CLOSED_FORM, FACTOR, NOT_CHECKED, PART, read_convergence
+    from fedmjp.results.convergence import (CLOSED_FORM, FACTOR, NOT_CHECKED, PART, RESTARTS, RESTARTS_DIR,
+                                            budget_reading, read_convergence)
     from fedmjp.results.realism import Cell
 
-    run_realism(DEFAULT_SCENARIO, grid, "quick", OVERRIDES, ARMS, None, budget=BUDGET, batches=BATCHES, part=PART,
-                only=(Cell("init", "fedsgd", 4),), budget_factor=FACTOR)
+    for part, restarts in ((PART, None), (f"{PART}/{RESTARTS_DIR}", RESTARTS)):
+        run_realism(DEFAULT_SCENARIO, grid, "quick", OVERRIDES, ARMS, None, budget=BUDGET, batches=BATCHES,
+                    part=part, only=(Cell("init", "fedsgd", 4),), budget_factor=FACTOR, restarts=restarts)
     checks = read_convergence(grid)
     # adaptive needs an MJP arm: it is not applicable to the ViT, at either budget. On a batch its budget is its
-    # gradient matching's steps (its refinement rounds refine one example only).
-    assert {(c["cell"], c["arm"], c["attack"], c["budget"], c["budget_larger"]) for c in checks} == {
-        ("init-fedsgd-b4", "vit", "ig", "3 steps", "12 steps"), ("init-fedsgd-b4", "mjp-0.25", "ig", "3 steps", "12 steps"),
-        ("init-fedsgd-b4", "mjp-0.25", "adaptive", "3 steps", "12 steps")}
+    # gradient matching's steps (its refinement rounds refine one example only), which take restarts.
+    assert {(c["cell"], c["arm"], c["attack"], c["budget"], c["budget_larger"], c["budget_restarts"])
+            for c in checks} == {
+        ("init-fedsgd-b4", "vit", "ig", "3 steps", "12 steps", f"12 steps, {RESTARTS} restarts"),
+        ("init-fedsgd-b4", "mjp-0.25", "ig", "3 steps", "12 steps", f"12 steps, {RESTARTS} restarts"),
+        ("init-fedsgd-b4", "mjp-0.25", "adaptive", "3 steps", "12 steps", f"12 steps, {RESTARTS} restarts")}
     for check in checks:
-        again = summarize(grid / "runs" / PART / "init-fedsgd-b4")["arms"][check["arm"]]["attacks"][check["attack"]]
-        assert check["psnr_larger"] == again["psnr_mean"] and check["ssim_larger"] == again["ssim_mean"]
-        moved = abs(check["psnr_larger"] - check["psnr"]) < 1 and abs(check["ssim_larger"] - check["ssim"]) < 0.02
+        for run_dir, key in ((grid / "runs" / PART, "larger"), (grid / "runs" / PART / RESTARTS_DIR, "restarts")):
+            again = summarize(run_dir / "init-fedsgd-b4")["arms"][check["arm"]]["attacks"][check["attack"]]
+            assert check[f"psnr_{key}"] == again["psnr_mean"] and check[f"ssim_{key}"] == again["ssim_mean"]
+        moved = all(abs(check[f"psnr_{k}"] - check["psnr"]) < 1 and abs(check[f"ssim_{k}"] - check["ssim"]) < 0.02
+                    for k in ("larger", "restarts"))
         assert check["converged"] == moved
     part = read_realism(grid) | {"convergence": checks}
     rows = {(r["cell"], r["arm"]): r for r in realism_rows(part)}
@@ -187,12 +193,15 @@ def test_the_convergence_check_runs_a_cell_again_with_four_times_the_budget_and_
     assert rows["trained-fedavg-b4", "vit"]["budget"] == NOT_CHECKED
     checked = rows["init-fedsgd-b4", "mjp-0.25"]
     check = next(c for c in checks if (c["arm"], c["attack"]) == ("mjp-0.25", checked["attack"]))
-    expected = "converged (4x:" if check["converged"] else \
-        "lower bound: still rising at 4x" if check["psnr_larger"] >= check["psnr"] else "not converged: lower at 4x"
+    expected = "converged (4x:" if check["converged"] else "lower bound: still rising at 4x" \
+        if max(check["psnr_larger"], check["psnr_restarts"]) >= check["psnr"] else "not converged: lower at 4x"
     assert checked["budget"].startswith(expected)
     text = "\n".join(render_realism({"realism": part, "accuracy": None}, list(rows.values())))
     table = "\n".join(render_convergence(checks))
     assert "## Is the attacker converged?" in table and "| init-fedsgd-b4 | vit | ig | 3 steps |" in table
+    assert table.count(f"| 12 steps, {RESTARTS} restarts |") == len(checks) == 3
+    # A reading states both moves.
+    assert f"; 4x, {RESTARTS} restarts: " in budget_reading(checks, "init-fedsgd-b4", "vit", "ig", True)
     unsure = [r for r in rows.values() if r["recognisable"] is False and r["budget"].startswith("lower bound")]
     if unsure:
         assert "was not shown converged: more budget may make it recognisable" in text

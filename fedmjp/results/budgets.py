@@ -41,6 +41,25 @@ def scaled_budget(spec: dict[str, Any], factor: int, one_example: bool = True) -
     return {**spec, "options": {**(spec.get("options") or {}), **{k: factor * v for k, v in budget.items()}}}
 
 
+def with_restarts(spec: dict[str, Any], restarts: int, one_example: bool = True) -> dict[str, Any] | None:
+    """The spec with ``restarts`` restarts (its best kept by gradient distance), or None where the attack runs
+    no optimisation steps on this gradient (a closed form; the adaptive attack's refinement of one example,
+    which starts from one noise draw whatever the restarts)."""
+    if not budget_of(spec, one_example).get("steps"):
+        return None
+    return {**spec, "options": {**(spec.get("options") or {}), "restarts": restarts}}
+
+
+def check_specs(specs: list[dict[str, Any]], factor: int, one_example: bool,
+                restarts: int | None = None) -> list[dict[str, Any]]:
+    """A convergence check's attacks: each spec with ``factor`` times its budget; with ``restarts``, only those
+    that take restarts, each with that many."""
+    scaled = [scaled_budget(spec, factor, one_example) for spec in specs]
+    if restarts is None:
+        return scaled
+    return [spec for spec in (with_restarts(s, restarts, one_example) for s in scaled) if spec is not None]
+
+
 def budget_words(budget: dict[str, int]) -> str:
     """"200 steps, 100 rounds"."""
     return ", ".join(f"{value} {key}" for key, value in budget.items())

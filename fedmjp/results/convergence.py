@@ -9,7 +9,8 @@ seed, so the same clients and replies: only the attacks' budgets differ, ``FACTO
 matched PSNR moves by less than ``PSNR_MOVE`` and SSIM by less than ``SSIM_MOVE`` is converged there. Every
 other figure is a lower bound (not checked, or still rising at 4x), or not converged (lower at 4x: the
 optimisation is not stable there). The budget is the attack's steps, and the adaptive attack's refinement rounds
-on one example (:mod:`.budgets`). A row of an arm's strongest attack is a lower bound too while another of its
+on one example (:mod:`.budgets`). On a sample (``RESTARTS``), the attacks that take restarts run at 4x with more
+of them too, into ``runs/convergence/restarts/...``; a sampled attack converged only if neither moved it. A row of an arm's strongest attack is a lower bound too while another of its
 attacks is still rising or was not checked (:func:`strongest_reading`).
 """
 
@@ -24,7 +25,7 @@ from ..scenario import AttackSpec, Scenario
 from ..scoring.reading import EXACT_DB
 from .accuracy import resolved_arms
 from .budgets import (CLOSED_FORM, CONVERGED, FALLING, LOWER_BOUND, NOT_CHECKED, RISING, attack_budgets,
-                      attacks_one_example, scaled_budget)
+                      attacks_one_example, check_specs)
 from .provenance import read_json
 from .realism import GRID, Cell, Progress, run_realism
 from .secure import ATTACKED, PART_DIR, Grid, cell_name, ran_grid, secure_scenario
@@ -48,6 +49,11 @@ PRIVACY_SAMPLE = {"quick": SAMPLE_ARMS, "full": None}
 # "SecAgg+ stops it" reading is likeliest to be the attacker's weakness. Larger sums are many times the images to
 # reconstruct, so their 4x budget is hours on 2 cores.
 SECURE_CLIENTS = (1, 2)
+# More restarts, on a sample: the privacy part's SAMPLE_ARMS and the grid's SAMPLE cells run again at FACTOR times
+# the budget with RESTARTS restarts (the one of least gradient distance kept), into runs/convergence/restarts/....
+# Every restart is a whole attack: on every check they would multiply its hours.
+RESTARTS = 4
+RESTARTS_DIR = "restarts"
 
 
 def run_convergence(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
@@ -60,20 +66,35 @@ def run_convergence(path: Path, out: Path, setting: str, overrides: list[str], a
     planned: list[Planned] = []
     sample = PRIVACY_SAMPLE[setting]
     checked = arms if sample is None else [a for a in sample if arms is None or a in arms]
-    if (out / "runs" / PRIVACY / "scenario.yaml").is_file() and checked != []:
-        planned.append(Planned(load_part(path, setting, PRIVACY, overrides, checked), out / "runs" / PART / PRIVACY))
+    chosen = [a for a in SAMPLE_ARMS if arms is None or a in arms]
+    if (out / "runs" / PRIVACY / "scenario.yaml").is_file():
+        if checked != []:
+            planned.append(Planned(larger_budget(load_part(path, setting, PRIVACY, overrides, checked), FACTOR),
+                                   out / "runs" / PART / PRIVACY))
+        restarted = larger_budget(load_part(path, setting, PRIVACY, overrides, chosen), FACTOR, RESTARTS) \
+            if chosen else None
+        if restarted is not None and restarted.arms:
+            planned.append(Planned(restarted, out / "runs" / PART / RESTARTS_DIR / PRIVACY))
     ran = ran_grid(out)
     if ran is not None and ran[0].arms:
-        planned.append(Planned(secure_check(path, setting, overrides, ran[0]), out / "runs" / PART / SECURE))
+        planned.append(Planned(larger_budget(secure_check(path, setting, overrides, ran[0]), FACTOR),
+                               out / "runs" / PART / SECURE))
     if planned:
-        planned = [Planned(larger_budget(p.scenario if seed is None else p.scenario.with_seed(seed), FACTOR), p.out)
-                   for p in planned]
-        simulate_runs(planned, lambda run, arm, done, total: progress(f"{planned[run].out.name}: {arm}", done, total),
-                      ray_address)
-    chosen = [a for a in SAMPLE_ARMS if arms is None or a in arms]
-    return run_realism(path, out, setting, overrides, chosen, seed,
+        planned = [Planned(p.scenario if seed is None else p.scenario.with_seed(seed), p.out) for p in planned]
+        simulate_runs(planned, lambda run, arm, done, total: progress(f"{_name(out, planned[run].out)}: {arm}", done,
+                                                                      total), ray_address)
+    grid = run_realism(path, out, setting, overrides, chosen, seed,
                        lambda _cell, done, total: progress("cells", done, total), part=PART, only=SAMPLE[setting],
                        budget_factor=FACTOR)
+    run_realism(path, out, setting, overrides, chosen, seed,
+                lambda _cell, done, total: progress(f"{RESTARTS_DIR}: cells", done, total),
+                part=f"{PART}/{RESTARTS_DIR}", only=SAMPLE[setting], budget_factor=FACTOR, restarts=RESTARTS)
+    return grid
+
+
+def _name(out: Path, run_dir: Path) -> str:
+    """"restarts/privacy": a check's run directory as progress names it."""
+    return str(run_dir.relative_to(out / "runs" / PART))
 
 
 def secure_check(path: Path, setting: str, overrides: list[str], grid: Grid) -> Scenario:
@@ -84,12 +105,16 @@ def secure_check(path: Path, setting: str, overrides: list[str], grid: Grid) -> 
     return part.model_copy(update={"arms": {name: arm for name, arm in part.arms.items() if name in cells}})
 
 
-def larger_budget(scenario: Scenario, factor: int) -> Scenario:
-    """The scenario with ``factor`` times every arm's attack budgets."""
+def larger_budget(scenario: Scenario, factor: int, restarts: int | None = None) -> Scenario:
+    """The scenario with ``factor`` times every arm's attack budgets; with ``restarts``, only the attacks that
+    take restarts, each with that many, and only the arms left with one."""
     arms = {name: arm.model_copy(update={"audit": arm.audit.model_copy(update={"attacks": [
-        AttackSpec.model_validate(scaled_budget(spec.model_dump(), factor, attacks_one_example(
-            arm.model_dump(mode="json")))) for spec in arm.audit.attacks]})})
+        AttackSpec.model_validate(spec) for spec in check_specs(
+            [s.model_dump() for s in arm.audit.attacks], factor, attacks_one_example(arm.model_dump(mode="json")),
+            restarts)]})})
         for name, arm in scenario.arms.items()}
+    if restarts is not None:
+        arms = {name: arm for name, arm in arms.items() if arm.audit.attacks}
     return scenario.model_copy(update={"arms": arms})
 
 
@@ -103,32 +128,51 @@ def read_convergence(out: Path) -> list[dict[str, Any]]:
     rows = []
     for name, published, larger in pairs:
         if (published / "scenario.yaml").is_file() and (larger / "scenario.yaml").is_file():
-            rows += _checks(name, published, larger)
+            rows += _checks(name, published, larger, checked / RESTARTS_DIR / name)
     return rows
 
 
-def _checks(name: str, published: Path, larger: Path) -> list[dict[str, Any]]:
+def _checks(name: str, published: Path, larger: Path, restarted: Path) -> list[dict[str, Any]]:
     """The rows of one check: each arm's optimisation attacks scored in both run directories (arms the check
-    finished only: a stopped check has scored part of an arm's replies)."""
-    before, after = summarize(published)["arms"], summarize(larger)["arms"]
+    finished only: a stopped check has scored part of an arm's replies), with the sample's run of more restarts
+    where it has one (converged only if both larger budgets moved it less than the bounds)."""
+    before = summarize(published)["arms"]
     budgets = {arm: attack_budgets(entry) for arm, entry in resolved_arms(published).items()}
-    budgets_larger = {arm: attack_budgets(entry) for arm, entry in resolved_arms(larger).items()}
+    restarts = _scored(restarted, with_restarts=True)
     rows = []
-    for arm, entry in after.items():
-        if not arm_finished(larger, arm):
+    for (arm, attack), found in _scored(larger).items():
+        old = ((before.get(arm) or {}).get("attacks") or {}).get(attack) or {}
+        if attack not in budgets.get(arm, {}) or "psnr_mean" not in old:
             continue
-        for attack, stats in entry["attacks"].items():
-            old = ((before.get(arm) or {}).get("attacks") or {}).get(attack) or {}
-            if attack not in budgets_larger[arm] or attack not in budgets.get(arm, {}) or "psnr_mean" not in stats \
-                    or "psnr_mean" not in old:
-                continue
-            rows.append({"cell": name, "arm": arm, "attack": attack, "budget": budgets[arm][attack],
-                         "budget_larger": budgets_larger[arm][attack], "psnr": old["psnr_mean"],
-                         "psnr_larger": stats["psnr_mean"], "ssim": old["ssim_mean"],
-                         "ssim_larger": stats["ssim_mean"],
-                         "converged": converged(stats["psnr_mean"] - old["psnr_mean"],
-                                                stats["ssim_mean"] - old["ssim_mean"])})
+        row = {"cell": name, "arm": arm, "attack": attack, "budget": budgets[arm][attack],
+               "budget_larger": found["budget"], "psnr": old["psnr_mean"], "psnr_larger": found["psnr"],
+               "ssim": old["ssim_mean"], "ssim_larger": found["ssim"]}
+        more = restarts.get((arm, attack))
+        if more is not None:
+            row |= {"budget_restarts": more["budget"], "psnr_restarts": more["psnr"], "ssim_restarts": more["ssim"]}
+        row["converged"] = all(converged(row[f"psnr_{k}"] - row["psnr"], row[f"ssim_{k}"] - row["ssim"])
+                               for k in ("larger", "restarts") if f"psnr_{k}" in row)
+        rows.append(row)
     return rows
+
+
+def _scored(run_dir: Path, with_restarts: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
+    """(arm, optimisation attack) -> its budget in words (with its restarts), matched PSNR and SSIM in a check's
+    run directory: arms it finished only (empty when it did not run)."""
+    if not (run_dir / "scenario.yaml").is_file():
+        return {}
+    resolved = resolved_arms(run_dir)
+    found = {}
+    for arm, entry in summarize(run_dir)["arms"].items():
+        if not arm_finished(run_dir, arm):
+            continue
+        budgets = attack_budgets(resolved[arm])
+        specs = {spec["name"]: spec.get("options") or {} for spec in resolved[arm]["audit"]["attacks"]}
+        for attack, stats in entry["attacks"].items():
+            if attack in budgets and "psnr_mean" in stats:
+                words = f"{budgets[attack]}, {specs[attack]['restarts']} restarts" if with_restarts else budgets[attack]
+                found[arm, attack] = {"budget": words, "psnr": stats["psnr_mean"], "ssim": stats["ssim_mean"]}
+    return found
 
 
 def converged(psnr_moved: float, ssim_moved: float) -> bool:
@@ -147,8 +191,11 @@ def budget_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: st
     found = next((c for c in checks if (c["cell"], c["arm"], c["attack"]) == (cell, arm, attack)), None)
     if found is None:
         return NOT_CHECKED
-    return f"{verdict(found)} ({FACTOR}x: {found['psnr_larger'] - found['psnr']:+.2f} dB, SSIM " \
-           f"{found['ssim_larger'] - found['ssim']:+.3f})"
+    moves = [f"{FACTOR}x: {found['psnr_larger'] - found['psnr']:+.2f} dB, SSIM {found['ssim_larger'] - found['ssim']:+.3f}"]
+    if "psnr_restarts" in found:
+        moves.append(f"{FACTOR}x, {found['budget_restarts'].rsplit(', ', 1)[1]}: "
+                     f"{found['psnr_restarts'] - found['psnr']:+.2f} dB, SSIM {found['ssim_restarts'] - found['ssim']:+.3f}")
+    return f"{verdict(found)} ({'; '.join(moves)})"
 
 
 def strongest_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: str | None,
@@ -163,15 +210,24 @@ def strongest_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack:
     found = {c["attack"]: c for c in checks if (c["cell"], c["arm"]) == (cell, arm)}
     rising = [found[a] for a in budgeted if a != attack and a in found and verdict(found[a]) == RISING]
     if rising:
-        other = max(rising, key=lambda c: c["psnr_larger"])
+        other = max(rising, key=lambda c: strongest_larger(c)[0])
+        psnr_larger, ssim_larger = strongest_larger(other)
         return f"{LOWER_BOUND}: {other['attack']} still rising at {FACTOR}x ({other['attack']} {other['psnr']:.2f} " \
-               f"-> {other['psnr_larger']:.2f} dB, SSIM {other['ssim']:.3f} -> {other['ssim_larger']:.3f})"
+               f"-> {psnr_larger:.2f} dB, SSIM {other['ssim']:.3f} -> {ssim_larger:.3f})"
     unchecked = [a for a in budgeted if a != attack and a not in found]
     return f"{LOWER_BOUND}: {', '.join(unchecked)} not checked at {FACTOR}x" if unchecked else own
 
 
+def strongest_larger(check: dict[str, Any]) -> tuple[float, float]:
+    """Matched PSNR and SSIM of the stronger of a check's larger budgets (4x; 4x with more restarts, if run)."""
+    runs = [(check["psnr_larger"], check["ssim_larger"])]
+    if "psnr_restarts" in check:
+        runs.append((check["psnr_restarts"], check["ssim_restarts"]))
+    return max(runs)
+
+
 def verdict(check: dict[str, Any]) -> str:
-    """Converged, rising (the published figure is a lower bound) or falling at the larger budget."""
+    """Converged, rising (the published figure is a lower bound) or falling at the larger budgets."""
     if check["converged"]:
         return CONVERGED
-    return RISING if check["psnr_larger"] >= check["psnr"] else FALLING
+    return RISING if strongest_larger(check)[0] >= check["psnr"] else FALLING

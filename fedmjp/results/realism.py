@@ -24,7 +24,7 @@ from ..launch.inprocess import simulate_in_process
 from ..federation.rundir import arm_dir, atomic_json, read_jsonl
 from ..scenario import Scenario, apply_overrides, parse_scenario, read_raw
 from .accuracy import accuracy_runs, resolved_arms
-from .budgets import scaled_budget
+from .budgets import check_specs
 from .provenance import read_json
 from .settings import ACCURACY_ARMS, SETTINGS, part_overrides
 
@@ -112,10 +112,11 @@ def trained_weights(accuracy_dir: Path) -> dict[str, Path]:
 
 def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, arms: list[str],
                   weights: dict[str, Path], num_clients: int, seed: int | None, budget: Budget,
-                  budget_factor: int = 1) -> Scenario:
+                  budget_factor: int = 1, restarts: int | None = None) -> Scenario:
     """The cell's scenario: the accuracy part's model and data, the cell's training, the budget's attacks,
     then the user's ``realism:KEY=VALUE`` (and unscoped) overrides; every attack's budget times
-    ``budget_factor`` (the convergence check's larger budget, on whatever attacks the overrides chose)."""
+    ``budget_factor`` (the convergence check's larger budget, on whatever attacks the overrides chose), and with
+    ``restarts`` only the attacks that take restarts, each with that many."""
     raw = apply_overrides(read_raw(path), [*SETTINGS[setting]["accuracy"], *part_overrides("accuracy", overrides)])
     raw = apply_overrides(raw, [
         *LOCAL, f"training.mode={cell.training}", f"training.batch_size={cell.batch}", "training.rounds=1",
@@ -130,9 +131,8 @@ def cell_scenario(path: Path, setting: str, overrides: list[str], cell: Cell, ar
         chosen[name] = arm
     raw["arms"] = chosen
     raw["name"] = f"{raw.get('name', 'results')}-{cell.name}"
-    if budget_factor != 1:
-        raw["audit"]["attacks"] = [scaled_budget(spec, budget_factor, cell.batch == 1)
-                                   for spec in raw["audit"]["attacks"]]
+    if budget_factor != 1 or restarts is not None:
+        raw["audit"]["attacks"] = check_specs(raw["audit"]["attacks"], budget_factor, cell.batch == 1, restarts)
     scenario = parse_scenario(raw, source=str(path))
     return scenario.with_seed(seed) if seed is not None else scenario
 
@@ -149,10 +149,11 @@ def train_size(path: Path, setting: str, overrides: list[str], arms: list[str], 
 def run_realism(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
                 seed: int | None, progress: Progress = lambda *_: None, budget: Budget | None = None,
                 batches: tuple[int, ...] = BATCHES, *, part: str = "realism", only: tuple[Cell, ...] | None = None,
-                budget_factor: int = 1) -> Path:
+                budget_factor: int = 1, restarts: int | None = None) -> Path:
     """Every cell into ``out/runs/PART/CELL`` and the grid's description into ``grid.json``; the
     trained stage only when the accuracy part left final weights for every arm. ``budget``: the
-    setting's unless given; ``only``: these cells of the grid; ``budget_factor``: every attack's budget times it."""
+    setting's unless given; ``only``: these cells of the grid; ``budget_factor``: every attack's budget times it;
+    ``restarts``: the attacks that take restarts only, with that many."""
     budget = budget or BUDGETS[setting]
     part_dir = out / "runs" / part
     weights = trained_weights(out / "runs" / "accuracy")
@@ -164,7 +165,7 @@ def run_realism(path: Path, out: Path, setting: str, overrides: list[str], arms:
     for done, cell in enumerate(todo):
         progress(cell.name, done, len(todo))
         scenario = cell_scenario(path, setting, overrides, cell, chosen, weights, num_clients, seed, budget,
-                                 budget_factor)
+                                 budget_factor, restarts)
         simulate_in_process(scenario, part_dir / cell.name)
     progress("", len(todo), len(todo))
     target = part_dir / GRID
