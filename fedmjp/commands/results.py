@@ -23,7 +23,7 @@ SetOpt = Annotated[
 @app.command("results")
 @user_errors
 def results(
-    quick: Annotated[bool, typer.Option("--quick", help="The quick setting (26 minutes on 2 cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="The quick setting (about 29 minutes on 2 cores).")] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write results.md, the figures and runs/.")] = Path(
         "results"),
     scenario: Annotated[

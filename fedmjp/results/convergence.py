@@ -59,8 +59,9 @@ RESTARTS_DIR = "restarts"
 def run_convergence(path: Path, out: Path, setting: str, overrides: list[str], arms: list[str] | None,
                     seed: int | None, progress: Progress = lambda *_: None, ray_address: str | None = None) -> Path:
     """With ``FACTOR`` times every attack's budget, into ``out/runs/convergence``: the privacy part's arms of
-    ``PRIVACY_SAMPLE`` and the secure part's sampled cells (each when its part has run into ``out``), through
-    Flower as one sweep, then the grid's sampled cells."""
+    ``PRIVACY_SAMPLE``, its ``SAMPLE_ARMS`` with ``RESTARTS`` restarts too, and the secure part's sampled cells
+    (each when its part has run into ``out``), through Flower as one sweep; then the grid's sampled cells, and
+    again with ``RESTARTS`` restarts."""
     from ..launch.simulate import Planned, simulate_runs
 
     planned: list[Planned] = []
@@ -71,9 +72,8 @@ def run_convergence(path: Path, out: Path, setting: str, overrides: list[str], a
         if checked != []:
             planned.append(Planned(larger_budget(load_part(path, setting, PRIVACY, overrides, checked), FACTOR),
                                    out / "runs" / PART / PRIVACY))
-        restarted = larger_budget(load_part(path, setting, PRIVACY, overrides, chosen), FACTOR, RESTARTS) \
-            if chosen else None
-        if restarted is not None and restarted.arms:
+        if chosen and (restarted := larger_budget(load_part(path, setting, PRIVACY, overrides, chosen), FACTOR,
+                                                  RESTARTS)).arms:
             planned.append(Planned(restarted, out / "runs" / PART / RESTARTS_DIR / PRIVACY))
     ran = ran_grid(out)
     if ran is not None and ran[0].arms:
