@@ -10,8 +10,9 @@ matched PSNR moves by less than ``PSNR_MOVE`` and SSIM by less than ``SSIM_MOVE`
 other figure is a lower bound (not checked, or still rising at 4x), or not converged (lower at 4x: the
 optimisation is not stable there). The budget is the attack's steps, and the adaptive attack's refinement rounds
 on one example (:mod:`.budgets`). On a sample (``RESTARTS``), the attacks that take restarts run at 4x with more
-of them too, into ``runs/convergence/restarts/...``; a sampled attack converged only if neither moved it. A row of an arm's strongest attack is a lower bound too while another of its
-attacks is still rising or was not checked (:func:`strongest_reading`).
+of them too, into ``runs/convergence/restarts/...``; a sampled attack converged only if neither moved it. A row of
+an arm's strongest attack is a lower bound too while another of its attacks is still rising or was not checked
+(:func:`strongest_reading`).
 """
 
 from __future__ import annotations
@@ -191,10 +192,11 @@ def budget_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: st
     found = next((c for c in checks if (c["cell"], c["arm"], c["attack"]) == (cell, arm, attack)), None)
     if found is None:
         return NOT_CHECKED
-    moves = [f"{FACTOR}x: {found['psnr_larger'] - found['psnr']:+.2f} dB, SSIM {found['ssim_larger'] - found['ssim']:+.3f}"]
+    runs = [(f"{FACTOR}x", "larger")]
     if "psnr_restarts" in found:
-        moves.append(f"{FACTOR}x, {found['budget_restarts'].rsplit(', ', 1)[1]}: "
-                     f"{found['psnr_restarts'] - found['psnr']:+.2f} dB, SSIM {found['ssim_restarts'] - found['ssim']:+.3f}")
+        runs.append((f"{FACTOR}x, {found['budget_restarts'].rsplit(', ', 1)[1]}", "restarts"))
+    moves = [f"{label}: {found[f'psnr_{key}'] - found['psnr']:+.2f} dB, "
+             f"SSIM {found[f'ssim_{key}'] - found['ssim']:+.3f}" for label, key in runs]
     return f"{verdict(found)} ({'; '.join(moves)})"
 
 
