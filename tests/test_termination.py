@@ -103,6 +103,21 @@ def test_a_ray_cluster_that_fails_to_start_is_an_error_and_the_superlink_stops(t
         link.__enter__()
     assert link.process is None and link.ray_head is None
     assert survivors("FLWR_HOME", str(link.flwr_home), wait=0) == []
+    assert not link.ray_tmp.exists()  # its own cluster's temp dir, removed with it
+
+
+def test_a_joined_ray_cluster_gets_no_temp_dir_of_ours(tmp_path: Path) -> None:
+    """A cluster that fedmjp joins keeps its own temp dir: none is made here, so a killed run leaves none behind."""
+    from fedmjp.launch.superlinks import SimulationSuperLink
+
+    made = set(Path("/tmp").glob("fedmjp-ray-*"))
+    link = SimulationSuperLink(tmp_path, ray_address="127.0.0.1:6379")
+    assert link.ray_tmp is None and "RAY_TMPDIR" not in link.env
+    assert set(Path("/tmp").glob("fedmjp-ray-*")) == made
+    own = SimulationSuperLink(tmp_path)
+    assert own.ray_tmp is not None and own.ray_tmp.is_dir() and own.env["RAY_TMPDIR"] == str(own.ray_tmp)
+    own.stop(timeout=0.0)
+    assert not own.ray_tmp.exists()
 
 
 def test_an_app_that_cannot_be_bundled_is_a_flwr_run_error(tmp_path: Path) -> None:

@@ -29,10 +29,7 @@ class SimulationSuperLink(FlowerConnection):
         self.work_dir = work_dir
         self.port = free_port()
         self.flwr_home = Path(tempfile.mkdtemp(prefix="flwr-home-", dir=work_dir))
-        # Ray's socket paths must be short: keep its temp dir at the top of /tmp.
-        self.ray_tmp = Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
         env = {**os.environ, **QUIET_ENV, **SIMULATION_POLL_ENV, **NO_PRESTART_ENV, "FLWR_HOME": str(self.flwr_home),
-               "RAY_TMPDIR": str(self.ray_tmp),
                # The SuperLink spawns flower-superexec & co. by name: find this venv's first.
                "PATH": venv_path()}
         self.ray_address = ray_address
@@ -41,6 +38,11 @@ class SimulationSuperLink(FlowerConnection):
         # this SuperLink joins it through RAY_ADDRESS, as Flower joins any cluster.
         self.ray_port = None if ray_address else free_port()
         env["RAY_ADDRESS"] = ray_address or f"127.0.0.1:{self.ray_port}"
+        # Our own cluster's temp dir, at the top of /tmp (Ray's socket paths must be short); a joined cluster keeps
+        # its own, so none is made (one left by a killed run would stay behind empty).
+        self.ray_tmp = None if ray_address else Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
+        if self.ray_tmp is not None:
+            env["RAY_TMPDIR"] = str(self.ray_tmp)
         super().__init__(CONNECTION, env)
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
@@ -108,7 +110,8 @@ class SimulationSuperLink(FlowerConnection):
             self.ray_head = None
         # Ray workers leave the SuperLink's process group; they all inherit our FLWR_HOME.
         kill_by_env("FLWR_HOME", str(self.flwr_home), timeout)
-        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+        if self.ray_tmp is not None:
+            shutil.rmtree(self.ray_tmp, ignore_errors=True)
         shutil.rmtree(self.flwr_home, ignore_errors=True)
 
     def submit(self, app_dir: Path, run_config: Path, num_supernodes: int, cpus: int, gpus: float) -> int:
