@@ -213,7 +213,8 @@ def render_realism(data: dict[str, Any], table: list[dict[str, Any]]) -> list[st
 
 def render_convergence(checks: list[dict[str, Any]]) -> list[str]:
     """The convergence check: each optimisation attack of the privacy part, of the secure part's checked cells
-    and of the grid's sampled cells at the published budget and at ``FACTOR`` times it."""
+    and of the grid's sampled cells at the published budget and at ``FACTOR`` times it (on a sample, with
+    ``RESTARTS`` restarts too)."""
     lines = ["", "## Is the attacker converged?", "",
              f"A weak attacker reads as a strong defence. The privacy part and the secure part's passive cells of "
              f"{' and '.join(map(str, SECURE_CLIENTS))} clients a round ran again through Flower, and sampled "
