@@ -66,7 +66,7 @@ def _check(client, images: torch.Tensor, labels: torch.Tensor, batch: int, best:
     options, PSNR and SSIM): every optimisation attack runs again with FACTOR times its budget (one that is still
     rising may overtake the strongest); the reading is the results' own
     (:func:`fedmjp.results.convergence.strongest_reading`)."""
-    psnr, _, _, attack, _, _ = best
+    psnr, _, _, attack, _ = best
     checks = []
     for name, options, before, ssim in ran:
         spec = {"name": name, "options": options}
@@ -114,10 +114,10 @@ def main() -> None:
                 except NotApplicable:
                     continue
                 cell = (result.metrics["psnr"], result.metrics["ssim"], result.leakage_db, attack,
-                        time.perf_counter() - start, options)
+                        time.perf_counter() - start)
                 ran.append((attack, options, result.metrics["psnr"], result.metrics["ssim"]))
                 best = cell if best is None or cell[0] > best[0] else best
-            rows.append((label, stage, batch, *best[:5], _check(client, images, labels, batch, best, ran)))
+            rows.append((label, stage, batch, *best, _check(client, images, labels, batch, best, ran)))
             print(rows[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
     load = os.getloadavg()
     lines = ["| model | stage | batch | PSNR (matched mean) | SSIM | leakage dB over grey | strongest | s / attack "

@@ -77,8 +77,8 @@ def test_a_strongest_row_is_a_lower_bound_while_another_attack_of_its_cell_still
     assert strongest_reading(settled, "privacy", "mjp", "adaptive", scored, 24.6).startswith("converged")
     assert strongest_reading(settled, "privacy", "mjp", "april", scored, 18.0) == CLOSED_FORM
     # Checked with more restarts too: converged only if neither larger budget moved it; rising if either did.
-    restarted = {**_check("ig", 14.0, 14.2), "budget_restarts": "800 steps, 4 restarts", "psnr_restarts": 15.3,
-                 "ssim_restarts": 0.1, "converged": False}
+    restarted = {**_check("ig", 14.0, 14.2), "budget_restarts": "800 steps, 4 restarts", "restarts": 4,
+                 "psnr_restarts": 15.3, "ssim_restarts": 0.1, "converged": False}
     assert verdict(restarted) == "lower bound: still rising at 4x"
     assert budget_reading([restarted], "privacy", "mjp", "ig", True) == \
         "lower bound: still rising at 4x (4x: +0.20 dB, SSIM +0.000; 4x, 4 restarts: +1.30 dB, SSIM +0.000)"

@@ -150,7 +150,8 @@ def _checks(name: str, published: Path, larger: Path, restarted: Path) -> list[d
                "ssim": old["ssim_mean"], "ssim_larger": found["ssim"]}
         more = restarts.get((arm, attack))
         if more is not None:
-            row |= {"budget_restarts": more["budget"], "psnr_restarts": more["psnr"], "ssim_restarts": more["ssim"]}
+            row |= {"budget_restarts": more["budget"], "restarts": more["restarts"], "psnr_restarts": more["psnr"],
+                    "ssim_restarts": more["ssim"]}
         row["converged"] = all(converged(row[f"psnr_{k}"] - row["psnr"], row[f"ssim_{k}"] - row["ssim"])
                                for k in ("larger", "restarts") if f"psnr_{k}" in row)
         rows.append(row)
@@ -158,8 +159,8 @@ def _checks(name: str, published: Path, larger: Path, restarted: Path) -> list[d
 
 
 def _scored(run_dir: Path, with_restarts: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
-    """(arm, optimisation attack) -> its budget in words (with its restarts), matched PSNR and SSIM in a check's
-    run directory: arms it finished only (empty when it did not run)."""
+    """(arm, optimisation attack) -> its budget in words (with its restarts), the restarts its options set, matched
+    PSNR and SSIM in a check's run directory: arms it finished only (empty when it did not run)."""
     if not (run_dir / "scenario.yaml").is_file():
         return {}
     resolved = resolved_arms(run_dir)
@@ -171,8 +172,10 @@ def _scored(run_dir: Path, with_restarts: bool = False) -> dict[tuple[str, str],
         specs = {spec["name"]: spec.get("options") or {} for spec in resolved[arm]["audit"]["attacks"]}
         for attack, stats in entry["attacks"].items():
             if attack in budgets and "psnr_mean" in stats:
-                words = f"{budgets[attack]}, {specs[attack]['restarts']} restarts" if with_restarts else budgets[attack]
-                found[arm, attack] = {"budget": words, "psnr": stats["psnr_mean"], "ssim": stats["ssim_mean"]}
+                restarts = specs[attack].get("restarts")
+                words = f"{budgets[attack]}, {restarts} restarts" if with_restarts else budgets[attack]
+                found[arm, attack] = {"budget": words, "restarts": restarts, "psnr": stats["psnr_mean"],
+                                      "ssim": stats["ssim_mean"]}
     return found
 
 
@@ -194,7 +197,7 @@ def budget_reading(checks: list[dict[str, Any]], cell: str, arm: str, attack: st
         return NOT_CHECKED
     runs = [(f"{FACTOR}x", "larger")]
     if "psnr_restarts" in found:
-        runs.append((f"{FACTOR}x, {found['budget_restarts'].rsplit(', ', 1)[1]}", "restarts"))
+        runs.append((f"{FACTOR}x, {found['restarts']} restarts", "restarts"))
     moves = [f"{label}: {found[f'psnr_{key}'] - found['psnr']:+.2f} dB, "
              f"SSIM {found[f'ssim_{key}'] - found['ssim']:+.3f}" for label, key in runs]
     return f"{verdict(found)} ({'; '.join(moves)})"
