@@ -9,6 +9,8 @@ Node ids are random per run, so the server cannot know a node's partition in adv
   (``clients.context.partition_mod``). No message is needed before the first round. Asking all
   10,000 nodes instead took about 230 s: Flower's simulation engine scans every queued message
   for every node on each of its sweeps, a cost quadratic in the messages in flight.
+  Flower starts the ServerApp's thread before its engine registers the nodes (10,000 take
+  seconds), so the server waits until the nodes it needs are there, or their count stopped growing.
 - **Deployment**: a SuperNode's partition is its own (``--node-config partition-id=K``, its
   data). The server asks every node once, in one batched exchange polled at a short interval.
 
@@ -31,6 +33,9 @@ from .exchange import send_and_receive
 # A deployment's SuperNodes may still be connecting when the run starts (``fedmjp deploy`` waits
 # for them before it starts the run; a plain ``flwr run`` does not).
 DEPLOYMENT_NODES_TIMEOUT = 60.0
+# Seconds without a new node after which a simulated federation counts as fully registered: Flower registers
+# its nodes in one loop (10,000 in about 3 s), so a pause this long means it is done.
+REGISTRATION_SETTLED = 3.0
 
 
 class TooFewNodes(RuntimeError):
@@ -75,12 +80,24 @@ def find_partitions(grid: Grid, needed: int, timeout: float = DEPLOYMENT_NODES_T
     """The nodes of partitions 0..needed-1 (see the module's docstring); raises TooFewNodes with
     one line saying what to start when the federation is smaller than the scenario."""
     if isinstance(grid, InMemoryGrid):
-        # Every simulated node is registered before the ServerApp starts: nothing to wait for.
-        nodes = sorted(grid.get_node_ids())
+        nodes = registered_nodes(grid, needed)
         if len(nodes) < needed:
             raise too_few(needed, len(nodes))
         return Partitions({partition: nodes[partition] for partition in range(needed)}, assigned=True)
     return Partitions(ask_nodes(grid, needed, timeout), assigned=False)
+
+
+def registered_nodes(grid: Grid, needed: int, settled: float = REGISTRATION_SETTLED,
+                     interval: float = 0.05) -> list[int]:
+    """Simulation: the node ids once ``needed`` are registered, or once none was added for ``settled``
+    seconds (the federation is smaller than the scenario); sorted."""
+    nodes = grid.get_node_ids()
+    changed = time.monotonic()
+    while len(nodes) < needed and time.monotonic() - changed < settled:
+        time.sleep(interval)
+        if len(now := grid.get_node_ids()) != len(nodes):
+            nodes, changed = now, time.monotonic()
+    return sorted(nodes)
 
 
 def ask_nodes(grid: Grid, needed: int, timeout: float) -> dict[int, int]:

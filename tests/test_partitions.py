@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from clients.app import app
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedmjp.protocol import ErrorCode
-from server.partitions import Partitions, too_few
+from server.partitions import Partitions, registered_nodes, too_few
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +89,39 @@ def test_an_arm_with_fewer_clients_uses_the_nodes_of_its_own_partitions() -> Non
     largest = Partitions({0: 11, 1: 12, 2: 13}, assigned=True)
     smaller = largest.first(2)
     assert smaller.nodes == {0: 11, 1: 12} and smaller.assigned and largest.nodes == {0: 11, 1: 12, 2: 13}
+
+
+class RegisteringGrid:
+    """Node ids as Flower's simulation engine registers them: in batches, from a thread of its own, while the
+    ServerApp has already started (at 10,000 nodes a run failed now and then, seeing only part of them)."""
+
+    def __init__(self, total: int, batch: int, pause: float) -> None:
+        self.nodes: set[int] = set()
+        self.thread = threading.Thread(target=self._register, args=(total, batch, pause))
+        self.thread.start()
+
+    def _register(self, total: int, batch: int, pause: float) -> None:
+        for start in range(0, total, batch):
+            time.sleep(pause)
+            self.nodes = self.nodes | set(range(1000 + start, 1000 + min(start + batch, total)))
+
+    def get_node_ids(self) -> set[int]:
+        return set(self.nodes)
+
+
+def test_the_server_waits_for_the_simulated_nodes_it_needs_while_flower_registers_them() -> None:
+    grid = RegisteringGrid(total=5000, batch=500, pause=0.05)
+    nodes = registered_nodes(grid, 5000, settled=2.0, interval=0.01)  # type: ignore[arg-type]
+    grid.thread.join()
+    assert nodes == list(range(1000, 6000))
+
+
+def test_a_simulated_federation_smaller_than_the_scenario_is_seen_once_its_count_stops_growing() -> None:
+    grid = RegisteringGrid(total=3, batch=1, pause=0.05)
+    started = time.monotonic()
+    nodes = registered_nodes(grid, 5, settled=0.5, interval=0.01)  # type: ignore[arg-type]
+    assert nodes == [1000, 1001, 1002]
+    assert time.monotonic() - started < 3.0  # the settle time after the last node, not a long timeout
 
 
 def test_too_few_nodes_is_one_line_with_the_command_that_fixes_it() -> None:
