@@ -14,7 +14,6 @@ their node config, must be running and online before a run starts.
 
 from __future__ import annotations
 
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from ..scenario import Arm, Scenario
 from .app_bundle import stage_app
 from .flower_logs import server_error
 from .flwr_cli import FlowerConnection, FlowerError
+from .scratch import scratch
 from .superlinks import RemoteSuperLink
 
 
@@ -140,9 +140,9 @@ def deploy(scenario: Scenario, out: Path, link: FlowerConnection, progress: Prog
         prepare_run_dir(scenario, out)
     runs: dict[str, Any] = {}
     summary: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="fedmjp-deploy-") as tmp:
+    with scratch("deploy") as tmp:
         for arm in scenario.arms.values():
-            runs[arm.name] = run_arm(link, arm, out, Path(tmp), progress, local, nodes_timeout, timeout)
+            runs[arm.name] = run_arm(link, arm, out, tmp, progress, local, nodes_timeout, timeout)
             if local:
                 rounds = read_jsonl(arm_dir(out, arm.name) / "metrics.jsonl")
                 summary[arm.name] = rounds[-1] if rounds else {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..scenario import Arm, Scenario, parse_scenario
 from .app_bundle import stage_app
 from .flower_logs import server_error
 from .flwr_cli import FlowerError
+from .scratch import scratch
 from .superlinks import SimulationSuperLink
 
 
@@ -150,8 +150,7 @@ def simulate_runs(planned: list[Planned], progress: RunProgress = lambda *_: Non
             if not (p.resume and arm_finished(run_dir, arm.name)):
                 federations = clusters.setdefault(arm.ray.address or ray_address, {})
                 federations.setdefault(federation_of(arm), []).append(Job(index, run_dir, arm, p.resume))
-    with tempfile.TemporaryDirectory(prefix="fedmjp-sim-") as tmp:
-        work = Path(tmp)
+    with scratch("sim") as work:
         for address, federations in clusters.items():
             with SimulationSuperLink(work, address) as link:
                 for jobs in federations.values():

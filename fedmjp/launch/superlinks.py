@@ -20,6 +20,7 @@ from .flower_logs import log_tail
 from .flwr_cli import FlowerConnection, FlowerError
 from .health import wait_healthy
 from .processes import console_script, free_port, kill_by_env, stop_group, venv_path
+from .scratch import scratch_dir
 
 
 class SimulationSuperLink(FlowerConnection):
@@ -40,7 +41,7 @@ class SimulationSuperLink(FlowerConnection):
         env["RAY_ADDRESS"] = ray_address or f"127.0.0.1:{self.ray_port}"
         # Our own cluster's temp dir, at the top of /tmp (Ray's socket paths must be short); a joined cluster keeps
         # its own, so none is made (one left by a killed run would stay behind empty).
-        self.ray_tmp = None if ray_address else Path(tempfile.mkdtemp(prefix="fedmjp-ray-"))
+        self.ray_tmp = None if ray_address else scratch_dir("ray")
         if self.ray_tmp is not None:
             env["RAY_TMPDIR"] = str(self.ray_tmp)
         super().__init__(CONNECTION, env)
@@ -137,7 +138,7 @@ class RemoteSuperLink(FlowerConnection):
                "PATH": venv_path()}
         self.private_home: Path | None = None
         if address:
-            self.private_home = Path(tempfile.mkdtemp(prefix="fedmjp-flwr-home-"))
+            self.private_home = scratch_dir("flwr-home")
             write_connection(self.private_home, CONNECTION, address, root_certificates, insecure)
             env["FLWR_HOME"] = str(self.private_home)
             connection = CONNECTION
