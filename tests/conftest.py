@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import timm
 from fedmjp.data.disk_cache import CACHE_ENV
 from fedmjp.launch.flower_config import NO_PRESTART_ENV
 from fedmjp.launch.processes import free_port, kill_by_env
+from fedmjp.launch.scratch import scratch_dir
 
 from .flower_runs import simulate_sweep
 
@@ -27,7 +27,7 @@ SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "dat
 # The suite's own cache (fedmjp.data.disk_cache: partitions, labels, built-in data sets), empty at its start:
 # what a user's cache holds is no test's business. Set before any process starts, so that Flower runs and Ray
 # workers inherit it.
-SUITE_CACHE = tempfile.mkdtemp(prefix="fedmjp-suite-cache-")
+SUITE_CACHE = str(scratch_dir("suite-cache"))  # a killed session's is removed by the next
 os.environ[CACHE_ENV] = SUITE_CACHE
 CIFAR = os.path.join(SHARED_DATA, "cifar10-subset")
 
@@ -71,7 +71,7 @@ def ray_cluster() -> Iterator[str]:
     port = free_port()
     mark = uuid.uuid4().hex
     env = {**os.environ, **NO_PRESTART_ENV, "RAY_USAGE_STATS_ENABLED": "0", "FEDMJP_TEST_RAY": mark}
-    temp = Path("/tmp") / f"fedmjp-raytest-{port}"
+    temp = scratch_dir("raytest")
     common = ["--num-cpus=1", "--object-store-memory=500000000", "--disable-usage-stats"]
     try:
         subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
