@@ -197,7 +197,7 @@ def smoke_table() -> Table:
 
 
 # Three rounds (two intervals between lines) read 0.30 to 0.38 s a round at 10,000 clients where eight read
-# 0.48 to 0.50 s: the first lines come unevenly. The steady state is measured over rounds 3 to 8.
+# 0.48 to 0.52 s: the first lines come unevenly. The steady state is measured over rounds 3 to 8.
 SCALE_ROUNDS = 8
 STEADY_FROM = 3
 

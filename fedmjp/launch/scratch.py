@@ -39,10 +39,15 @@ def remove_stale(root: Path) -> list[Path]:
     """Remove this user's scratch folders in ``root`` whose process has ended; returns them."""
     removed = []
     for path in root.glob("fedmjp-*"):
-        if (match := NAME.fullmatch(path.name)) and path.is_dir() and path.stat().st_uid == os.getuid() \
-                and not alive(int(match["pid"])):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        if not (match := NAME.fullmatch(path.name)) or alive(int(match["pid"])):
+            continue
+        try:
+            if not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+        except OSError:  # another run removed it meanwhile
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
