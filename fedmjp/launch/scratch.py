@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 NAME = re.compile(r"fedmjp-[a-z]+(?:-[a-z]+)*-(?P<pid>\d+)-[a-z0-9_]{8}")
 
 
@@ -39,7 +41,7 @@ def remove_stale(root: Path) -> list[Path]:
     """Remove this user's scratch folders in ``root`` whose process has ended; returns them."""
     removed = []
     for path in root.glob("fedmjp-*"):
-        if not (match := NAME.fullmatch(path.name)) or alive(int(match["pid"])):
+        if not (match := NAME.fullmatch(path.name)) or psutil.pid_exists(int(match["pid"])):
             continue
         try:
             if not path.is_dir() or path.stat().st_uid != os.getuid():
@@ -50,12 +52,3 @@ def remove_stale(root: Path) -> list[Path]:
         removed.append(path)
     return removed
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
